@@ -1,0 +1,31 @@
+//! Compiles `proto/souk/v1/*.proto` with protox (a protobuf compiler written in Rust), so a
+//! fresh machine needs no system `protoc`. The encoded file descriptor set is written beside the
+//! generated code for consumers that serve reflection (the gRPC server).
+
+use std::{env, fs, path::PathBuf};
+
+const PROTO_ROOT: &str = "proto";
+const PROTO_FILES: &[&str] = &[
+    "souk/v1/envelope.proto",
+    "souk/v1/common.proto",
+    "souk/v1/profile.proto",
+    "souk/v1/listing.proto",
+    "souk/v1/rating.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed={PROTO_ROOT}");
+    for file in PROTO_FILES {
+        println!("cargo:rerun-if-changed={PROTO_ROOT}/{file}");
+    }
+    let descriptors = protox::compile(PROTO_FILES, [PROTO_ROOT])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(
+        out_dir.join("souk_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+    prost_build::Config::new()
+        .enable_type_names()
+        .compile_fds(descriptors)?;
+    Ok(())
+}

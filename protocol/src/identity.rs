@@ -1,0 +1,587 @@
+//! Mnemonics, key derivation and identity addresses.
+//!
+//! One English BIP 39 mnemonic (12 or 24 words, optional passphrase) gives a 64-byte seed, and
+//! from it every key a person needs (SPEC.md, "Keys"):
+//!
+//! | key | curve, scheme | path |
+//! |---|---|---|
+//! | identity | ed25519, SLIP-10 | `m/1397708107'/0'/0'` |
+//! | per-order rating key `i` | ed25519, SLIP-10 | `m/1397708107'/2'/i'` |
+//! | per-order escrow key `i` | secp256k1, BIP 32 | `m/1397708107'/1'/coin'/0'/i` |
+//! | payout / refund address `i` | secp256k1, BIP 32 (BIP 84) | `m/84'/coin'/0'/0/i` |
+//!
+//! `1397708107` is `0x534F554B`, the ASCII bytes of "SOUK"; `coin` is 0 on mainnet and 1 on
+//! every test network (SLIP-44). Payouts use the standard BIP 84 account so that any ordinary
+//! wallet restored from the same mnemonic finds the money; escrow keys live under Souk's own
+//! purpose so that no wallet ever hands them out as ordinary receive addresses.
+
+use core::fmt;
+use core::str::FromStr;
+
+use bitcoin::bech32::{self, Bech32m, Hrp, primitives::decode::CheckedHrpstring};
+use bitcoin::bip32::{ChildNumber, Xpriv, Xpub};
+use bitcoin::secp256k1::{self, Secp256k1};
+use bitcoin::{Address, CompressedPublicKey, Network};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha512;
+use zeroize::Zeroizing;
+
+use crate::IdentityError;
+
+/// The BIP 43 purpose of Souk's own derivation paths: `0x534F554B`, "SOUK" in ASCII.
+pub const SOUK_PURPOSE: u32 = 0x534F_554B;
+/// Branch under [`SOUK_PURPOSE`] for the identity key.
+pub const IDENTITY_BRANCH: u32 = 0;
+/// Branch under [`SOUK_PURPOSE`] for per-order escrow keys.
+pub const ESCROW_BRANCH: u32 = 1;
+/// Branch under [`SOUK_PURPOSE`] for per-order rating keys.
+pub const RATING_BRANCH: u32 = 2;
+/// The BIP 84 purpose used for payout and refund addresses.
+pub const PAYOUT_PURPOSE: u32 = 84;
+/// Human-readable part of the text form of an identity public key.
+pub const ADDRESS_HRP: &str = "souk";
+
+const HARDENED: u32 = 0x8000_0000;
+
+/// How many words a new mnemonic has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WordCount {
+    /// 12 words, 128 bits of entropy.
+    Words12,
+    /// 24 words, 256 bits of entropy.
+    Words24,
+}
+
+impl WordCount {
+    /// Number of words.
+    #[must_use]
+    pub fn words(self) -> usize {
+        match self {
+            Self::Words12 => 12,
+            Self::Words24 => 24,
+        }
+    }
+
+    fn entropy_len(self) -> usize {
+        match self {
+            Self::Words12 => 16,
+            Self::Words24 => 32,
+        }
+    }
+}
+
+/// An English BIP 39 mnemonic of 12 or 24 words. Its `Debug` output never shows the words.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Mnemonic {
+    inner: bip39::Mnemonic,
+}
+
+impl Mnemonic {
+    /// A new mnemonic from the operating system's random number generator.
+    ///
+    /// # Errors
+    /// [`IdentityError::Randomness`] if the system RNG fails.
+    pub fn generate(words: WordCount) -> Result<Self, IdentityError> {
+        let mut entropy = Zeroizing::new([0u8; 32]);
+        let entropy = &mut entropy[..words.entropy_len()];
+        getrandom::fill(entropy).map_err(|e| IdentityError::Randomness {
+            reason: e.to_string(),
+        })?;
+        Self::from_entropy(entropy)
+    }
+
+    /// The mnemonic that encodes `entropy` (16 bytes for 12 words, 32 bytes for 24).
+    ///
+    /// # Errors
+    /// [`IdentityError::InvalidEntropyLength`] for any other length.
+    pub fn from_entropy(entropy: &[u8]) -> Result<Self, IdentityError> {
+        if entropy.len() != 16 && entropy.len() != 32 {
+            return Err(IdentityError::InvalidEntropyLength { len: entropy.len() });
+        }
+        bip39::Mnemonic::from_entropy(entropy)
+            .map(|inner| Self { inner })
+            .map_err(|e| IdentityError::InvalidMnemonic {
+                reason: e.to_string(),
+            })
+    }
+
+    /// Restores a mnemonic from its words. Case, surrounding and repeated whitespace and Unicode
+    /// normalisation do not matter.
+    ///
+    /// # Errors
+    /// [`IdentityError::InvalidMnemonic`] if the phrase is not 12 or 24 English BIP 39 words
+    /// with a correct checksum. The error never repeats the phrase.
+    pub fn parse(phrase: &str) -> Result<Self, IdentityError> {
+        let normalized = Zeroizing::new(
+            phrase
+                .split_whitespace()
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        let words = normalized.split(' ').filter(|w| !w.is_empty()).count();
+        if words != 12 && words != 24 {
+            return Err(IdentityError::InvalidMnemonic {
+                reason: format!("expected 12 or 24 words, got {words}"),
+            });
+        }
+        bip39::Mnemonic::parse_in(bip39::Language::English, normalized.as_str())
+            .map(|inner| Self { inner })
+            .map_err(|e| IdentityError::InvalidMnemonic {
+                reason: redact_bip39_error(&e),
+            })
+    }
+
+    /// The words, separated by single spaces.
+    #[must_use]
+    pub fn phrase(&self) -> Zeroizing<String> {
+        Zeroizing::new(self.inner.to_string())
+    }
+
+    /// How many words the mnemonic has.
+    #[must_use]
+    pub fn word_count(&self) -> WordCount {
+        if self.inner.word_count() == 24 {
+            WordCount::Words24
+        } else {
+            WordCount::Words12
+        }
+    }
+
+    /// The BIP 39 seed: PBKDF2-HMAC-SHA512 of the phrase, salted with `"mnemonic" + passphrase`,
+    /// 2048 rounds.
+    #[must_use]
+    pub fn to_seed(&self, passphrase: &str) -> Seed {
+        Seed(Zeroizing::new(self.inner.to_seed(passphrase)))
+    }
+}
+
+impl fmt::Debug for Mnemonic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Mnemonic({} words, redacted)", self.inner.word_count())
+    }
+}
+
+fn redact_bip39_error(e: &bip39::Error) -> String {
+    match e {
+        bip39::Error::UnknownWord(index) => format!("word {} is not in the English list", index + 1),
+        bip39::Error::InvalidChecksum => "the checksum does not match; check the words".into(),
+        bip39::Error::BadWordCount(n) => format!("expected 12 or 24 words, got {n}"),
+        other => format!("{other:?}")
+            .split('(')
+            .next()
+            .unwrap_or("invalid")
+            .to_string(),
+    }
+}
+
+/// A 64-byte BIP 39 seed. Zeroed when dropped; its `Debug` output is redacted.
+#[derive(Clone)]
+pub struct Seed(Zeroizing<[u8; 64]>);
+
+impl Seed {
+    /// Wraps a seed that the platform kept (for example in Android Keystore).
+    #[must_use]
+    pub fn from_bytes(bytes: [u8; 64]) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// The seed's bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8; 64] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Seed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Seed(redacted)")
+    }
+}
+
+/// Derives every key of one person from their seed. See the module documentation for the paths.
+pub struct Keychain {
+    seed: Seed,
+    secp: Secp256k1<secp256k1::All>,
+}
+
+impl fmt::Debug for Keychain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keychain")
+            .field("identity", &self.identity().public_key())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keychain {
+    /// The keychain of a seed.
+    #[must_use]
+    pub fn new(seed: Seed) -> Self {
+        Self {
+            seed,
+            secp: Secp256k1::new(),
+        }
+    }
+
+    /// The keychain of a mnemonic and passphrase (use `""` for none).
+    #[must_use]
+    pub fn from_mnemonic(mnemonic: &Mnemonic, passphrase: &str) -> Self {
+        Self::new(mnemonic.to_seed(passphrase))
+    }
+
+    /// The identity key, `m/1397708107'/0'/0'` by SLIP-10 for ed25519.
+    #[must_use]
+    pub fn identity(&self) -> IdentityKey {
+        let secret = slip10_ed25519(self.seed.as_bytes(), &[SOUK_PURPOSE, IDENTITY_BRANCH, 0]);
+        IdentityKey::from_secret_bytes(&secret)
+    }
+
+    /// The rating key of the order with rating index `index`, `m/1397708107'/2'/index'`.
+    ///
+    /// # Errors
+    /// [`IdentityError::IndexOutOfRange`] if `index >= 2^31`.
+    pub fn rating_key(&self, index: u32) -> Result<IdentityKey, IdentityError> {
+        check_index(index)?;
+        let secret = slip10_ed25519(self.seed.as_bytes(), &[SOUK_PURPOSE, RATING_BRANCH, index]);
+        Ok(IdentityKey::from_secret_bytes(&secret))
+    }
+
+    fn master_xpriv(&self, network: Network) -> Result<Xpriv, IdentityError> {
+        Xpriv::new_master(network, self.seed.as_bytes()).map_err(derivation_error)
+    }
+
+    fn derive_xpriv(&self, network: Network, path: &[ChildNumber]) -> Result<Xpriv, IdentityError> {
+        self.master_xpriv(network)?
+            .derive_priv(&self.secp, &path)
+            .map_err(derivation_error)
+    }
+
+    fn escrow_account_path(network: Network) -> [ChildNumber; 4] {
+        [
+            hardened(SOUK_PURPOSE),
+            hardened(ESCROW_BRANCH),
+            hardened(coin_type(network)),
+            hardened(0),
+        ]
+    }
+
+    /// The extended public key of the escrow account, `m/1397708107'/1'/coin'/0'`.
+    ///
+    /// # Errors
+    /// [`IdentityError::Derivation`] in the negligible case of an invalid child key.
+    pub fn escrow_xpub(&self, network: Network) -> Result<Xpub, IdentityError> {
+        let xpriv = self.derive_xpriv(network, &Self::escrow_account_path(network))?;
+        Ok(Xpub::from_priv(&self.secp, &xpriv))
+    }
+
+    /// The escrow key of the order with escrow index `index`, `m/1397708107'/1'/coin'/0'/index`.
+    /// A wallet hands out each index once, in order, and persists the next index before it
+    /// reveals the key (see [`EscrowIndexCursor`]).
+    ///
+    /// # Errors
+    /// [`IdentityError::IndexOutOfRange`] if `index >= 2^31`; [`IdentityError::Derivation`] in
+    /// the negligible case of an invalid child key.
+    pub fn escrow_key(&self, network: Network, index: u32) -> Result<EscrowKey, IdentityError> {
+        check_index(index)?;
+        let mut path = Self::escrow_account_path(network).to_vec();
+        path.push(ChildNumber::Normal { index });
+        let xpriv = self.derive_xpriv(network, &path)?;
+        let secret = xpriv.private_key;
+        let public = CompressedPublicKey(secp256k1::PublicKey::from_secret_key(&self.secp, &secret));
+        Ok(EscrowKey {
+            index,
+            secret,
+            public,
+        })
+    }
+
+    /// The payout (and refund) address with index `index`: native SegWit (P2WPKH) at the BIP 84
+    /// receive path `m/84'/coin'/0'/0/index`.
+    ///
+    /// # Errors
+    /// [`IdentityError::IndexOutOfRange`] if `index >= 2^31`; [`IdentityError::Derivation`] in
+    /// the negligible case of an invalid child key.
+    pub fn payout_address(&self, network: Network, index: u32) -> Result<Address, IdentityError> {
+        check_index(index)?;
+        let path = [
+            hardened(PAYOUT_PURPOSE),
+            hardened(coin_type(network)),
+            hardened(0),
+            ChildNumber::Normal { index: 0 },
+            ChildNumber::Normal { index },
+        ];
+        let xpriv = self.derive_xpriv(network, &path)?;
+        let public = CompressedPublicKey(secp256k1::PublicKey::from_secret_key(
+            &self.secp,
+            &xpriv.private_key,
+        ));
+        Ok(Address::p2wpkh(&public, network))
+    }
+}
+
+/// One order's escrow key pair. `secp256k1::SecretKey` is not zeroed on drop, so callers derive
+/// it when they sign and drop it right after; its `Debug` output never shows the secret.
+#[derive(Clone)]
+pub struct EscrowKey {
+    /// The derivation index this key came from.
+    pub index: u32,
+    /// The secret key.
+    pub secret: secp256k1::SecretKey,
+    /// The compressed public key that goes into the escrow script.
+    pub public: CompressedPublicKey,
+}
+
+impl fmt::Debug for EscrowKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EscrowKey")
+            .field("index", &self.index)
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hands out escrow (or rating) indices once each, in order. The wallet persists
+/// [`next`](Self::next) *before* it uses the index it was given, so that a crash can skip an
+/// index but never reuse one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EscrowIndexCursor {
+    next: u32,
+}
+
+impl EscrowIndexCursor {
+    /// A cursor that will hand out `next` first (as persisted by the wallet).
+    #[must_use]
+    pub fn starting_at(next: u32) -> Self {
+        Self { next }
+    }
+
+    /// The index that [`allocate`](Self::allocate) will return next.
+    #[must_use]
+    pub fn next(&self) -> u32 {
+        self.next
+    }
+
+    /// Takes the next unused index.
+    ///
+    /// # Errors
+    /// [`IdentityError::IndexOutOfRange`] once all 2^31 indices are used.
+    pub fn allocate(&mut self) -> Result<u32, IdentityError> {
+        let index = self.next;
+        check_index(index)?;
+        self.next = index + 1;
+        Ok(index)
+    }
+}
+
+fn check_index(index: u32) -> Result<(), IdentityError> {
+    if index >= HARDENED {
+        Err(IdentityError::IndexOutOfRange { index })
+    } else {
+        Ok(())
+    }
+}
+
+fn hardened(index: u32) -> ChildNumber {
+    ChildNumber::Hardened { index }
+}
+
+fn derivation_error(e: bitcoin::bip32::Error) -> IdentityError {
+    IdentityError::Derivation {
+        reason: e.to_string(),
+    }
+}
+
+/// SLIP-44 coin type: 0 on mainnet, 1 on testnets, signet and regtest.
+#[must_use]
+pub fn coin_type(network: Network) -> u32 {
+    match network {
+        Network::Bitcoin => 0,
+        _ => 1,
+    }
+}
+
+/// SLIP-10 derivation of an ed25519 secret key. Every index is hardened (ed25519 has no other
+/// kind); `path` holds the indices without the hardened bit.
+pub(crate) fn slip10_ed25519(seed: &[u8], path: &[u32]) -> Zeroizing<[u8; 32]> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    let mut chain_code = Zeroizing::new([0u8; 32]);
+    let split = |out: &[u8], key: &mut [u8; 32], chain_code: &mut [u8; 32]| {
+        key.copy_from_slice(&out[..32]);
+        chain_code.copy_from_slice(&out[32..]);
+    };
+    let out = hmac_sha512(b"ed25519 seed", &[seed]);
+    split(&out[..], &mut key, &mut chain_code);
+    for index in path {
+        let index = (index | HARDENED).to_be_bytes();
+        let out = hmac_sha512(&chain_code[..], &[&[0u8], &key[..], &index]);
+        split(&out[..], &mut key, &mut chain_code);
+    }
+    key
+}
+
+fn hmac_sha512(key: &[u8], parts: &[&[u8]]) -> Zeroizing<[u8; 64]> {
+    #[allow(clippy::expect_used, reason = "HMAC accepts keys of every length")]
+    let mut mac = <Hmac<Sha512> as KeyInit>::new_from_slice(key).expect("HMAC takes any key");
+    for part in parts {
+        mac.update(part);
+    }
+    let mut out = Zeroizing::new([0u8; 64]);
+    out.copy_from_slice(&mac.finalize().into_bytes());
+    out
+}
+
+/// A person's ed25519 identity public key: their address in Souk.
+///
+/// Its text form is bech32m (BIP 350) with the human-readable part `souk` over the 32 key bytes,
+/// for example `souk1…` (63 characters). Constructing one checks that the bytes are a valid,
+/// non-weak curve point, so a `PublicKey` can always verify.
+#[derive(Clone, Copy)]
+pub struct PublicKey {
+    key: VerifyingKey,
+}
+
+impl PublicKey {
+    /// The key from its 32 raw bytes.
+    ///
+    /// # Errors
+    /// [`IdentityError::InvalidAddress`] if the bytes are not 32 long, not a curve point, or a
+    /// weak (small-order) point.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdentityError> {
+        Self::from_slice(bytes).map_err(|reason| IdentityError::InvalidAddress {
+            reason: reason.into(),
+        })
+    }
+
+    pub(crate) fn from_slice(bytes: &[u8]) -> Result<Self, &'static str> {
+        let bytes: &[u8; 32] = bytes.try_into().map_err(|_| "not 32 bytes")?;
+        let key = VerifyingKey::from_bytes(bytes).map_err(|_| "not a curve point")?;
+        if key.is_weak() {
+            return Err("a weak, small-order point");
+        }
+        Ok(Self { key })
+    }
+
+    /// The 32 raw bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.key.as_bytes()
+    }
+
+    /// The text form, `souk1…`.
+    #[must_use]
+    pub fn to_address(&self) -> String {
+        #[allow(
+            clippy::expect_used,
+            reason = "the HRP is a valid constant and 32 bytes are far below bech32's length limit"
+        )]
+        let hrp = Hrp::parse(ADDRESS_HRP).expect("valid HRP");
+        #[allow(clippy::expect_used, reason = "see above")]
+        bech32::encode::<Bech32m>(hrp, self.as_bytes()).expect("32 bytes always encode")
+    }
+
+    /// Lower-case hex of the raw bytes.
+    #[must_use]
+    pub fn to_hex(&self) -> String {
+        crate::hex(self.as_bytes())
+    }
+
+    pub(crate) fn verifying_key(&self) -> &VerifyingKey {
+        &self.key
+    }
+}
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+impl Eq for PublicKey {}
+impl core::hash::Hash for PublicKey {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+impl PartialOrd for PublicKey {
+    fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for PublicKey {
+    fn cmp(&self, other: &Self) -> core::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_address())
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.to_address())
+    }
+}
+
+impl FromStr for PublicKey {
+    type Err = IdentityError;
+
+    /// Parses the text form `souk1…` (bech32m; upper case accepted) or 64 hex digits.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason: String| IdentityError::InvalidAddress { reason };
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let bytes = crate::unhex(s).ok_or_else(|| invalid("bad hex".into()))?;
+            return Self::from_bytes(&bytes);
+        }
+        let checked = CheckedHrpstring::new::<Bech32m>(s).map_err(|e| invalid(e.to_string()))?;
+        if checked.hrp().to_lowercase() != ADDRESS_HRP {
+            return Err(invalid(format!(
+                "prefix is {:?}, expected {ADDRESS_HRP:?}",
+                checked.hrp().to_lowercase()
+            )));
+        }
+        let bytes: Vec<u8> = checked.byte_iter().collect();
+        Self::from_bytes(&bytes)
+    }
+}
+
+/// An ed25519 identity (or rating) secret key. Zeroed on drop; `Debug` shows only the public key.
+#[derive(Clone)]
+pub struct IdentityKey {
+    signing: SigningKey,
+    public: PublicKey,
+}
+
+impl IdentityKey {
+    /// The key with the given 32-byte secret (the SLIP-10 output, or RFC 8032's "seed").
+    #[must_use]
+    pub fn from_secret_bytes(secret: &[u8; 32]) -> Self {
+        let signing = SigningKey::from_bytes(secret);
+        let public = PublicKey {
+            key: signing.verifying_key(),
+        };
+        Self { signing, public }
+    }
+
+    /// The public key, which is this person's address.
+    #[must_use]
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
+    /// Signs a 32-byte digest.
+    pub(crate) fn sign_digest(&self, digest: &[u8; 32]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.signing.sign(digest).to_bytes()
+    }
+}
+
+impl fmt::Debug for IdentityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityKey")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
