@@ -279,9 +279,12 @@ pub fn verify_batch(envelopes: &[&RawEnvelope]) -> Result<(), EnvelopeError> {
         .iter()
         .map(|e| ed25519_dalek::Signature::from_bytes(&e.signature))
         .collect();
-    let keys: Vec<ed25519_dalek::VerifyingKey> =
-        envelopes.iter().map(|e| *e.signer.verifying_key()).collect();
-    ed25519_dalek::verify_batch(&messages, &signatures, &keys).map_err(|_| EnvelopeError::BadSignature)
+    let keys: Vec<ed25519_dalek::VerifyingKey> = envelopes
+        .iter()
+        .map(|e| *e.signer.verifying_key())
+        .collect();
+    ed25519_dalek::verify_batch(&messages, &signatures, &keys)
+        .map_err(|_| EnvelopeError::BadSignature)
 }
 
 impl IdentityKey {

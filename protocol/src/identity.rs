@@ -165,7 +165,9 @@ impl fmt::Debug for Mnemonic {
 
 fn redact_bip39_error(e: &bip39::Error) -> String {
     match e {
-        bip39::Error::UnknownWord(index) => format!("word {} is not in the English list", index + 1),
+        bip39::Error::UnknownWord(index) => {
+            format!("word {} is not in the English list", index + 1)
+        }
         bip39::Error::InvalidChecksum => "the checksum does not match; check the words".into(),
         bip39::Error::BadWordCount(n) => format!("expected 12 or 24 words, got {n}"),
         other => format!("{other:?}")
@@ -288,7 +290,8 @@ impl Keychain {
         path.push(ChildNumber::Normal { index });
         let xpriv = self.derive_xpriv(network, &path)?;
         let secret = xpriv.private_key;
-        let public = CompressedPublicKey(secp256k1::PublicKey::from_secret_key(&self.secp, &secret));
+        let public =
+            CompressedPublicKey(secp256k1::PublicKey::from_secret_key(&self.secp, &secret));
         Ok(EscrowKey {
             index,
             secret,
@@ -583,5 +586,46 @@ impl fmt::Debug for IdentityKey {
         f.debug_struct("IdentityKey")
             .field("public", &self.public)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SLIP-0010, "Test vector 1 for ed25519": seed 000102…0f, private keys along m/0'/1'/2'/2'/1000000000'.
+    #[test]
+    fn slip10_matches_the_published_ed25519_vectors() {
+        let seed = crate::unhex("000102030405060708090a0b0c0d0e0f").unwrap_or_default();
+        let cases: &[(&[u32], &str)] = &[
+            (
+                &[],
+                "2b4be7f19ee27bbf30c667b642d5f4aa69fd169872f8fc3059c08ebae2eb19e7",
+            ),
+            (
+                &[0],
+                "68e0fe46dfb67e368c75379acec591dad19df3cde26e63b93a8e704f1dade7a3",
+            ),
+            (
+                &[0, 1],
+                "b1d0bad404bf35da785a64ca1ac54b2617211d2777696fbffaf208f746ae84f2",
+            ),
+            (
+                &[0, 1, 2],
+                "92a5b23c0b8a99e37d07df3fb9966917f5d06e02ddbd909c7e184371463e9fc9",
+            ),
+            (
+                &[0, 1, 2, 2],
+                "30d1dc7e5fc04c31219ab25a27ae00b50f6fd66622f6e9c913253d6511d1e662",
+            ),
+            (
+                &[0, 1, 2, 2, 1_000_000_000],
+                "8f94d394a8e8fd6b1bc2f3f49f5c47e385281d5c17e65324b0f62483e37e8793",
+            ),
+        ];
+        for (path, expected) in cases {
+            let key = slip10_ed25519(&seed, path);
+            assert_eq!(crate::hex(&key[..]), *expected, "path {path:?}");
+        }
     }
 }

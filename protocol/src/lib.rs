@@ -38,25 +38,37 @@
 //! # }
 //! ```
 #![deny(missing_docs, unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod envelope;
 mod error;
 pub mod identity;
 pub mod limits;
 mod object;
+pub mod samples;
 mod validate;
 
 /// Types generated from `proto/souk/v1/*.proto` by prost. Their doc comments are the schema's.
-#[allow(missing_docs, reason = "generated code; the .proto files document every field")]
-#[allow(clippy::doc_markdown, clippy::doc_lazy_continuation, reason = "generated code")]
+#[allow(
+    missing_docs,
+    reason = "generated code; the .proto files document every field"
+)]
+#[allow(
+    clippy::doc_markdown,
+    clippy::doc_lazy_continuation,
+    reason = "generated code"
+)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/souk.v1.rs"));
 }
 
 /// The compiled schema as an encoded `google.protobuf.FileDescriptorSet` (for gRPC reflection
 /// and dynamic decoders).
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/souk_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/souk_descriptor.bin"));
 
 pub use envelope::{
     ObjectId, ParseObjectIdError, RawEnvelope, SIGNATURE_DOMAIN, open, signing_digest, verify_batch,

@@ -275,9 +275,10 @@ impl IdentityKey {
 fn verify_rating_proof(rating: &pb::Rating, signer: &PublicKey) -> Result<(), ValidationError> {
     let bad = |reason| ValidationError::BadRatingProof { reason };
     let proof = rating.proof.as_ref().ok_or(bad("missing"))?;
-    let subject = PublicKey::from_slice(&rating.subject).map_err(|_| bad("subject is not a key"))?;
-    let permit_signer =
-        PublicKey::from_slice(&proof.permit_signer).map_err(|_| bad("permit signer is not a key"))?;
+    let subject =
+        PublicKey::from_slice(&rating.subject).map_err(|_| bad("subject is not a key"))?;
+    let permit_signer = PublicKey::from_slice(&proof.permit_signer)
+        .map_err(|_| bad("permit signer is not a key"))?;
     if permit_signer != subject {
         return Err(bad("the permit must be signed by the rated party"));
     }

@@ -55,8 +55,16 @@ pub(crate) fn profile(p: &pb::Profile, ctx: &ValidationContext) -> Result {
         if !location.country.is_empty() {
             country(&location.country, "profile.location.country")?;
         }
-        line(&location.region, "profile.location.region", MAX_SHORT_TEXT_BYTES)?;
-        line(&location.city, "profile.location.city", MAX_SHORT_TEXT_BYTES)?;
+        line(
+            &location.region,
+            "profile.location.region",
+            MAX_SHORT_TEXT_BYTES,
+        )?;
+        line(
+            &location.city,
+            "profile.location.city",
+            MAX_SHORT_TEXT_BYTES,
+        )?;
     }
     at_most(p.contacts.len(), "profile.contacts", MAX_CONTACTS)?;
     for contact in &p.contacts {
@@ -65,7 +73,11 @@ pub(crate) fn profile(p: &pb::Profile, ctx: &ValidationContext) -> Result {
         line(&contact.value, "profile.contacts.value", MAX_URL_BYTES)?;
     }
     currencies(&p.accepted_currencies, "profile.accepted_currencies")?;
-    at_most(p.inbox_servers.len(), "profile.inbox_servers", MAX_INBOX_SERVERS)?;
+    at_most(
+        p.inbox_servers.len(),
+        "profile.inbox_servers",
+        MAX_INBOX_SERVERS,
+    )?;
     for server in &p.inbox_servers {
         url(server, "profile.inbox_servers", &["https://", "http://"])?;
     }
@@ -128,7 +140,11 @@ fn moderator_offer(offer: &pb::ModeratorOffer) -> Result {
             field: "profile.moderator.languages",
         });
     }
-    at_most(offer.languages.len(), "profile.moderator.languages", MAX_LANGUAGES)?;
+    at_most(
+        offer.languages.len(),
+        "profile.moderator.languages",
+        MAX_LANGUAGES,
+    )?;
     for tag in &offer.languages {
         language(tag, "profile.moderator.languages")?;
     }
@@ -139,8 +155,15 @@ fn moderator_offer(offer: &pb::ModeratorOffer) -> Result {
             field: "profile.moderator.accepted_currencies",
         });
     }
-    currencies(&offer.accepted_currencies, "profile.moderator.accepted_currencies")?;
-    paragraph(&offer.description, "profile.moderator.description", MAX_ABOUT_BYTES)
+    currencies(
+        &offer.accepted_currencies,
+        "profile.moderator.accepted_currencies",
+    )?;
+    paragraph(
+        &offer.description,
+        "profile.moderator.description",
+        MAX_ABOUT_BYTES,
+    )
 }
 
 pub(crate) fn listing(l: &pb::Listing, ctx: &ValidationContext) -> Result {
@@ -148,7 +171,11 @@ pub(crate) fn listing(l: &pb::Listing, ctx: &ValidationContext) -> Result {
     created_at(l.created_at, ctx)?;
     slug(&l.slug, "listing.slug")?;
     let listing_type = match ListingType::try_from(l.r#type) {
-        Ok(ListingType::Unspecified) => return Err(E::Missing { field: "listing.type" }),
+        Ok(ListingType::Unspecified) => {
+            return Err(E::Missing {
+                field: "listing.type",
+            });
+        }
         Ok(t) => t,
         Err(_) => {
             return Err(E::BadFormat {
@@ -265,7 +292,11 @@ fn options_and_skus(l: &pb::Listing, base: &pb::Price) -> Result {
                 field: "listing.options.values",
             });
         }
-        at_most(option.values.len(), "listing.options.values", MAX_OPTION_VALUES)?;
+        at_most(
+            option.values.len(),
+            "listing.options.values",
+            MAX_OPTION_VALUES,
+        )?;
         for value in &option.values {
             required(value, "listing.options.values")?;
             line(value, "listing.options.values", MAX_NAME_BYTES)?;
@@ -303,7 +334,10 @@ fn options_and_skus(l: &pb::Listing, base: &pb::Price) -> Result {
             range(quantity, "listing.skus.quantity", 0, MAX_AMOUNT)?;
         }
     }
-    distinct(l.skus.iter().map(|s| &s.selection), "listing.skus.selection")
+    distinct(
+        l.skus.iter().map(|s| &s.selection),
+        "listing.skus.selection",
+    )
 }
 
 fn shipping(l: &pb::Listing, listing_type: pb::ListingType) -> Result {
@@ -338,8 +372,17 @@ fn shipping(l: &pb::Listing, listing_type: pb::ListingType) -> Result {
         )?;
         for service in &option.services {
             required(&service.name, "listing.shipping.services.name")?;
-            line(&service.name, "listing.shipping.services.name", MAX_NAME_BYTES)?;
-            range(service.price, "listing.shipping.services.price", 0, MAX_AMOUNT)?;
+            line(
+                &service.name,
+                "listing.shipping.services.name",
+                MAX_NAME_BYTES,
+            )?;
+            range(
+                service.price,
+                "listing.shipping.services.price",
+                0,
+                MAX_AMOUNT,
+            )?;
             range(
                 service.additional_item_price,
                 "listing.shipping.services.additional_item_price",
@@ -389,7 +432,10 @@ fn coupons(coupons: &[pb::Coupon]) -> Result {
             }
         }
     }
-    distinct(coupons.iter().map(|c| &c.code_hash), "listing.coupons.code_hash")
+    distinct(
+        coupons.iter().map(|c| &c.code_hash),
+        "listing.coupons.code_hash",
+    )
 }
 
 pub(crate) fn rating(r: &pb::Rating, ctx: &ValidationContext) -> Result {
@@ -403,7 +449,11 @@ pub(crate) fn rating(r: &pb::Rating, ctx: &ValidationContext) -> Result {
     }
     public_key(&r.subject, "rating.subject")?;
     let role = match RatingRole::try_from(r.role) {
-        Ok(RatingRole::Unspecified) => return Err(E::Missing { field: "rating.role" }),
+        Ok(RatingRole::Unspecified) => {
+            return Err(E::Missing {
+                field: "rating.role",
+            });
+        }
         Ok(role) => role,
         Err(_) => {
             return Err(E::BadFormat {
