@@ -1,1 +1,59 @@
-fn main() {}
+//! Signatures per second, verifications per second (single and batched), and the full
+//! acceptance pipeline. Run with `cargo bench -p souk-protocol --bench signatures`.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use souk_protocol::samples::{self, SAMPLE_TIME, TEST_MNEMONIC};
+use souk_protocol::{
+    Keychain, Mnemonic, Object, RawEnvelope, ValidationContext, open, verify_batch,
+};
+use std::hint::black_box;
+
+fn bench(c: &mut Criterion) {
+    let ctx = ValidationContext::at(SAMPLE_TIME);
+    let mnemonic = Mnemonic::parse(TEST_MNEMONIC).expect("valid");
+    let key = Keychain::from_mnemonic(&mnemonic, "").identity();
+    let listing = Object::Listing(samples::listing(SAMPLE_TIME, "blue-mug", None));
+    let sealed = key.seal(&listing, &ctx).expect("valid sample");
+    let bytes = sealed.envelope().bytes().to_vec();
+    let raw = RawEnvelope::decode(&bytes).expect("decodes");
+
+    let mut group = c.benchmark_group("envelope");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("seal_listing (validate + encode + sign)", |b| {
+        b.iter(|| key.seal(black_box(&listing), &ctx).expect("valid"));
+    });
+    group.bench_function("verify_signature (strict, one)", |b| {
+        b.iter(|| black_box(&raw).verify_signature().expect("valid"));
+    });
+    group.bench_function("open_listing (decode + validate + verify)", |b| {
+        b.iter(|| open(black_box(&bytes), &ctx).expect("valid"));
+    });
+    group.finish();
+
+    let mut batch_group = c.benchmark_group("verify_batch");
+    for size in [16usize, 64, 256] {
+        let envelopes: Vec<RawEnvelope> = (0..size)
+            .map(|i| {
+                let object =
+                    Object::Listing(samples::listing(SAMPLE_TIME, &format!("mug-{i}"), None));
+                key.seal(&object, &ctx).expect("valid").envelope().clone()
+            })
+            .collect();
+        let refs: Vec<&RawEnvelope> = envelopes.iter().collect();
+        batch_group.throughput(Throughput::Elements(size as u64));
+        batch_group.bench_with_input(BenchmarkId::from_parameter(size), &refs, |b, refs| {
+            b.iter(|| verify_batch(black_box(refs)).expect("valid"));
+        });
+    }
+    batch_group.finish();
+
+    let mut keys = c.benchmark_group("keys");
+    keys.sample_size(20);
+    keys.bench_function("mnemonic_to_identity (PBKDF2 2048 + SLIP-10)", |b| {
+        b.iter(|| Keychain::from_mnemonic(black_box(&mnemonic), "").identity());
+    });
+    keys.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

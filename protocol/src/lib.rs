@@ -45,6 +45,8 @@
 
 mod envelope;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod limits;
 mod object;

@@ -2,7 +2,8 @@
 
 use std::str::FromStr;
 
-use souk_protocol::bitcoin::Network;
+use souk_protocol::bitcoin::bech32;
+use souk_protocol::bitcoin::{Address, Network};
 use souk_protocol::identity::EscrowIndexCursor;
 use souk_protocol::{IdentityError, Keychain, Mnemonic, PublicKey, WordCount};
 
@@ -193,7 +194,7 @@ fn escrow_keys_are_children_of_the_published_escrow_xpub() {
 fn escrow_keys_are_separate_from_payout_keys() {
     let keys = keychain(ABANDON_12, "");
     let escrow = keys.escrow_key(Network::Bitcoin, 0).expect("derive").public;
-    let payout_as_escrow = souk_protocol::bitcoin::Address::p2wpkh(&escrow, Network::Bitcoin);
+    let payout_as_escrow = Address::p2wpkh(&escrow, Network::Bitcoin);
     assert_ne!(
         payout_as_escrow,
         keys.payout_address(Network::Bitcoin, 0).expect("derive")
@@ -279,23 +280,19 @@ fn mistyped_addresses_are_refused() {
     assert_eq!(address_error(&text[..62]).code(), "invalid_address");
     // Someone else's prefix, valid checksum.
     let bech32_other =
-        souk_protocol::bitcoin::bech32::encode::<souk_protocol::bitcoin::bech32::Bech32m>(
-            souk_protocol::bitcoin::bech32::Hrp::parse("npub").expect("hrp"),
-            &[7; 32],
-        )
-        .expect("encode");
+        bech32::encode::<bech32::Bech32m>(bech32::Hrp::parse("npub").expect("hrp"), &[7; 32])
+            .expect("encode");
     assert!(
         address_error(&bech32_other)
             .to_string()
             .contains("expected \"souk\"")
     );
     // Old bech32 (not bech32m) checksum over the same key.
-    let bech32_classic =
-        souk_protocol::bitcoin::bech32::encode::<souk_protocol::bitcoin::bech32::Bech32>(
-            souk_protocol::bitcoin::bech32::Hrp::parse("souk").expect("hrp"),
-            keychain(ABANDON_12, "").identity().public_key().as_bytes(),
-        )
-        .expect("encode");
+    let bech32_classic = bech32::encode::<bech32::Bech32>(
+        bech32::Hrp::parse("souk").expect("hrp"),
+        keychain(ABANDON_12, "").identity().public_key().as_bytes(),
+    )
+    .expect("encode");
     assert_eq!(address_error(&bech32_classic).code(), "invalid_address");
     assert_eq!(address_error("").code(), "invalid_address");
 }
