@@ -448,8 +448,8 @@ impl PublicKey {
     /// The key from its 32 raw bytes.
     ///
     /// # Errors
-    /// [`IdentityError::InvalidAddress`] if the bytes are not 32 long, not a curve point, or a
-    /// weak (small-order) point.
+    /// [`IdentityError::InvalidAddress`] if the bytes are not 32 long, not the canonical
+    /// encoding of a curve point, or a weak (small-order) point.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, IdentityError> {
         Self::from_slice(bytes).map_err(|reason| IdentityError::InvalidAddress {
             reason: reason.into(),
@@ -459,6 +459,9 @@ impl PublicKey {
     pub(crate) fn from_slice(bytes: &[u8]) -> Result<Self, &'static str> {
         let bytes: &[u8; 32] = bytes.try_into().map_err(|_| "not 32 bytes")?;
         let key = VerifyingKey::from_bytes(bytes).map_err(|_| "not a curve point")?;
+        if key.to_edwards().compress().as_bytes() != bytes {
+            return Err("not the canonical encoding of its point");
+        }
         if key.is_weak() {
             return Err("a weak, small-order point");
         }

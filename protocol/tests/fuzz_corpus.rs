@@ -47,13 +47,17 @@ fn the_corpus_holds_both_accepted_and_refused_inputs() {
     assert!(corpus().len() - accepted >= 10);
 }
 
-fn valid_inputs() -> Vec<Vec<u8>> {
-    let ctx = souk_protocol::ValidationContext::at(souk_protocol::samples::SAMPLE_TIME);
-    corpus()
-        .into_iter()
-        .map(|(_, b)| b)
-        .filter(|b| souk_protocol::open(b, &ctx).is_ok())
-        .collect()
+/// The accepted inputs of the corpus, read once for all property cases.
+fn valid_inputs() -> &'static [Vec<u8>] {
+    static VALID: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    VALID.get_or_init(|| {
+        let ctx = souk_protocol::ValidationContext::at(souk_protocol::samples::SAMPLE_TIME);
+        corpus()
+            .into_iter()
+            .map(|(_, b)| b)
+            .filter(|b| souk_protocol::open(b, &ctx).is_ok())
+            .collect()
+    })
 }
 
 proptest! {

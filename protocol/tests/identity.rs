@@ -305,4 +305,11 @@ fn raw_keys_must_be_valid_non_weak_points() {
     identity_point[0] = 1;
     let err = PublicKey::from_bytes(&identity_point).expect_err("weak");
     assert!(err.to_string().contains("weak"), "{err}");
+    // y = p + 1 is a non-canonical encoding of the point with y = 1 (the identity): decoders
+    // that reduce modulo p would accept it, so it is refused before anything else.
+    let mut non_canonical = [0xffu8; 32];
+    non_canonical[0] = 0xee;
+    non_canonical[31] = 0x7f;
+    let err = PublicKey::from_bytes(&non_canonical).expect_err("non-canonical");
+    assert!(err.to_string().contains("canonical"), "{err}");
 }

@@ -98,10 +98,14 @@ fn moderator() -> IdentityKey {
     keychain(SECOND_MNEMONIC, SECOND_PASSPHRASE).identity()
 }
 
+const SELLER_IDENTITY: &str =
+    "identity key (m/1397708107'/0'/0') of signer_mnemonic, no passphrase";
+const BUYER_RATING_KEY: &str = "rating key 0 (m/1397708107'/2'/0') of the 24-word mnemonic of identity.json (\"legal winner ... title\", passphrase \"TREZOR\")";
+
 fn envelope_vector(
     name: &str,
     note: &str,
-    signer: &IdentityKey,
+    (signer, signer_key): (&IdentityKey, &str),
     kind: Kind,
     payload: Vec<u8>,
 ) -> Value {
@@ -113,6 +117,7 @@ fn envelope_vector(
         "kind": kind as i32,
         "payload_hex": hex(&payload),
         "signer_hex": signer.public_key().to_hex(),
+        "signer_key": signer_key,
         "signing_digest_hex": hex(&signing_digest(kind as i32, &payload)),
         "signature_hex": hex(opened.envelope().signature()),
         "envelope_hex": hex(&bytes),
@@ -132,14 +137,14 @@ fn envelope_vectors() -> Value {
         envelope_vector(
             "profile",
             "a store that also moderates",
-            &seller,
+            (&seller, SELLER_IDENTITY),
             Kind::Profile,
             samples::profile(SAMPLE_TIME).encode_to_vec(),
         ),
         envelope_vector(
             "listing-physical",
             "options, SKUs, shipping, tax, coupons, one accepted moderator",
-            &seller,
+            (&seller, SELLER_IDENTITY),
             Kind::Listing,
             samples::listing(SAMPLE_TIME, "blue-mug", Some(&moderator().public_key()))
                 .encode_to_vec(),
@@ -147,29 +152,29 @@ fn envelope_vectors() -> Value {
         envelope_vector(
             "listing-digital",
             "priced in satoshis",
-            &seller,
+            (&seller, SELLER_IDENTITY),
             Kind::Listing,
             samples::digital_listing(SAMPLE_TIME, "dawn-recordings").encode_to_vec(),
         ),
         envelope_vector(
             "tombstone",
             "withdraws blue-mug",
-            &seller,
+            (&seller, SELLER_IDENTITY),
             Kind::Tombstone,
             samples::tombstone(SAMPLE_TIME + 60, "blue-mug").encode_to_vec(),
         ),
         envelope_vector(
             "listing-unknown-field",
             "payload carries field 150 that v1 readers do not know; it verifies and keeps its bytes",
-            &seller,
+            (&seller, SELLER_IDENTITY),
             Kind::Listing,
             unknown_field,
         ),
     ];
     let mut rating_vector = envelope_vector(
         "rating",
-        "signed by the buyer's rating key 0, with the seller's permit",
-        &rating_key,
+        "signed by the buyer's rating key, with the seller's permit (the seller is the identity of signer_mnemonic)",
+        (&rating_key, BUYER_RATING_KEY),
         Kind::Rating,
         rating.encode_to_vec(),
     );
