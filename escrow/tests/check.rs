@@ -4,8 +4,11 @@
 mod common;
 
 use common::*;
+use souk_escrow::bitcoin::PublicKey;
+use souk_escrow::bitcoin::ecdsa;
 use souk_escrow::bitcoin::hashes::Hash;
 use souk_escrow::bitcoin::psbt::{Psbt, PsbtSighashType};
+use souk_escrow::bitcoin::secp256k1::{Message, Secp256k1};
 use souk_escrow::bitcoin::sighash::EcdsaSighashType;
 use souk_escrow::bitcoin::transaction::Version;
 use souk_escrow::bitcoin::{Amount, OutPoint, Sequence, TxIn, TxOut, Txid, absolute};
@@ -112,12 +115,12 @@ fn only_sighash_all_is_accepted() {
 fn signatures_from_outside_keys_are_refused() {
     refuses(
         |p| {
-            let secp = souk_escrow::bitcoin::secp256k1::Secp256k1::new();
-            let msg = souk_escrow::bitcoin::secp256k1::Message::from_digest([1; 32]);
+            let secp = Secp256k1::new();
+            let msg = Message::from_digest([1; 32]);
             let signature = secp.sign_ecdsa(&msg, &outsider().secret);
             p.inputs[0].partial_sigs.insert(
-                souk_escrow::bitcoin::PublicKey::from(outsider().public),
-                souk_escrow::bitcoin::ecdsa::Signature::sighash_all(signature),
+                PublicKey::from(outsider().public),
+                ecdsa::Signature::sighash_all(signature),
             );
         },
         "unknown_signer",

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use souk_escrow::bitcoin::secp256k1::SecretKey;
+use souk_escrow::bitcoin::transaction::Version;
 use souk_escrow::bitcoin::{Amount, Sequence, Transaction, TxOut};
 use souk_escrow::{Escrow, ModeratorFee, Spend, finalize, sign};
 
@@ -208,7 +209,7 @@ fn the_timeout_claim_fails_before_the_lock_time_or_with_a_wrong_sequence() {
     let (escrow, chain, template) = cooperative();
     let with_sequence = |sequence: Sequence, version: i32| {
         let mut tx = template.clone();
-        tx.version = souk_escrow::bitcoin::transaction::Version(version);
+        tx.version = Version(version);
         tx.input[0].sequence = sequence;
         let s = sig(&tx, &escrow, &seller().secret);
         tx.input[0].witness = timeout_witness(&s, &escrow);

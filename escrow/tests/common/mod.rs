@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use souk_escrow::bitcoin::absolute::LockTime;
+use souk_escrow::bitcoin::address::NetworkUnchecked;
 use souk_escrow::bitcoin::hashes::Hash;
 use souk_escrow::bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
 use souk_escrow::bitcoin::sighash::{EcdsaSighashType, SighashCache};
@@ -108,9 +109,7 @@ impl Chain {
     }
 }
 
-pub fn unchecked(
-    address: &Address,
-) -> souk_escrow::bitcoin::Address<souk_escrow::bitcoin::address::NetworkUnchecked> {
+pub fn unchecked(address: &Address) -> Address<NetworkUnchecked> {
     address.as_unchecked().clone()
 }
 
