@@ -43,6 +43,8 @@
 )]
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod payout;
 mod policy;
 mod spend;
