@@ -1,0 +1,142 @@
+//! The REST error type. Every error body is `{"error": {"code": "...", "message": "..."}}` with a
+//! stable `code`; internal causes are logged, never sent. Handlers return
+//! `Result<_, ApiError>`; lower layers' errors (`StoreError`, `IngestError`, `SearchError`)
+//! convert into it here and nowhere else.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::ingest::IngestError;
+use crate::search::SearchError;
+use crate::store::StoreError;
+
+/// An error as the API reports it.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// The error body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Code and message of an error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, for example `invalid_parameter` or `bad_signature`.
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 with a code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+
+    /// 500 `internal`; the cause goes to the log only.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        if error.is_storage_full() {
+            tracing::error!(%error, "storage full: refusing writes, serving reads");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_full",
+                "the server cannot store anything right now (storage full); reads still work",
+            );
+        }
+        match &error {
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+            ) => {
+                tracing::error!(%error, "database unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the database is unavailable; try again",
+                )
+            }
+            _ => Self::internal(&error),
+        }
+    }
+}
+
+impl From<Arc<IngestError>> for ApiError {
+    fn from(error: Arc<IngestError>) -> Self {
+        match &*error {
+            IngestError::Store(inner) if inner.is_storage_full() => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_full",
+                "the server cannot store anything right now (storage full); reads still work",
+            ),
+            IngestError::ShuttingDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            ),
+            _ => {
+                tracing::error!(%error, "ingest failed");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ingest_failed",
+                    "the envelopes could not be stored; nothing was stored; try again",
+                )
+            }
+        }
+    }
+}
+
+impl From<SearchError> for ApiError {
+    fn from(error: SearchError) -> Self {
+        Self::internal(&error)
+    }
+}

@@ -1,0 +1,123 @@
+//! The REST API: one state struct, a router per module composed in [`router`], an OpenAPI 3.1
+//! document generated from the handlers' annotations and served at `/api/v1/openapi.json`.
+//!
+//! Errors: handlers return [`ApiError`]; the body is always `{"error":{"code","message"}}`.
+
+pub mod envelopes;
+pub mod error;
+pub mod listings;
+pub mod ops;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method};
+use base64::Engine;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use error::ApiError;
+
+use crate::config::Config;
+use crate::ingest::Ingestor;
+use crate::search::SearchIndex;
+use crate::store::Store;
+
+/// Everything a request handler needs. One per server, shared behind an `Arc`.
+#[derive(Debug)]
+pub struct AppState {
+    /// The resolved configuration.
+    pub config: Config,
+    /// The database.
+    pub store: Store,
+    /// The search index.
+    pub search: Arc<SearchIndex>,
+    /// The one ingest path.
+    pub ingestor: Ingestor,
+    /// Renders the Prometheus metrics.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// When the server started.
+    pub started: Instant,
+    /// Whether the search index has caught up with the store.
+    pub ready: AtomicBool,
+}
+
+/// Shared state.
+pub type SharedState = Arc<AppState>;
+
+/// The OpenAPI document's frame; paths and schemas come from the routers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Souk index server",
+        description = "Public REST API of a Souk index server: publish signed envelopes, search listings, read stores, moderators and ratings. Every object comes with its signed envelope so that clients verify what they are shown.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    tags(
+        (name = "envelopes", description = "Publishing signed objects"),
+        (name = "listings", description = "Search and read listings"),
+        (name = "stores", description = "Profiles, moderators and ratings"),
+        (name = "operations", description = "Health, readiness, metrics, status")
+    )
+)]
+struct ApiDoc;
+
+/// Base64 (standard alphabet, with padding) as used for envelope bytes in JSON.
+pub(crate) fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The API router with its OpenAPI document.
+pub fn api_router() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(envelopes::router())
+        .merge(listings::router())
+        .merge(ops::router())
+        .split_for_parts()
+}
+
+/// The whole application: API routes, the OpenAPI document, and the layers every request goes
+/// through (request ids, tracing, CORS, body limit). Rate limiting is added by the server
+/// binary, which knows client addresses.
+pub fn router(state: SharedState) -> Router {
+    let (api, doc) = api_router();
+    let _ = ops::OPENAPI.set(doc);
+    let cors = cors(&state.config.cors_origins);
+    let x_request_id = HeaderName::from_static("x-request-id");
+    api.layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+    .layer(cors)
+    .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+    .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+        let id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+    }))
+    .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+    .with_state(state)
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([axum::http::header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(3600));
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        layer.allow_origin(list)
+    }
+}

@@ -1,0 +1,284 @@
+//! One typed configuration. Sources, strongest first: command-line flags, `SOUK_*` environment
+//! variables, the TOML file (`--config`), built-in defaults. `souk-server --help` lists every
+//! option; `souk-server.example.toml` at the repository root shows the file format.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// SQLite durability: what a commit survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// fsync on every commit: an acknowledged write survives kill -9 and power loss.
+    Full,
+    /// fsync at checkpoints only: survives kill -9, may lose the last commits on power loss.
+    Normal,
+}
+
+/// `souk-server`: a Souk index server.
+#[derive(Debug, Parser)]
+#[command(name = "souk-server", version, about, long_about = None)]
+pub struct Cli {
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub options: Options,
+    /// What to do; without a command the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands besides running the server.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Generate realistic signed listings from several stores and ingest them into this
+    /// server's data, so that search has something to show.
+    Demo(DemoArgs),
+}
+
+/// Options of `souk-server demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// How many listings to generate.
+    #[arg(long, default_value_t = 1_000)]
+    pub listings: usize,
+    /// How many stores (signing keys) they come from.
+    #[arg(long, default_value_t = 50)]
+    pub stores: usize,
+    /// Seed of the generator: the same seed gives the same listings.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Every option; each can also come from the environment or the TOML file.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Options {
+    /// TOML configuration file.
+    #[arg(long, env = "SOUK_CONFIG", global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address for the REST API. [default: 127.0.0.1:8080]
+    #[arg(long, env = "SOUK_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the SQLite database and the search index. [default: ./souk-data]
+    #[arg(long, env = "SOUK_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Database: `sqlite://PATH` or `postgres://USER@HOST/DB`. [default: sqlite in the data directory]
+    #[arg(long, env = "SOUK_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Name shown to clients and on the status page. [default: "Souk index"]
+    #[arg(long, env = "SOUK_SERVER_NAME", global = true)]
+    pub server_name: Option<String>,
+    /// Largest request body in bytes. [default: 16777216]
+    #[arg(long, env = "SOUK_MAX_BODY_BYTES", global = true)]
+    pub max_body_bytes: Option<usize>,
+    /// Most envelopes in one ingest request. [default: 1000]
+    #[arg(long, env = "SOUK_MAX_BATCH", global = true)]
+    pub max_batch: Option<usize>,
+    /// Requests per second each client IP may make on average. [default: 50]
+    #[arg(long, env = "SOUK_RATE_LIMIT_PER_SECOND", global = true)]
+    pub rate_limit_per_second: Option<u32>,
+    /// Requests a client may make in a burst above the average. [default: 200]
+    #[arg(long, env = "SOUK_RATE_LIMIT_BURST", global = true)]
+    pub rate_limit_burst: Option<u32>,
+    /// Browser origins allowed by CORS, comma-separated, or `*`. [default: *]
+    #[arg(long, env = "SOUK_CORS_ORIGINS", global = true)]
+    pub cors_origins: Option<String>,
+    /// Log format. [default: text]
+    #[arg(long, env = "SOUK_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Memory for the search index writer, in MiB. [default: 64]
+    #[arg(long, env = "SOUK_SEARCH_MEMORY_MB", global = true)]
+    pub search_memory_mb: Option<usize>,
+    /// SQLite durability (`full` or `normal`). [default: full]
+    #[arg(long, env = "SOUK_SQLITE_SYNC", global = true, value_enum)]
+    pub sqlite_sync: Option<SqliteSync>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// REST address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Database URL.
+    pub database_url: String,
+    /// Server name.
+    pub server_name: String,
+    /// Body limit.
+    pub max_body_bytes: usize,
+    /// Batch limit.
+    pub max_batch: usize,
+    /// Rate: requests per second per IP.
+    pub rate_limit_per_second: u32,
+    /// Rate: burst.
+    pub rate_limit_burst: u32,
+    /// CORS origins (`*` or a list).
+    pub cors_origins: Vec<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Search writer memory in bytes.
+    pub search_memory_bytes: usize,
+    /// SQLite durability.
+    pub sqlite_sync: SqliteSync,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {name}: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+impl Options {
+    /// Fills every unset option from `lower`.
+    fn or(self, lower: Options) -> Options {
+        Options {
+            config: self.config.or(lower.config),
+            listen: self.listen.or(lower.listen),
+            data_dir: self.data_dir.or(lower.data_dir),
+            database_url: self.database_url.or(lower.database_url),
+            server_name: self.server_name.or(lower.server_name),
+            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+            max_batch: self.max_batch.or(lower.max_batch),
+            rate_limit_per_second: self.rate_limit_per_second.or(lower.rate_limit_per_second),
+            rate_limit_burst: self.rate_limit_burst.or(lower.rate_limit_burst),
+            cors_origins: self.cors_origins.or(lower.cors_origins),
+            log_format: self.log_format.or(lower.log_format),
+            search_memory_mb: self.search_memory_mb.or(lower.search_memory_mb),
+            sqlite_sync: self.sqlite_sync.or(lower.sqlite_sync),
+        }
+    }
+}
+
+impl Config {
+    /// Resolves flags and environment (already merged by clap, flags first) over the TOML file
+    /// over the defaults.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for an unreadable or invalid file or an out-of-range value.
+    pub fn load(options: Options) -> Result<Self, ConfigError> {
+        let file = match &options.config {
+            Some(path) => read_file(path)?,
+            None => Options::default(),
+        };
+        let o = options.or(file);
+        let data_dir = o.data_dir.unwrap_or_else(|| PathBuf::from("souk-data"));
+        let database_url = o
+            .database_url
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("souk.db").display()));
+        let config = Self {
+            listen: o
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            database_url,
+            data_dir,
+            server_name: o.server_name.unwrap_or_else(|| "Souk index".into()),
+            max_body_bytes: o.max_body_bytes.unwrap_or(16 * 1024 * 1024),
+            max_batch: o.max_batch.unwrap_or(1_000),
+            rate_limit_per_second: o.rate_limit_per_second.unwrap_or(50),
+            rate_limit_burst: o.rate_limit_burst.unwrap_or(200),
+            cors_origins: o
+                .cors_origins
+                .unwrap_or_else(|| "*".into())
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            log_format: o.log_format.unwrap_or(LogFormat::Text),
+            search_memory_bytes: o.search_memory_mb.unwrap_or(64) * 1024 * 1024,
+            sqlite_sync: o.sqlite_sync.unwrap_or(SqliteSync::Full),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |name, reason| Err(ConfigError::Invalid { name, reason });
+        if self.max_batch == 0 {
+            return invalid("max-batch", "must be at least 1");
+        }
+        if self.max_body_bytes < souk_protocol::limits::MAX_ENVELOPE_BYTES * 2 {
+            return invalid("max-body-bytes", "must hold at least one envelope (131072)");
+        }
+        if self.rate_limit_per_second == 0 || self.rate_limit_burst == 0 {
+            return invalid("rate-limit", "per-second and burst must be at least 1");
+        }
+        if self.search_memory_bytes < 16 * 1024 * 1024 {
+            return invalid("search-memory-mb", "must be at least 16");
+        }
+        if !self.database_url.starts_with("sqlite:") && !self.database_url.starts_with("postgres") {
+            return invalid("database-url", "must start with sqlite:// or postgres://");
+        }
+        Ok(())
+    }
+
+    /// The search index directory.
+    #[must_use]
+    pub fn index_dir(&self) -> PathBuf {
+        self.data_dir.join("search")
+    }
+
+    /// A configuration for tests: everything default except the data directory and database.
+    #[must_use]
+    pub fn for_tests(data_dir: &Path, database_url: Option<String>) -> Self {
+        let mut config = Self::load(Options {
+            data_dir: Some(data_dir.to_path_buf()),
+            database_url,
+            ..Options::default()
+        })
+        .unwrap_or_else(|e| unreachable!("defaults are valid: {e}"));
+        config.rate_limit_per_second = 10_000;
+        config.rate_limit_burst = 10_000;
+        config
+    }
+}
+
+fn read_file(path: &Path) -> Result<Options, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}

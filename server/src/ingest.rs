@@ -1,0 +1,389 @@
+//! The one ingest path. REST (and, later, gRPC and P2P) hand envelope bytes to
+//! [`Ingestor::ingest`]; it runs the protocol's checks (size → decode → validate → verify), then
+//! a single writer task stores the batch in one transaction and updates the search index, and
+//! only then does the caller get its results. Concurrent requests are grouped into one
+//! transaction and one index commit (group commit), so many small requests cost about as much
+//! as one large one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use souk_protocol::{Object, ObjectId, PublicKey, SignedObject, ValidationContext, open, pb};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::search::{Change, ListingDoc, SearchIndex};
+use crate::store::{Store, StoreError, WriteOutcome, decode_stored};
+
+/// Most jobs the writer task takes into one transaction.
+const GROUP_COMMIT_JOBS: usize = 64;
+/// Depth of the writer's queue; when it is full, callers wait (back-pressure).
+const QUEUE_DEPTH: usize = 256;
+
+/// The result for one envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IngestResult {
+    /// Stored and indexed.
+    Accepted {
+        /// Object id.
+        id: ObjectId,
+        /// Ingest sequence.
+        seq: i64,
+    },
+    /// Already stored; nothing changed.
+    Duplicate {
+        /// Object id.
+        id: ObjectId,
+    },
+    /// A newer version (or a withdrawal) of the same object is stored; refused.
+    Stale {
+        /// Object id of the refused version.
+        id: ObjectId,
+        /// The version that stays current.
+        current: ObjectId,
+    },
+    /// Refused by the protocol's checks.
+    Rejected {
+        /// The protocol's stable error code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Why a batch could not be stored at all.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The database refused the write (for example a full disk).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The search index failed after the store committed; the index catches up on restart.
+    #[error("search index: {0}")]
+    Search(String),
+    /// The writer task is gone (the server is shutting down).
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+struct Job {
+    objects: Vec<SignedObject>,
+    reply: oneshot::Sender<Result<Vec<WriteOutcome>, Arc<IngestError>>>,
+}
+
+/// Handle to the ingest path; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Ingestor {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("objects", &self.objects.len())
+            .finish()
+    }
+}
+
+impl Ingestor {
+    /// Starts the writer task.
+    #[must_use]
+    pub fn start(store: Store, search: Arc<SearchIndex>) -> Self {
+        let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(writer(queue, store, search));
+        Self { jobs }
+    }
+
+    /// Checks, stores and indexes `envelopes`, returning one result per envelope, in order.
+    ///
+    /// # Errors
+    /// [`IngestError`] if the batch could not be stored (nothing of it was).
+    pub async fn ingest(
+        &self,
+        envelopes: Vec<Vec<u8>>,
+    ) -> Result<Vec<IngestResult>, Arc<IngestError>> {
+        let ctx = ValidationContext::now();
+        // The checks are CPU work (about 50 µs an envelope): keep them off the async threads.
+        let checked = tokio::task::spawn_blocking(move || {
+            envelopes
+                .iter()
+                .map(|bytes| open(bytes, &ctx))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|_| Arc::new(IngestError::ShuttingDown))?;
+        let mut results: Vec<Option<IngestResult>> = Vec::with_capacity(checked.len());
+        let mut accepted = Vec::new();
+        let mut positions = Vec::new();
+        for (position, outcome) in checked.into_iter().enumerate() {
+            match outcome {
+                Ok(object) => {
+                    positions.push(position);
+                    accepted.push(object);
+                    results.push(None);
+                }
+                Err(error) => {
+                    metrics::counter!("souk_ingest_total", "result" => "rejected", "code" => error.code()).increment(1);
+                    results.push(Some(IngestResult::Rejected {
+                        code: error.code(),
+                        message: error.to_string(),
+                    }));
+                }
+            }
+        }
+        if !accepted.is_empty() {
+            let ids: Vec<ObjectId> = accepted.iter().map(SignedObject::id).collect();
+            let (reply, answer) = oneshot::channel();
+            self.jobs
+                .send(Job {
+                    objects: accepted,
+                    reply,
+                })
+                .await
+                .map_err(|_| Arc::new(IngestError::ShuttingDown))?;
+            let outcomes = answer
+                .await
+                .map_err(|_| Arc::new(IngestError::ShuttingDown))??;
+            for ((position, id), outcome) in positions.into_iter().zip(ids).zip(outcomes) {
+                let (label, result) = match outcome {
+                    WriteOutcome::Accepted { seq, .. } => {
+                        ("accepted", IngestResult::Accepted { id, seq })
+                    }
+                    WriteOutcome::Duplicate => ("duplicate", IngestResult::Duplicate { id }),
+                    WriteOutcome::Stale { current } => {
+                        ("stale", IngestResult::Stale { id, current })
+                    }
+                };
+                metrics::counter!("souk_ingest_total", "result" => label).increment(1);
+                results[position] = Some(result);
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or(IngestResult::Rejected {
+                    code: "internal",
+                    message: "no result".into(),
+                })
+            })
+            .collect())
+    }
+}
+
+async fn writer(mut queue: mpsc::Receiver<Job>, store: Store, search: Arc<SearchIndex>) {
+    while let Some(first) = queue.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP_COMMIT_JOBS {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let objects: Vec<SignedObject> = jobs
+            .iter()
+            .flat_map(|j| j.objects.iter().cloned())
+            .collect();
+        let started = std::time::Instant::now();
+        let result = commit(&store, &search, &objects).await.map_err(Arc::new);
+        metrics::histogram!("souk_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                for job in jobs {
+                    let mine: Vec<WriteOutcome> =
+                        outcomes.by_ref().take(job.objects.len()).collect();
+                    let _ = job.reply.send(Ok(mine));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, objects = objects.len(), "ingest batch failed");
+                for job in jobs {
+                    let _ = job.reply.send(Err(Arc::clone(&error)));
+                }
+            }
+        }
+    }
+}
+
+async fn commit(
+    store: &Store,
+    search: &Arc<SearchIndex>,
+    objects: &[SignedObject],
+) -> Result<Vec<WriteOutcome>, IngestError> {
+    let outcomes = store.write_batch(objects).await?;
+    let mut changes = Vec::new();
+    let mut max_seq = 0;
+    let mut rated_sellers = Vec::new();
+    for (object, outcome) in objects.iter().zip(&outcomes) {
+        let WriteOutcome::Accepted { seq, .. } = outcome else {
+            continue;
+        };
+        max_seq = max_seq.max(*seq);
+        match object.object() {
+            Object::Listing(listing) => changes
+                .push(listing_change(store, object.id(), object.signer(), listing.clone()).await?),
+            Object::Tombstone(tombstone) => {
+                changes.push(Change::remove(&object.signer(), &tombstone.slug))
+            }
+            Object::Rating(rating) if rating.role == pb::RatingRole::Seller as i32 => {
+                if let Ok(subject) = PublicKey::from_bytes(&rating.subject) {
+                    rated_sellers.push(subject);
+                }
+            }
+            Object::Rating(_) | Object::Profile(_) => {}
+        }
+    }
+    rated_sellers.sort();
+    rated_sellers.dedup();
+    for seller in rated_sellers {
+        changes.extend(reindex_seller(store, &seller).await?);
+    }
+    if max_seq > 0 {
+        let search = Arc::clone(search);
+        tokio::task::spawn_blocking(move || search.apply(&changes, max_seq))
+            .await
+            .map_err(|e| IngestError::Search(e.to_string()))?
+            .map_err(|e| IngestError::Search(e.to_string()))?;
+    }
+    Ok(outcomes)
+}
+
+async fn listing_change(
+    store: &Store,
+    id: ObjectId,
+    signer: PublicKey,
+    listing: pb::Listing,
+) -> Result<Change, StoreError> {
+    let seller_rating = store
+        .rating_summary(&signer, pb::RatingRole::Seller)
+        .await?
+        .overall;
+    Ok(Change::Upsert(Box::new(ListingDoc {
+        id,
+        signer,
+        listing,
+        seller_rating,
+    })))
+}
+
+/// Changes that refresh every current listing of `seller` (after its rating changed).
+async fn reindex_seller(store: &Store, seller: &PublicKey) -> Result<Vec<Change>, StoreError> {
+    let seller_rating = store
+        .rating_summary(seller, pb::RatingRole::Seller)
+        .await?
+        .overall;
+    let mut changes = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page = store.listings_of(seller, 500, offset).await?;
+        if page.is_empty() {
+            break;
+        }
+        offset += i64::try_from(page.len()).unwrap_or(i64::MAX);
+        for bytes in page {
+            let (envelope, object) = decode_stored(&bytes)?;
+            if let Object::Listing(listing) = object {
+                changes.push(Change::Upsert(Box::new(ListingDoc {
+                    id: envelope.id(),
+                    signer: *seller,
+                    listing,
+                    seller_rating,
+                })));
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// Brings the search index up to the store: a full rebuild from the current listings when the
+/// index is new, otherwise a replay of what was stored after the index's last commit. Logs
+/// progress; always terminates (it reads a fixed range of sequences).
+///
+/// # Errors
+/// [`IngestError`].
+pub async fn catch_up(
+    store: &Store,
+    search: &Arc<SearchIndex>,
+    rebuild: bool,
+) -> Result<(), IngestError> {
+    let target = store.counts().await?.max_seq;
+    let started = std::time::Instant::now();
+    let mut after = if rebuild { 0 } else { search.last_seq() };
+    if after >= target {
+        return Ok(());
+    }
+    tracing::info!(
+        from = after,
+        to = target,
+        rebuild,
+        "search index catching up with the store"
+    );
+    let mut ratings: HashMap<PublicKey, f64> = HashMap::new();
+    let mut done = 0usize;
+    while after < target {
+        let page = if rebuild {
+            store.current_listings_page(after, 1_000).await?
+        } else {
+            store.since(after, 1_000).await?
+        };
+        let Some(last) = page.last().map(|(seq, _)| *seq) else {
+            break;
+        };
+        let mut changes = Vec::with_capacity(page.len());
+        let mut rated = Vec::new();
+        for (_, bytes) in &page {
+            let (envelope, object) = decode_stored(bytes)?;
+            match object {
+                Object::Listing(listing) => {
+                    let signer = envelope.signer();
+                    let seller_rating = match ratings.get(&signer) {
+                        Some(r) => *r,
+                        None => {
+                            let r = store
+                                .rating_summary(&signer, pb::RatingRole::Seller)
+                                .await?
+                                .overall;
+                            ratings.insert(signer, r);
+                            r
+                        }
+                    };
+                    changes.push(Change::Upsert(Box::new(ListingDoc {
+                        id: envelope.id(),
+                        signer,
+                        listing,
+                        seller_rating,
+                    })));
+                }
+                Object::Tombstone(t) => changes.push(Change::remove(&envelope.signer(), &t.slug)),
+                Object::Rating(r) if !rebuild && r.role == pb::RatingRole::Seller as i32 => {
+                    if let Ok(subject) = PublicKey::from_bytes(&r.subject) {
+                        rated.push(subject);
+                    }
+                }
+                Object::Rating(_) | Object::Profile(_) => {}
+            }
+        }
+        rated.sort();
+        rated.dedup();
+        for seller in rated {
+            changes.extend(reindex_seller(store, &seller).await?);
+        }
+        done += page.len();
+        let commit_seq = if last >= target || page.len() < 1_000 {
+            target
+        } else {
+            last
+        };
+        let index = Arc::clone(search);
+        tokio::task::spawn_blocking(move || index.apply(&changes, commit_seq))
+            .await
+            .map_err(|e| IngestError::Search(e.to_string()))?
+            .map_err(|e| IngestError::Search(e.to_string()))?;
+        tracing::info!(done, up_to = last, target, "search index: progress");
+        after = commit_seq;
+    }
+    tracing::info!(
+        done,
+        seconds = started.elapsed().as_secs_f64(),
+        "search index is up to date"
+    );
+    Ok(())
+}

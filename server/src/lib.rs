@@ -1,0 +1,17 @@
+//! # souk-server
+//!
+//! A Souk index server. It accepts signed envelopes (REST today; gRPC and P2P call the same
+//! [`ingest::Ingestor`]), keeps them byte for byte in SQLite or PostgreSQL ([`store`]), indexes
+//! current listings with tantivy ([`search`]), and serves the public REST API ([`api`]).
+//!
+//! Errors by layer: `StoreError` (database), `SearchError` (index), `IngestError` (a batch that
+//! could not be stored), all converted into [`api::ApiError`] at the HTTP edge; `anyhow` only in
+//! the binary.
+
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod ingest;
+pub mod search;
+pub mod server;
+pub mod store;

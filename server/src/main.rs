@@ -1,0 +1,47 @@
+//! The `souk-server` binary.
+
+use anyhow::Context;
+use clap::Parser;
+use souk_server::config::{Cli, Command, Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.options)?;
+    init_logging(config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            tracing::info!(
+                listen = %config.listen,
+                data_dir = %config.data_dir.display(),
+                database = %souk_server::server::redact(&config.database_url),
+                "starting souk-server {}",
+                env!("CARGO_PKG_VERSION")
+            );
+            let listen = config.listen;
+            let state = souk_server::server::open(config).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            tracing::info!(%listen, "REST API ready: http://{listen}/api/v1/openapi.json");
+            souk_server::server::serve(state, listener, souk_server::server::shutdown_signal())
+                .await?;
+            tracing::info!("stopped");
+        }
+        Command::Demo(args) => {
+            let state = souk_server::server::open(config).await?;
+            souk_server::demo::run(&state, &args).await?;
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("SOUK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

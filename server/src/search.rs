@@ -1,0 +1,702 @@
+//! The search index: tantivy, in `<data-dir>/search`, holding the current, unwithdrawn listings.
+//!
+//! It is derived data. Each commit records the highest ingest sequence it includes (the commit
+//! payload), so on start the server replays only what the index lacks; a missing, damaged or
+//! outdated index is rebuilt from the store. One writer (behind a mutex) and a reader reloaded
+//! after every commit, so a reply to an ingest request is searchable the moment it is sent.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use souk_protocol::{ObjectId, PublicKey, pb};
+use tantivy::collector::{Count, FacetCollector, TopDocs};
+use tantivy::query::{
+    AllQuery, BooleanQuery, BoostQuery, Occur, PhrasePrefixQuery, Query, QueryParser, RangeQuery,
+    TermQuery,
+};
+use tantivy::schema::{
+    FAST, Facet, FacetOptions, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema,
+    TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::tokenizer::{
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
+    TextAnalyzer,
+};
+use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+
+/// Version of the schema below; an index built with another version is rebuilt.
+const SCHEMA_VERSION: &str = "1";
+const TEXT_ANALYZER: &str = "souk_text";
+const PREFIX_ANALYZER: &str = "souk_prefix";
+
+/// A search index failure.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// tantivy failed.
+    #[error("search index error: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    /// The index directory could not be prepared.
+    #[error("search index directory {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A lock was poisoned by a panic in another thread.
+    #[error("search index writer lock poisoned")]
+    Poisoned,
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    slot_key: Field,
+    signer: Field,
+    title: Field,
+    description: Field,
+    tags: Field,
+    prefix: Field,
+    category: Field,
+    kind: Field,
+    condition: Field,
+    currency: Field,
+    ships_to: Field,
+    price: Field,
+    created_at: Field,
+    expires_at: Field,
+    rating: Field,
+    moderated: Field,
+    nsfw: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text = |analyzer: &str, record: IndexRecordOption| {
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(analyzer)
+                .set_index_option(record),
+        )
+    };
+    let positions = IndexRecordOption::WithFreqsAndPositions;
+    let facet = || FacetOptions::default();
+    let fields = Fields {
+        id: b.add_text_field("id", STRING | STORED),
+        slot_key: b.add_text_field("slot_key", STRING),
+        signer: b.add_text_field("signer", STRING),
+        title: b.add_text_field("title", text(TEXT_ANALYZER, positions)),
+        description: b.add_text_field("description", text(TEXT_ANALYZER, positions)),
+        tags: b.add_text_field("tags", text(TEXT_ANALYZER, positions)),
+        prefix: b.add_text_field("prefix", text(PREFIX_ANALYZER, IndexRecordOption::Basic)),
+        category: b.add_facet_field("category", facet()),
+        kind: b.add_facet_field("type", facet()),
+        condition: b.add_facet_field("condition", facet()),
+        currency: b.add_facet_field("currency", facet()),
+        ships_to: b.add_text_field("ships_to", STRING),
+        price: b.add_f64_field("price", INDEXED | FAST),
+        created_at: b.add_u64_field("created_at", INDEXED | FAST),
+        expires_at: b.add_u64_field("expires_at", INDEXED | FAST),
+        rating: b.add_f64_field("rating", INDEXED | FAST),
+        moderated: b.add_u64_field("moderated", INDEXED | FAST),
+        nsfw: b.add_u64_field("nsfw", INDEXED | FAST),
+    };
+    (b.build(), fields)
+}
+
+fn register_analyzers(index: &Index) {
+    index.tokenizers().register(
+        TEXT_ANALYZER,
+        TextAnalyzer::builder(SimpleTokenizer::default())
+            .filter(RemoveLongFilter::limit(40))
+            .filter(LowerCaser)
+            .filter(AsciiFoldingFilter)
+            .filter(Stemmer::new(Language::English))
+            .build(),
+    );
+    index.tokenizers().register(
+        PREFIX_ANALYZER,
+        TextAnalyzer::builder(SimpleTokenizer::default())
+            .filter(RemoveLongFilter::limit(40))
+            .filter(LowerCaser)
+            .filter(AsciiFoldingFilter)
+            .build(),
+    );
+}
+
+/// A listing to put in the index.
+#[derive(Debug, Clone)]
+pub struct ListingDoc {
+    /// Object id of the listing version.
+    pub id: ObjectId,
+    /// The seller.
+    pub signer: PublicKey,
+    /// The listing.
+    pub listing: pb::Listing,
+    /// The seller's average overall rating (0 without ratings).
+    pub seller_rating: f64,
+}
+
+/// One change to the index.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Put this listing in, replacing any other version of its slot.
+    Upsert(Box<ListingDoc>),
+    /// Take the listing of this slot out (see [`Change::remove`]).
+    Remove {
+        /// `<seller hex>/<slug>`.
+        slot_key: String,
+    },
+}
+
+impl Change {
+    /// Takes the listing `slug` of `signer` out of the index.
+    #[must_use]
+    pub fn remove(signer: &PublicKey, slug: &str) -> Self {
+        Self::Remove {
+            slot_key: slot_key(signer, slug),
+        }
+    }
+}
+
+fn slot_key(signer: &PublicKey, slug: &str) -> String {
+    format!("{}/{slug}", signer.to_hex())
+}
+
+/// The lower-case name of a listing type, as used in the API.
+#[must_use]
+pub fn type_name(value: i32) -> &'static str {
+    match pb::ListingType::try_from(value) {
+        Ok(pb::ListingType::Physical) => "physical",
+        Ok(pb::ListingType::Digital) => "digital",
+        Ok(pb::ListingType::Service) => "service",
+        _ => "unspecified",
+    }
+}
+
+/// The lower-case name of a condition, as used in the API.
+#[must_use]
+pub fn condition_name(value: i32) -> &'static str {
+    match pb::Condition::try_from(value) {
+        Ok(pb::Condition::New) => "new",
+        Ok(pb::Condition::UsedLikeNew) => "used_like_new",
+        Ok(pb::Condition::UsedGood) => "used_good",
+        Ok(pb::Condition::UsedFair) => "used_fair",
+        Ok(pb::Condition::Refurbished) => "refurbished",
+        Ok(pb::Condition::ForParts) => "for_parts",
+        _ => "unspecified",
+    }
+}
+
+/// A price in major units (amount / 10^divisibility), the index's normalised price.
+#[must_use]
+pub fn normalised_price(price: &pb::Price) -> f64 {
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "prices up to 2.1e15 base units; f64 is exact to 9e15"
+    )]
+    let amount = price.amount as f64;
+    amount / 10f64.powi(i32::try_from(price.divisibility).unwrap_or(8))
+}
+
+/// Sort orders.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Sort {
+    /// Best text match first (newest first when there is no text).
+    Relevance,
+    /// Cheapest first (normalised price; compare within one currency).
+    PriceAsc,
+    /// Dearest first.
+    PriceDesc,
+    /// Most recently published first.
+    Newest,
+    /// Best-rated sellers first.
+    Rating,
+}
+
+/// A parsed search request.
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    /// Free text.
+    pub text: String,
+    /// Category path ("home/kitchen").
+    pub category: Option<String>,
+    /// "physical", "digital" or "service".
+    pub kind: Option<String>,
+    /// Condition name.
+    pub condition: Option<String>,
+    /// Currency code.
+    pub currency: Option<String>,
+    /// Lowest normalised price.
+    pub price_min: Option<f64>,
+    /// Highest normalised price.
+    pub price_max: Option<f64>,
+    /// Country code the listing must ship to.
+    pub ships_to: Option<String>,
+    /// Seller.
+    pub seller: Option<PublicKey>,
+    /// Lowest seller rating.
+    pub min_rating: Option<f64>,
+    /// Only listings that accept a moderator (true) or only those that do not (false).
+    pub moderated: Option<bool>,
+    /// Include NSFW listings.
+    pub nsfw: bool,
+    /// Order.
+    pub sort: Option<Sort>,
+    /// Hits to return.
+    pub limit: usize,
+    /// Hits to skip.
+    pub offset: usize,
+    /// Current time (expired listings are not returned).
+    pub now: u64,
+}
+
+/// What a search found.
+#[derive(Debug, Clone, Default)]
+pub struct SearchResult {
+    /// Matching listings in order, as object ids.
+    pub ids: Vec<ObjectId>,
+    /// How many listings match in all.
+    pub total: usize,
+    /// Counts per value for category (children of the selected category), type, condition and
+    /// currency.
+    pub facets: BTreeMap<&'static str, BTreeMap<String, u64>>,
+}
+
+/// The search index.
+pub struct SearchIndex {
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    fields: Fields,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for SearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchIndex")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SearchIndex {
+    /// Opens the index in `dir`, or creates an empty one if it is missing, damaged or of another
+    /// schema version. Returns whether it was (re)created, in which case the caller rebuilds it
+    /// from the store.
+    ///
+    /// # Errors
+    /// [`SearchError`] if even a fresh index cannot be created.
+    pub fn open(dir: &Path, memory_bytes: usize) -> Result<(Self, bool), SearchError> {
+        match Self::try_open(dir, memory_bytes) {
+            Ok(Some(index)) => Ok((index, false)),
+            Ok(None) => {
+                tracing::info!(dir = %dir.display(), "no search index yet: creating one");
+                Ok((Self::create(dir, memory_bytes)?, true))
+            }
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "search index unusable: rebuilding it from the store");
+                Ok((Self::create(dir, memory_bytes)?, true))
+            }
+        }
+    }
+
+    fn try_open(dir: &Path, memory_bytes: usize) -> Result<Option<Self>, SearchError> {
+        if !dir.join("meta.json").exists() {
+            return Ok(None);
+        }
+        let index = Index::open_in_dir(dir)?;
+        let (expected, fields) = schema();
+        if index.schema() != expected {
+            return Err(SearchError::Tantivy(tantivy::TantivyError::SchemaError(
+                "schema changed".into(),
+            )));
+        }
+        let version_ok = index
+            .load_metas()?
+            .payload
+            .as_deref()
+            .is_some_and(|p| p.starts_with(&format!("v{SCHEMA_VERSION}:")));
+        if !version_ok {
+            return Err(SearchError::Tantivy(tantivy::TantivyError::SchemaError(
+                "missing or old schema version".into(),
+            )));
+        }
+        let damaged = index.validate_checksum()?;
+        if !damaged.is_empty() {
+            return Err(SearchError::Tantivy(tantivy::TantivyError::SchemaError(
+                format!("{} damaged files", damaged.len()),
+            )));
+        }
+        Self::finish(index, fields, dir, memory_bytes).map(Some)
+    }
+
+    fn create(dir: &Path, memory_bytes: usize) -> Result<Self, SearchError> {
+        let io = |source| SearchError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io)?;
+        }
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let (schema, fields) = schema();
+        let index = Index::create_in_dir(dir, schema)?;
+        let this = Self::finish(index, fields, dir, memory_bytes)?;
+        this.commit(0)?;
+        Ok(this)
+    }
+
+    fn finish(
+        index: Index,
+        fields: Fields,
+        dir: &Path,
+        memory_bytes: usize,
+    ) -> Result<Self, SearchError> {
+        register_analyzers(&index);
+        let writer = index.writer_with_num_threads(1, memory_bytes)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(Self {
+            index,
+            reader,
+            writer: Mutex::new(writer),
+            fields,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The highest ingest sequence the index includes.
+    #[must_use]
+    pub fn last_seq(&self) -> i64 {
+        self.index
+            .load_metas()
+            .ok()
+            .and_then(|m| m.payload)
+            .and_then(|p| p.split_once(':').and_then(|(_, seq)| seq.parse().ok()))
+            .unwrap_or(0)
+    }
+
+    /// Number of listings in the index.
+    #[must_use]
+    pub fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    fn commit(&self, seq: i64) -> Result<(), SearchError> {
+        let mut writer = self.writer.lock().map_err(|_| SearchError::Poisoned)?;
+        let mut prepared = writer.prepare_commit()?;
+        prepared.set_payload(&format!("v{SCHEMA_VERSION}:{seq}"));
+        prepared.commit()?;
+        drop(writer);
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Applies `changes` and commits, recording `seq` as included. Blocking: call it from
+    /// `spawn_blocking`.
+    ///
+    /// # Errors
+    /// [`SearchError`].
+    pub fn apply(&self, changes: &[Change], seq: i64) -> Result<(), SearchError> {
+        {
+            let writer = self.writer.lock().map_err(|_| SearchError::Poisoned)?;
+            for change in changes {
+                match change {
+                    Change::Upsert(doc) => {
+                        writer.delete_term(Term::from_field_text(
+                            self.fields.slot_key,
+                            &slot_key(&doc.signer, &doc.listing.slug),
+                        ));
+                        writer.add_document(self.document(doc))?;
+                    }
+                    Change::Remove { slot_key } => {
+                        writer.delete_term(Term::from_field_text(self.fields.slot_key, slot_key));
+                    }
+                }
+            }
+        }
+        self.commit(seq)
+    }
+
+    fn document(&self, doc: &ListingDoc) -> TantivyDocument {
+        let f = &self.fields;
+        let l = &doc.listing;
+        let mut d = TantivyDocument::new();
+        d.add_text(f.id, doc.id.to_string());
+        d.add_text(f.slot_key, slot_key(&doc.signer, &l.slug));
+        d.add_text(f.signer, doc.signer.to_hex());
+        d.add_text(f.title, &l.title);
+        d.add_text(f.description, &l.description);
+        d.add_text(f.prefix, &l.title);
+        for tag in &l.tags {
+            d.add_text(f.tags, tag);
+            d.add_text(f.prefix, tag);
+        }
+        let category = if l.category.is_empty() {
+            "uncategorized"
+        } else {
+            l.category.as_str()
+        };
+        d.add_facet(f.category, Facet::from_path(category.split('/')));
+        d.add_facet(f.kind, Facet::from_path([type_name(l.r#type)]));
+        d.add_facet(f.condition, Facet::from_path([condition_name(l.condition)]));
+        let price = l.price.clone().unwrap_or_default();
+        d.add_facet(f.currency, Facet::from_path([price.currency.as_str()]));
+        d.add_f64(f.price, normalised_price(&price));
+        let mut regions: Vec<&str> = l
+            .shipping
+            .iter()
+            .flat_map(|s| s.regions.iter().map(String::as_str))
+            .collect();
+        if l.r#type != pb::ListingType::Physical as i32 {
+            regions.push("ALL");
+        }
+        regions.sort_unstable();
+        regions.dedup();
+        for region in regions {
+            d.add_text(f.ships_to, region);
+        }
+        d.add_u64(f.created_at, l.created_at);
+        d.add_u64(
+            f.expires_at,
+            if l.expires_at == 0 {
+                u64::MAX
+            } else {
+                l.expires_at
+            },
+        );
+        d.add_f64(f.rating, doc.seller_rating);
+        d.add_u64(f.moderated, u64::from(!l.accepted_moderators.is_empty()));
+        d.add_u64(f.nsfw, u64::from(l.nsfw));
+        d
+    }
+
+    fn text_query(&self, text: &str) -> Option<Box<dyn Query>> {
+        let f = &self.fields;
+        let cleaned: String = text
+            .chars()
+            .map(|c| {
+                if c.is_alphanumeric() || c.is_whitespace() {
+                    c
+                } else {
+                    ' '
+                }
+            })
+            .collect();
+        let words: Vec<&str> = cleaned.split_whitespace().collect();
+        let (last, rest) = words.split_last()?;
+        let mut parser = QueryParser::for_index(&self.index, vec![f.title, f.tags, f.description]);
+        parser.set_field_boost(f.title, 3.0);
+        parser.set_field_boost(f.tags, 2.0);
+        parser.set_conjunction_by_default();
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        if !rest.is_empty() {
+            clauses.push((Occur::Must, parser.parse_query_lenient(&rest.join(" ")).0));
+        }
+        // The last word may still be being typed: match it as a word or as a prefix of a word
+        // in the title or tags.
+        let mut last_word: Vec<(Occur, Box<dyn Query>)> =
+            vec![(Occur::Should, parser.parse_query_lenient(last).0)];
+        if let Some(mut analyzer) = self.index.tokenizers().get(PREFIX_ANALYZER) {
+            let mut stream = analyzer.token_stream(last);
+            if let Some(token) = stream.next() {
+                let mut prefix =
+                    PhrasePrefixQuery::new(vec![Term::from_field_text(f.prefix, &token.text)]);
+                prefix.set_max_expansions(64);
+                last_word.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(Box::new(prefix), 0.5)),
+                ));
+            }
+        }
+        clauses.push((Occur::Must, Box::new(BooleanQuery::new(last_word))));
+        Some(Box::new(BooleanQuery::new(clauses)))
+    }
+
+    fn filters(&self, q: &SearchQuery) -> Vec<(Occur, Box<dyn Query>)> {
+        let f = &self.fields;
+        let term = |field, value: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            ))
+        };
+        let facet = |field, path: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_facet(field, &Facet::from_path(path.split('/'))),
+                IndexRecordOption::Basic,
+            ))
+        };
+        let u64_is = |field, value: u64| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_u64(field, value),
+                IndexRecordOption::Basic,
+            ))
+        };
+        let mut must: Vec<(Occur, Box<dyn Query>)> = vec![(
+            Occur::Must,
+            Box::new(RangeQuery::new(
+                Bound::Excluded(Term::from_field_u64(f.expires_at, q.now)),
+                Bound::Unbounded,
+            )),
+        )];
+        if let Some(category) = &q.category {
+            must.push((Occur::Must, facet(f.category, category)));
+        }
+        if let Some(kind) = &q.kind {
+            must.push((Occur::Must, facet(f.kind, kind)));
+        }
+        if let Some(condition) = &q.condition {
+            must.push((Occur::Must, facet(f.condition, condition)));
+        }
+        if let Some(currency) = &q.currency {
+            must.push((Occur::Must, facet(f.currency, currency)));
+        }
+        if q.price_min.is_some() || q.price_max.is_some() {
+            let bound = |v: Option<f64>| {
+                v.map_or(Bound::Unbounded, |v| {
+                    Bound::Included(Term::from_field_f64(f.price, v))
+                })
+            };
+            must.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(bound(q.price_min), bound(q.price_max))),
+            ));
+        }
+        if let Some(country) = &q.ships_to {
+            must.push((
+                Occur::Must,
+                Box::new(BooleanQuery::new(vec![
+                    (Occur::Should, term(f.ships_to, country)),
+                    (Occur::Should, term(f.ships_to, "ALL")),
+                ])),
+            ));
+        }
+        if let Some(seller) = &q.seller {
+            must.push((Occur::Must, term(f.signer, &seller.to_hex())));
+        }
+        if let Some(min) = q.min_rating {
+            must.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(
+                    Bound::Included(Term::from_field_f64(f.rating, min)),
+                    Bound::Unbounded,
+                )),
+            ));
+        }
+        if let Some(moderated) = q.moderated {
+            must.push((Occur::Must, u64_is(f.moderated, u64::from(moderated))));
+        }
+        if !q.nsfw {
+            must.push((Occur::Must, u64_is(f.nsfw, 0)));
+        }
+        must
+    }
+
+    /// Runs a search. Blocking: call it from `spawn_blocking`.
+    ///
+    /// # Errors
+    /// [`SearchError`].
+    pub fn search(&self, q: &SearchQuery) -> Result<SearchResult, SearchError> {
+        let searcher = self.reader.searcher();
+        let text = self.text_query(&q.text);
+        let has_text = text.is_some();
+        let mut clauses = self.filters(q);
+        clauses.push((Occur::Must, text.unwrap_or_else(|| Box::new(AllQuery))));
+        let query = BooleanQuery::new(clauses);
+        let limit = q.limit.max(1);
+        let top = TopDocs::with_limit(limit).and_offset(q.offset);
+        let sort = q.sort.unwrap_or(if has_text {
+            Sort::Relevance
+        } else {
+            Sort::Newest
+        });
+        let (total, addresses) = match sort {
+            Sort::Relevance if has_text => {
+                let (n, docs) = searcher.search(&query, &(Count, top.order_by_score()))?;
+                (n, docs.into_iter().map(|(_, a)| a).collect::<Vec<_>>())
+            }
+            Sort::Relevance | Sort::Newest => {
+                let (n, docs) = searcher.search(
+                    &query,
+                    &(
+                        Count,
+                        top.order_by_fast_field::<u64>("created_at", Order::Desc),
+                    ),
+                )?;
+                (n, docs.into_iter().map(|(_, a)| a).collect())
+            }
+            Sort::PriceAsc | Sort::PriceDesc => {
+                let order = if sort == Sort::PriceAsc {
+                    Order::Asc
+                } else {
+                    Order::Desc
+                };
+                let (n, docs) = searcher.search(
+                    &query,
+                    &(Count, top.order_by_fast_field::<f64>("price", order)),
+                )?;
+                (n, docs.into_iter().map(|(_, a)| a).collect())
+            }
+            Sort::Rating => {
+                let (n, docs) = searcher.search(
+                    &query,
+                    &(Count, top.order_by_fast_field::<f64>("rating", Order::Desc)),
+                )?;
+                (n, docs.into_iter().map(|(_, a)| a).collect())
+            }
+        };
+        let mut ids = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            let doc: TantivyDocument = searcher.doc(address)?;
+            if let Some(id) = doc
+                .get_first(self.fields.id)
+                .and_then(|v| v.as_str().map(str::to_owned))
+            {
+                if let Ok(id) = id.parse::<ObjectId>() {
+                    ids.push(id);
+                }
+            }
+        }
+        let category_root = q
+            .category
+            .as_ref()
+            .map_or_else(|| "/".to_string(), |c| format!("/{c}"));
+        let collector = |name: &str, root: &str| {
+            let mut c = FacetCollector::for_field(name);
+            c.add_facet(root);
+            c
+        };
+        let (categories, kinds, conditions, currencies) = searcher.search(
+            &query,
+            &(
+                collector("category", &category_root),
+                collector("type", "/"),
+                collector("condition", "/"),
+                collector("currency", "/"),
+            ),
+        )?;
+        let counts = |fc: &tantivy::collector::FacetCounts, root: &str| -> BTreeMap<String, u64> {
+            fc.get(root)
+                .map(|(facet, n)| {
+                    let path = facet.to_path_string();
+                    (path.trim_start_matches('/').to_string(), n)
+                })
+                .collect()
+        };
+        let mut facets = BTreeMap::new();
+        facets.insert("category", counts(&categories, &category_root));
+        facets.insert("type", counts(&kinds, "/"));
+        facets.insert("condition", counts(&conditions, "/"));
+        facets.insert("currency", counts(&currencies, "/"));
+        Ok(SearchResult { ids, total, facets })
+    }
+}

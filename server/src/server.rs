@@ -1,0 +1,184 @@
+//! Starting and stopping a server: open the store and the index, bring the index up to date,
+//! start the writer, listen, shut down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+
+use crate::api::{self, ApiError, AppState, SharedState};
+use crate::config::Config;
+use crate::ingest::{self, Ingestor};
+use crate::search::SearchIndex;
+use crate::store::Store;
+
+/// The process-wide metrics recorder (installed once, shared by every server in the process).
+fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .ok()?;
+            let handle = builder.install_recorder().ok()?;
+            let upkeep = handle.clone();
+            std::thread::spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+            Some(handle)
+        })
+        .clone()
+}
+
+/// Opens everything a server needs and brings the search index up to date with the store
+/// (rebuilding it if it is missing or damaged; progress goes to the log).
+///
+/// # Errors
+/// If the data directory, database or index cannot be opened.
+pub async fn open(config: Config) -> anyhow::Result<SharedState> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let store = Store::connect(&config.database_url, config.sqlite_sync)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(&config.database_url)))?;
+    let index_dir = config.index_dir();
+    let memory = config.search_memory_bytes;
+    let (search, rebuild) =
+        tokio::task::spawn_blocking(move || SearchIndex::open(&index_dir, memory))
+            .await?
+            .context("cannot open the search index")?;
+    let search = Arc::new(search);
+    ingest::catch_up(&store, &search, rebuild)
+        .await
+        .context("cannot bring the search index up to date")?;
+    let ingestor = Ingestor::start(store.clone(), Arc::clone(&search));
+    Ok(Arc::new(AppState {
+        config,
+        store,
+        search,
+        ingestor,
+        metrics: metrics_handle(),
+        started: Instant::now(),
+        ready: AtomicBool::new(true),
+    }))
+}
+
+/// A database URL without its password, for logs.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The application with per-client rate limiting (needs the peer address, so the server must be
+/// served with `into_make_service_with_connect_info::<SocketAddr>()`).
+pub fn app(state: SharedState) -> Router {
+    let per_second = state.config.rate_limit_per_second.max(1);
+    let governor = GovernorConfigBuilder::default()
+        .period(Duration::from_nanos(1_000_000_000 / u64::from(per_second)))
+        .burst_size(state.config.rate_limit_burst.max(1))
+        .finish()
+        .map(Arc::new);
+    let router = api::router(state);
+    match governor {
+        Some(config) => {
+            let limiter = Arc::clone(&config);
+            std::thread::spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(60));
+                    limiter.limiter().retain_recent();
+                }
+            });
+            router.layer(GovernorLayer::new(config).error_handler(|error| {
+                let wait = match &error {
+                    tower_governor::GovernorError::TooManyRequests { wait_time, .. } => *wait_time,
+                    _ => 1,
+                };
+                let mut response = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("too many requests from this address; retry in {wait} s"),
+                )
+                .into_response();
+                if let Ok(value) = wait.to_string().parse() {
+                    response.headers_mut().insert("retry-after", value);
+                }
+                response
+            }))
+        }
+        None => router,
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then finishes in-flight requests and
+/// closes the database.
+///
+/// # Errors
+/// If serving fails.
+pub async fn serve(
+    state: SharedState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = state.store.clone();
+    let app = app(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("server failed")?;
+    store.close().await;
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,601 @@
+//! The store: every accepted envelope, byte for byte, with a monotonic ingest sequence, plus
+//! tables derived from it (the current version of each replaceable slot, current ratings,
+//! moderators). SQLite (embedded default) and PostgreSQL run the same SQL: one code path, written
+//! once, expanded for each pool by [`with_pool!`].
+//!
+//! Writes go through [`Store::write_batch`] only, one transaction per batch, from the single
+//! ingest writer task (see `ingest.rs`), so the read-compare-write of a replaceable slot never
+//! races.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use souk_protocol::{
+    Object, ObjectId, PublicKey, RawEnvelope, SignedObject, Slot, Version, compare_versions, pb,
+};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::config::SqliteSync;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// A database error, with the cause kept for the log (never sent to clients).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Stored bytes no longer decode (should never happen: they were verified on the way in).
+    #[error("stored envelope {0} does not decode")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether this looks like a full disk or a read-only database: writes are refused with 503
+    /// while reads go on.
+    #[must_use]
+    pub fn is_storage_full(&self) -> bool {
+        let text = self.to_string().to_lowercase();
+        text.contains("full")
+            || text.contains("no space")
+            || text.contains("readonly")
+            || text.contains("read-only")
+    }
+}
+
+/// The database behind the store.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// Embedded SQLite (WAL mode).
+    Sqlite(SqlitePool),
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool the store has; the body is written once
+/// and compiled for both databases.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite($pool) => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// What happened to one object in [`Store::write_batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Stored with this sequence number; it is now the current version of its slot, replacing
+    /// `replaced` if there was one.
+    Accepted {
+        /// Ingest sequence.
+        seq: i64,
+        /// The version it replaced.
+        replaced: Option<ObjectId>,
+    },
+    /// Already stored.
+    Duplicate,
+    /// An equal or newer version (or a tombstone) holds the slot.
+    Stale {
+        /// The current version.
+        current: ObjectId,
+    },
+}
+
+/// Aggregated ratings of one person in one role.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct RatingSummary {
+    /// Number of ratings.
+    pub count: i64,
+    /// Average overall score (0 when there are none).
+    pub overall: f64,
+    /// Average quality score.
+    pub quality: f64,
+    /// Average description score.
+    pub description: f64,
+    /// Average delivery score.
+    pub delivery: f64,
+    /// Average service score.
+    pub service: f64,
+}
+
+/// Counts of stored objects.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct Counts {
+    /// Every accepted envelope, including replaced versions.
+    pub envelopes: i64,
+    /// Current profiles.
+    pub profiles: i64,
+    /// Current (not withdrawn) listings.
+    pub listings: i64,
+    /// Current ratings.
+    pub ratings: i64,
+    /// Current tombstones.
+    pub tombstones: i64,
+    /// Highest ingest sequence.
+    pub max_seq: i64,
+}
+
+/// The slot text stored in the database.
+#[must_use]
+pub fn slot_text(slot: &Slot) -> String {
+    match slot {
+        Slot::Profile => "profile".into(),
+        Slot::Listing { slug } => format!("listing/{slug}"),
+        Slot::Rating { order_id, role } => {
+            let hex: String = order_id.iter().map(|b| format!("{b:02x}")).collect();
+            format!("rating/{hex}/{}", *role as i32)
+        }
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn id_of(bytes: &[u8]) -> Result<ObjectId, StoreError> {
+    let array: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("id column is not 32 bytes".into()))?;
+    Ok(ObjectId(array))
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Store {
+    /// Connects (creating a SQLite file if needed) and applies the migrations.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the database cannot be reached or migrated.
+    pub async fn connect(url: &str, sync: SqliteSync) -> Result<Self, StoreError> {
+        if url.starts_with("postgres") {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            POSTGRES_MIGRATIONS.run(&pool).await?;
+            Ok(Self::Postgres(pool))
+        } else {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(match sync {
+                    SqliteSync::Full => SqliteSynchronous::Full,
+                    SqliteSync::Normal => SqliteSynchronous::Normal,
+                })
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+                .await?;
+            SQLITE_MIGRATIONS.run(&pool).await?;
+            Ok(Self::Sqlite(pool))
+        }
+    }
+
+    /// Which database this is, for logs and the status endpoint.
+    #[must_use]
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Closes the pool (waits for connections to finish).
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await);
+    }
+
+    /// Stores a batch of verified objects in one transaction: duplicates and stale versions are
+    /// reported and not stored; accepted ones become the current version of their slot.
+    ///
+    /// # Errors
+    /// [`StoreError`]; then nothing of the batch is stored.
+    pub async fn write_batch(
+        &self,
+        objects: &[SignedObject],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let received_at = now_secs();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut outcomes = Vec::with_capacity(objects.len());
+            for object in objects {
+                let id = object.id();
+                let exists = sqlx::query("SELECT seq FROM envelopes WHERE id = $1")
+                    .bind(id.as_bytes().as_slice())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_some() {
+                    outcomes.push(WriteOutcome::Duplicate);
+                    continue;
+                }
+                let key = object.replace_key();
+                let signer = key.signer.as_bytes().to_vec();
+                let slot = slot_text(&key.slot);
+                let current = sqlx::query("SELECT id, created_at, tombstone FROM current WHERE signer = $1 AND slot = $2")
+                    .bind(&signer)
+                    .bind(&slot)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let mut replaced = None;
+                if let Some(row) = current {
+                    let current_id = id_of(&row.try_get::<Vec<u8>, _>("id")?)?;
+                    let current_version = Version {
+                        created_at: u64::try_from(row.try_get::<i64, _>("created_at")?).unwrap_or(0),
+                        tombstone: row.try_get::<i64, _>("tombstone")? != 0,
+                        id: current_id,
+                    };
+                    if compare_versions(&object.version(), &current_version) != std::cmp::Ordering::Greater {
+                        outcomes.push(WriteOutcome::Stale { current: current_id });
+                        continue;
+                    }
+                    replaced = Some(current_id);
+                }
+                let version = object.version();
+                let kind = object.envelope().kind() as i64;
+                let seq: i64 = sqlx::query(
+                    "INSERT INTO envelopes (id, kind, signer, slot, created_at, received_at, bytes) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
+                )
+                .bind(id.as_bytes().as_slice())
+                .bind(kind)
+                .bind(&signer)
+                .bind(&slot)
+                .bind(to_i64(version.created_at))
+                .bind(received_at)
+                .bind(object.envelope().bytes())
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("seq")?;
+                sqlx::query(
+                    "INSERT INTO current (signer, slot, kind, id, seq, created_at, tombstone) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (signer, slot) DO UPDATE SET kind = excluded.kind, id = excluded.id, \
+                     seq = excluded.seq, created_at = excluded.created_at, tombstone = excluded.tombstone",
+                )
+                .bind(&signer)
+                .bind(&slot)
+                .bind(kind)
+                .bind(id.as_bytes().as_slice())
+                .bind(seq)
+                .bind(to_i64(version.created_at))
+                .bind(i64::from(version.tombstone))
+                .execute(&mut *tx)
+                .await?;
+                match object.object() {
+                    Object::Rating(rating) => {
+                        if let Some(old) = replaced {
+                            sqlx::query("DELETE FROM ratings WHERE id = $1")
+                                .bind(old.as_bytes().as_slice())
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        sqlx::query(
+                            "INSERT INTO ratings (id, subject, role, overall, quality, description, delivery, service, created_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                        )
+                        .bind(id.as_bytes().as_slice())
+                        .bind(rating.subject.as_slice())
+                        .bind(i64::from(rating.role))
+                        .bind(i64::from(rating.overall))
+                        .bind(i64::from(rating.quality))
+                        .bind(i64::from(rating.description))
+                        .bind(i64::from(rating.delivery))
+                        .bind(i64::from(rating.service))
+                        .bind(to_i64(rating.created_at))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Object::Profile(profile) => {
+                        sqlx::query("DELETE FROM moderators WHERE signer = $1")
+                            .bind(&signer)
+                            .execute(&mut *tx)
+                            .await?;
+                        if let Some(offer) = &profile.moderator {
+                            let fee = offer.fee.clone().unwrap_or_default();
+                            let fixed = fee.fixed.clone().unwrap_or_default();
+                            sqlx::query(
+                                "INSERT INTO moderators (signer, id, languages, fee_type, fee_fixed, fee_currency, fee_bp) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                            )
+                            .bind(&signer)
+                            .bind(id.as_bytes().as_slice())
+                            .bind(format!(",{},", offer.languages.join(",").to_lowercase()))
+                            .bind(i64::from(fee.r#type))
+                            .bind(to_i64(fixed.amount))
+                            .bind(fixed.currency)
+                            .bind(i64::from(fee.percentage_bp))
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                    Object::Listing(_) | Object::Tombstone(_) => {}
+                }
+                outcomes.push(WriteOutcome::Accepted { seq, replaced });
+            }
+            tx.commit().await?;
+            Ok(outcomes)
+        })
+    }
+
+    /// The envelope bytes of one object, if stored.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn get(&self, id: &ObjectId) -> Result<Option<Vec<u8>>, StoreError> {
+        with_pool!(self, pool => {
+            let row = sqlx::query("SELECT bytes FROM envelopes WHERE id = $1")
+                .bind(id.as_bytes().as_slice())
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| r.try_get::<Vec<u8>, _>("bytes")).transpose()?)
+        })
+    }
+
+    /// Whether `id` is the current version of its slot (not replaced, not withdrawn).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn is_current(&self, id: &ObjectId) -> Result<bool, StoreError> {
+        with_pool!(self, pool => {
+            let row = sqlx::query("SELECT tombstone FROM current WHERE id = $1")
+                .bind(id.as_bytes().as_slice())
+                .fetch_optional(pool)
+                .await?;
+            Ok(matches!(row.map(|r| r.try_get::<i64, _>("tombstone")).transpose()?, Some(0)))
+        })
+    }
+
+    /// Envelope bytes of many objects at once.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn get_many(
+        &self,
+        ids: &[ObjectId],
+    ) -> Result<HashMap<ObjectId, Vec<u8>>, StoreError> {
+        let mut found = HashMap::with_capacity(ids.len());
+        for id in ids {
+            if let Some(bytes) = self.get(id).await? {
+                found.insert(*id, bytes);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The current object in a slot (None if empty or withdrawn).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn current(
+        &self,
+        signer: &PublicKey,
+        slot: &Slot,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        with_pool!(self, pool => {
+            let row = sqlx::query(
+                "SELECT e.bytes FROM current c JOIN envelopes e ON e.seq = c.seq \
+                 WHERE c.signer = $1 AND c.slot = $2 AND c.tombstone = 0",
+            )
+            .bind(signer.as_bytes().as_slice())
+            .bind(slot_text(slot))
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map(|r| r.try_get::<Vec<u8>, _>("bytes")).transpose()?)
+        })
+    }
+
+    /// A store's current listings, newest first.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn listings_of(
+        &self,
+        signer: &PublicKey,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT e.bytes FROM current c JOIN envelopes e ON e.seq = c.seq \
+                 WHERE c.signer = $1 AND c.kind = $2 AND c.tombstone = 0 \
+                 ORDER BY c.created_at DESC, c.seq DESC LIMIT $3 OFFSET $4",
+            )
+            .bind(signer.as_bytes().as_slice())
+            .bind(pb::Kind::Listing as i64)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter().map(|r| r.try_get::<Vec<u8>, _>("bytes").map_err(StoreError::from)).collect()
+        })
+    }
+
+    /// Every current listing with its sequence, in sequence order from `after`, for building the
+    /// search index from scratch.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn current_listings_page(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT c.seq, e.bytes FROM current c JOIN envelopes e ON e.seq = c.seq \
+                 WHERE c.kind = $1 AND c.tombstone = 0 AND c.seq > $2 ORDER BY c.seq LIMIT $3",
+            )
+            .bind(pb::Kind::Listing as i64)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter()
+                .map(|r| Ok((r.try_get::<i64, _>("seq")?, r.try_get::<Vec<u8>, _>("bytes")?)))
+                .collect()
+        })
+    }
+
+    /// Envelopes stored after `after`, in ingest order.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn since(&self, after: i64, limit: i64) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query("SELECT seq, bytes FROM envelopes WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            rows.into_iter()
+                .map(|r| Ok((r.try_get::<i64, _>("seq")?, r.try_get::<Vec<u8>, _>("bytes")?)))
+                .collect()
+        })
+    }
+
+    /// Object counts.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn counts(&self) -> Result<Counts, StoreError> {
+        with_pool!(self, pool => {
+            let envelopes = sqlx::query("SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS m FROM envelopes")
+                .fetch_one(pool)
+                .await?;
+            let by_kind = sqlx::query(
+                "SELECT kind, tombstone, COUNT(*) AS n FROM current GROUP BY kind, tombstone",
+            )
+            .fetch_all(pool)
+            .await?;
+            let mut counts = Counts {
+                envelopes: envelopes.try_get("n")?,
+                max_seq: envelopes.try_get("m")?,
+                ..Counts::default()
+            };
+            for row in by_kind {
+                let n: i64 = row.try_get("n")?;
+                match (row.try_get::<i64, _>("kind")?, row.try_get::<i64, _>("tombstone")?) {
+                    (1, _) => counts.profiles += n,
+                    (2, 0) => counts.listings += n,
+                    (3, _) => counts.ratings += n,
+                    (_, 1) => counts.tombstones += n,
+                    _ => {}
+                }
+            }
+            Ok(counts)
+        })
+    }
+
+    /// Rating aggregates of `subject` in `role`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn rating_summary(
+        &self,
+        subject: &PublicKey,
+        role: pb::RatingRole,
+    ) -> Result<RatingSummary, StoreError> {
+        with_pool!(self, pool => {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n, \
+                 COALESCE(AVG(CAST(overall AS DOUBLE PRECISION)), 0.0) AS overall, \
+                 COALESCE(AVG(CAST(quality AS DOUBLE PRECISION)), 0.0) AS quality, \
+                 COALESCE(AVG(CAST(description AS DOUBLE PRECISION)), 0.0) AS description, \
+                 COALESCE(AVG(CAST(delivery AS DOUBLE PRECISION)), 0.0) AS delivery, \
+                 COALESCE(AVG(CAST(service AS DOUBLE PRECISION)), 0.0) AS service \
+                 FROM ratings WHERE subject = $1 AND role = $2",
+            )
+            .bind(subject.as_bytes().as_slice())
+            .bind(role as i64)
+            .fetch_one(pool)
+            .await?;
+            Ok(RatingSummary {
+                count: row.try_get("n")?,
+                overall: row.try_get("overall")?,
+                quality: row.try_get("quality")?,
+                description: row.try_get("description")?,
+                delivery: row.try_get("delivery")?,
+                service: row.try_get("service")?,
+            })
+        })
+    }
+
+    /// A person's current ratings (envelope bytes), newest first.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn ratings_of(
+        &self,
+        subject: &PublicKey,
+        limit: i64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT e.bytes FROM ratings r JOIN envelopes e ON e.id = r.id \
+                 WHERE r.subject = $1 ORDER BY r.created_at DESC LIMIT $2",
+            )
+            .bind(subject.as_bytes().as_slice())
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter().map(|r| r.try_get::<Vec<u8>, _>("bytes").map_err(StoreError::from)).collect()
+        })
+    }
+
+    /// Current moderator profiles, optionally speaking `language` and charging at most
+    /// `max_fee_bp` basis points (percentage part), with their envelope bytes.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn moderators(
+        &self,
+        language: Option<&str>,
+        max_fee_bp: Option<u32>,
+        limit: i64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let pattern =
+            language.map_or_else(|| "%".to_string(), |l| format!("%,{},%", l.to_lowercase()));
+        let max_bp = i64::from(max_fee_bp.unwrap_or(u32::MAX));
+        with_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT e.bytes FROM moderators m JOIN envelopes e ON e.id = m.id \
+                 WHERE m.languages LIKE $1 AND m.fee_bp <= $2 ORDER BY m.fee_bp, m.fee_fixed LIMIT $3",
+            )
+            .bind(pattern)
+            .bind(max_bp)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter().map(|r| r.try_get::<Vec<u8>, _>("bytes").map_err(StoreError::from)).collect()
+        })
+    }
+}
+
+/// Decodes stored bytes back into an envelope and object without re-validating them (they were
+/// validated on the way in; an expiry since then must not make them unreadable).
+///
+/// # Errors
+/// [`StoreError::Corrupt`].
+pub fn decode_stored(bytes: &[u8]) -> Result<(RawEnvelope, Object), StoreError> {
+    let envelope = RawEnvelope::decode(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let object = Object::decode(envelope.kind(), envelope.payload())
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok((envelope, object))
+}
