@@ -87,7 +87,8 @@ pub(super) fn router() -> OpenApiRouter<SharedState> {
 fn is_batch_protobuf(content_type: &str) -> bool {
     content_type
         .replace(' ', "")
-        .contains("proto=souk.v1.EnvelopeBatch")
+        .to_ascii_lowercase()
+        .contains("proto=souk.v1.envelopebatch")
 }
 
 /// Publish signed envelopes.

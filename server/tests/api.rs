@@ -1,0 +1,682 @@
+//! The REST API as a specification, against SQLite and PostgreSQL alike.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+use prost::Message;
+use souk_protocol::{Kind, Object, RawEnvelope, pb, samples};
+
+both!(
+    a_published_listing_is_stored_searchable_and_readable,
+    |s: TestServer| async move {
+        let key = seller(1);
+        let mug = listing(&key, "blue-mug", "Blue stoneware mug", 60);
+        let (status, body) = s.publish(&mug).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["results"][0]["status"], "accepted");
+        assert_eq!(body["results"][0]["id"], mug.id().to_string());
+
+        assert_eq!(s.titles("q=stoneware").await, ["Blue stoneware mug"]);
+        let (status, body) = s.get(&format!("/api/v1/listings/{}", mug.id())).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["current"], true);
+        assert_eq!(
+            body["envelope"],
+            b64(mug.envelope().bytes()),
+            "the exact signed bytes come back"
+        );
+        let (status, body) = s
+            .get(&format!(
+                "/api/v1/stores/{}/listings/blue-mug",
+                key.public_key()
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["summary"]["title"], "Blue stoneware mug");
+        assert_eq!(body["summary"]["seller"], key.public_key().to_address());
+    }
+);
+
+both!(
+    the_same_envelope_twice_is_stored_once,
+    |s: TestServer| async move {
+        let mug = listing(&seller(1), "mug", "Mug", 60);
+        assert_eq!(s.publish(&mug).await.0, StatusCode::CREATED);
+        let (status, body) = s.publish(&mug).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["results"][0]["status"], "duplicate");
+        assert_eq!(s.state.store.counts().await.expect("counts").envelopes, 1);
+    }
+);
+
+both!(
+    protobuf_bodies_are_accepted_single_and_batched,
+    |s: TestServer| async move {
+        let key = seller(2);
+        let one = listing(&key, "one", "First", 60);
+        let (status, _) = s
+            .post("application/x-protobuf", one.envelope().bytes().to_vec())
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let batch = souk_server::api::envelopes::EnvelopeBatch {
+            envelopes: vec![
+                listing(&key, "two", "Second", 60)
+                    .envelope()
+                    .bytes()
+                    .to_vec(),
+                b"garbage".to_vec(),
+                one.envelope().bytes().to_vec(),
+            ],
+        };
+        let (status, body) = s
+            .post(
+                souk_server::api::envelopes::BATCH_CONTENT_TYPE,
+                batch.encode_to_vec(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let statuses: Vec<&str> = body["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| r["status"].as_str().expect("s"))
+            .collect();
+        assert_eq!(statuses, ["accepted", "rejected", "duplicate"]);
+        assert_eq!(body["results"][1]["error"]["code"], "envelope_malformed");
+        assert_eq!(
+            (
+                body["accepted"].as_u64(),
+                body["rejected"].as_u64(),
+                body["duplicates"].as_u64()
+            ),
+            (Some(1), Some(1), Some(1))
+        );
+    }
+);
+
+both!(
+    bad_input_gets_a_clear_error_and_stores_nothing,
+    |s: TestServer| async move {
+        let key = seller(3);
+        let good = listing(&key, "good", "Good", 60);
+        let mut forged = pb::Envelope::decode(good.envelope().bytes()).expect("decodes");
+        forged.signature[3] ^= 1;
+        let mut long_title = samples::listing(now() - 60, "long", None);
+        long_title.title = "x".repeat(201);
+        let invalid =
+            RawEnvelope::sign_unchecked(&key, Kind::Listing as i32, long_title.encode_to_vec());
+        let mut unknown_kind = pb::Envelope::decode(good.envelope().bytes()).expect("decodes");
+        unknown_kind.kind = 42;
+        let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
+            (
+                b"\xff\xfe garbage".to_vec(),
+                StatusCode::BAD_REQUEST,
+                "envelope_malformed",
+            ),
+            (
+                forged.encode_to_vec(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_signature",
+            ),
+            (invalid, StatusCode::UNPROCESSABLE_ENTITY, "too_long"),
+            (
+                unknown_kind.encode_to_vec(),
+                StatusCode::BAD_REQUEST,
+                "unknown_kind",
+            ),
+            (
+                vec![0u8; 70_000],
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "envelope_too_large",
+            ),
+        ];
+        for (bytes, status, code) in cases {
+            let (got, body) = s.publish_bytes(&bytes).await;
+            assert_eq!(
+                (got, body["error"]["code"].as_str()),
+                (status, Some(code)),
+                "{body}"
+            );
+        }
+        let (status, body) = s
+            .post("application/json", b"{\"envelope\": \"***\"}".to_vec())
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_base64"))
+        );
+        let (status, body) = s.post("application/json", b"{\"nope\": 1}".to_vec()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_json"))
+        );
+        let (status, body) = s.post("text/plain", b"hello".to_vec()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Some("unsupported_media_type")
+            )
+        );
+        let too_many: Vec<Vec<u8>> = (0..1_001)
+            .map(|_| good.envelope().bytes().to_vec())
+            .collect();
+        let (status, body) = s.publish_batch(&too_many).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Some("batch_too_large"))
+        );
+        assert_eq!(
+            s.state.store.counts().await.expect("counts").envelopes,
+            0,
+            "nothing was stored"
+        );
+        assert_eq!(s.search("").await["total"], 0);
+    }
+);
+
+both!(
+    a_newer_version_replaces_and_an_older_one_is_stale,
+    |s: TestServer| async move {
+        let key = seller(4);
+        let old = listing(&key, "lamp", "Brass lamp", 600);
+        let new = listing(&key, "lamp", "Brass lamp, rewired", 300);
+        assert_eq!(s.publish(&new).await.0, StatusCode::CREATED);
+        let (status, body) = s.publish(&old).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("stale"))
+        );
+        assert_eq!(s.titles("q=lamp").await, ["Brass lamp, rewired"]);
+        let newest = listing(&key, "lamp", "Brass lamp, polished", 100);
+        assert_eq!(s.publish(&newest).await.0, StatusCode::CREATED);
+        assert_eq!(s.titles("q=lamp").await, ["Brass lamp, polished"]);
+        let (_, body) = s.get(&format!("/api/v1/listings/{}", new.id())).await;
+        assert_eq!(
+            body["current"], false,
+            "replaced versions stay readable by id but are not current"
+        );
+    }
+);
+
+both!(
+    a_tombstone_withdraws_and_blocks_older_republication,
+    |s: TestServer| async move {
+        let key = seller(5);
+        let chair = listing(&key, "chair", "Oak chair", 600);
+        assert_eq!(s.publish(&chair).await.0, StatusCode::CREATED);
+        assert_eq!(
+            s.publish(&tombstone(&key, "chair", 300)).await.0,
+            StatusCode::CREATED
+        );
+        assert_eq!(s.search("q=chair").await["total"], 0);
+        let (status, _) = s
+            .get(&format!(
+                "/api/v1/stores/{}/listings/chair",
+                key.public_key()
+            ))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // Re-publishing the old version (or any version from before the withdrawal) is refused.
+        assert_eq!(
+            s.publish(&listing(&key, "chair", "Oak chair again", 400))
+                .await
+                .0,
+            StatusCode::CONFLICT
+        );
+        // A listing made after the withdrawal puts it back.
+        assert_eq!(
+            s.publish(&listing(&key, "chair", "Oak chair, restored", 100))
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        assert_eq!(s.titles("q=chair").await, ["Oak chair, restored"]);
+    }
+);
+
+both!(
+    search_filters_sorts_and_facets,
+    |s: TestServer| async move {
+        let (a, b) = (seller(6), seller(7));
+        let moderator = seller(8).public_key();
+        let items = [
+            listing_with(&a, "mug", |l| {
+                l.title = "Blue mug".into();
+                l.price = Some(pb::Price {
+                    amount: 1_500,
+                    currency: "EUR".into(),
+                    divisibility: 2,
+                });
+            }),
+            listing_with(&a, "teapot", |l| {
+                l.title = "Green teapot".into();
+                l.category = "home/kitchen/teaware".into();
+                l.price = Some(pb::Price {
+                    amount: 4_000,
+                    currency: "EUR".into(),
+                    divisibility: 2,
+                });
+                l.accepted_moderators = vec![moderator.as_bytes().to_vec()];
+            }),
+            listing_with(&b, "phone", |l| {
+                l.title = "Used phone".into();
+                l.category = "electronics/phones".into();
+                l.condition = pb::Condition::UsedGood as i32;
+                l.price = Some(pb::Price {
+                    amount: 200_000,
+                    currency: "BTC".into(),
+                    divisibility: 8,
+                });
+                l.shipping[0].regions = vec!["US".into()];
+                l.shipping.truncate(1);
+            }),
+            listing_with(&b, "song", |l| {
+                *l = samples::digital_listing(now() - 5, "song");
+                l.title = "Song download".into();
+            }),
+            listing_with(&b, "secret", |l| {
+                l.title = "Adult mug".into();
+                l.nsfw = true;
+            }),
+        ];
+        let bytes: Vec<Vec<u8>> = items
+            .iter()
+            .map(|o| o.envelope().bytes().to_vec())
+            .collect();
+        let (status, body) = s.publish_batch(&bytes).await;
+        assert_eq!(
+            (status, body["accepted"].as_u64()),
+            (StatusCode::OK, Some(5)),
+            "{body}"
+        );
+
+        assert_eq!(
+            s.search("").await["total"],
+            4,
+            "browsing hides NSFW by default"
+        );
+        assert_eq!(s.search("nsfw=true").await["total"], 5);
+        assert_eq!(s.titles("q=mug").await, ["Blue mug"]);
+        assert_eq!(
+            s.titles("q=te").await,
+            ["Green teapot"],
+            "the last word matches as a prefix"
+        );
+        assert_eq!(
+            s.titles("category=home/kitchen&sort=price_asc").await,
+            ["Blue mug", "Green teapot"]
+        );
+        assert_eq!(
+            s.titles("category=home&sort=price_desc").await,
+            ["Green teapot", "Blue mug"]
+        );
+        assert_eq!(s.titles("type=digital").await, ["Song download"]);
+        assert_eq!(s.titles("condition=used_good").await, ["Used phone"]);
+        assert_eq!(s.titles("currency=btc&type=physical").await, ["Used phone"]);
+        assert_eq!(
+            s.titles("currency=EUR&price_min=20&price_max=50").await,
+            ["Green teapot"]
+        );
+        // Prices sort by their normalised value (0.002 BTC < 15 EUR): compare within one currency.
+        assert_eq!(
+            s.titles("ships_to=US&type=physical&sort=price_asc").await,
+            ["Used phone", "Blue mug", "Green teapot"],
+            "ALL ships everywhere"
+        );
+        assert_eq!(
+            s.titles("ships_to=FR&type=physical&sort=price_asc").await,
+            ["Blue mug", "Green teapot"]
+        );
+        assert_eq!(s.titles("moderated=true").await, ["Green teapot"]);
+        assert_eq!(
+            s.titles(&format!("seller={}&sort=newest", a.public_key()))
+                .await
+                .len(),
+            2
+        );
+        let facets = &s.search("").await["facets"];
+        assert_eq!(facets["type"]["physical"], 3);
+        assert_eq!(facets["type"]["digital"], 1);
+        assert_eq!(facets["category"]["home"], 2);
+        assert_eq!(facets["currency"]["EUR"], 2);
+        assert_eq!(
+            s.search("category=home").await["facets"]["category"]["home/kitchen"],
+            2,
+            "category facets go one level down"
+        );
+    }
+);
+
+both!(
+    cursors_page_through_every_hit_exactly_once,
+    |s: TestServer| async move {
+        let key = seller(9);
+        let bytes: Vec<Vec<u8>> = (0..23)
+            .map(|i| {
+                listing(&key, &format!("item-{i}"), &format!("Item {i}"), 100 + i)
+                    .envelope()
+                    .bytes()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(s.publish_batch(&bytes).await.1["accepted"], 23);
+        let mut seen = Vec::new();
+        let mut query = "limit=5&sort=newest".to_string();
+        for _ in 0..10 {
+            let page = s.search(&query).await;
+            assert_eq!(page["total"], 23);
+            seen.extend(
+                page["hits"]
+                    .as_array()
+                    .expect("hits")
+                    .iter()
+                    .map(|h| h["id"].as_str().expect("id").to_string()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(cursor) => query = format!("limit=5&sort=newest&cursor={cursor}"),
+                None => break,
+            }
+        }
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!((seen.len(), unique.len()), (23, 23));
+    }
+);
+
+both!(
+    bad_search_parameters_are_refused_not_ignored,
+    |s: TestServer| async move {
+        let cases = [
+            ("colour=blue", "unknown_parameter"),
+            ("facets=brand", "unknown_parameter"),
+            ("type=car", "invalid_parameter"),
+            ("condition=mint", "invalid_parameter"),
+            ("currency=EURO", "invalid_parameter"),
+            ("ships_to=Germany", "invalid_parameter"),
+            ("price_min=-1", "invalid_parameter"),
+            ("price_min=9&price_max=1", "invalid_parameter"),
+            ("min_rating=6", "invalid_parameter"),
+            ("seller=alice", "invalid_parameter"),
+            ("limit=0", "invalid_parameter"),
+            ("sort=cheapest", "invalid_parameter"),
+            ("cursor=zzz", "invalid_parameter"),
+            ("moderated=maybe", "invalid_parameter"),
+        ];
+        for (query, code) in cases {
+            let (status, body) = s.get(&format!("/api/v1/listings/search?{query}")).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (StatusCode::BAD_REQUEST, Some(code)),
+                "{query}: {body}"
+            );
+        }
+    }
+);
+
+both!(
+    stores_moderators_and_ratings_are_readable,
+    |s: TestServer| async move {
+        let store_key = seller(10);
+        let moderator_key = seller(11);
+        let buyer_rating_key = seller(12);
+        assert_eq!(
+            s.publish(&profile(&store_key, |p| {
+                p.store_name = "Plain shop".into();
+                p.moderator = None;
+            }))
+            .await
+            .0,
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            s.publish(&profile(&moderator_key, |p| p.store_name = "Fair judge".into()))
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            s.publish(&listing(&store_key, "vase", "Glass vase", 60))
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+
+        let (status, body) = s
+            .get(&format!("/api/v1/stores/{}", store_key.public_key()))
+            .await;
+        assert_eq!(
+            (status, body["store_name"].as_str()),
+            (StatusCode::OK, Some("Plain shop"))
+        );
+        let (_, body) = s
+            .get(&format!(
+                "/api/v1/stores/{}/listings",
+                store_key.public_key()
+            ))
+            .await;
+        assert_eq!(body["hits"].as_array().map(Vec::len), Some(1));
+
+        let (_, body) = s.get("/api/v1/moderators?language=de").await;
+        assert_eq!(body.as_array().map(Vec::len), Some(1));
+        assert_eq!(body[0]["name"], "Fair judge");
+        assert_eq!(body[0]["fee_percentage_bp"], 150);
+        assert_eq!(
+            s.get("/api/v1/moderators?language=fr")
+                .await
+                .1
+                .as_array()
+                .map(Vec::len),
+            Some(0)
+        );
+        assert_eq!(
+            s.get("/api/v1/moderators?max_fee_bp=100")
+                .await
+                .1
+                .as_array()
+                .map(Vec::len),
+            Some(0)
+        );
+
+        let rating = samples::rating(
+            now() - 5,
+            [4; 32],
+            &store_key,
+            &buyer_rating_key.public_key(),
+        );
+        assert_eq!(
+            s.publish(&seal(&buyer_rating_key, Object::Rating(rating)))
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        let (_, body) = s
+            .get(&format!("/api/v1/ratings/{}", store_key.public_key()))
+            .await;
+        assert_eq!(body["seller"]["count"], 1);
+        assert_eq!(body["seller"]["overall"], 5.0);
+        assert_eq!(body["ratings"].as_array().map(Vec::len), Some(1));
+        assert_eq!(
+            s.titles("min_rating=4.5").await,
+            ["Glass vase"],
+            "the seller's new rating reaches the index"
+        );
+        assert_eq!(
+            s.get(&format!("/api/v1/stores/{}", seller(99).public_key()))
+                .await
+                .0,
+            StatusCode::NOT_FOUND
+        );
+    }
+);
+
+both!(
+    the_index_is_rebuilt_when_missing_and_catches_up_when_behind,
+    |s: TestServer| async move {
+        let key = seller(13);
+        assert_eq!(
+            s.publish(&listing(&key, "first", "First lantern", 60))
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        let index_dir = s.dir.path().join("search");
+        let s = s.restart().await;
+        let saved = tempfile::tempdir().expect("tmp");
+        copy_dir(&index_dir, saved.path());
+        assert_eq!(
+            s.publish(&listing(&key, "second", "Second lantern", 50))
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        // Put back the index from before the second listing: it is behind the store.
+        let s = {
+            let dir_path = s.dir.path().to_path_buf();
+            let restarted = s.restart().await;
+            drop(restarted.router.clone());
+            let backend = restarted.backend;
+            let pg = restarted.pg.clone();
+            let TestServer {
+                state, dir, router, ..
+            } = restarted;
+            drop(router);
+            state.store.close().await;
+            drop(state);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let _ = std::fs::remove_dir_all(dir_path.join("search"));
+            copy_dir(saved.path(), &dir_path.join("search"));
+            TestServer::open_retrying(backend, dir, pg).await
+        };
+        assert_eq!(
+            s.search("q=lantern").await["total"],
+            2,
+            "the lagging index replayed the store"
+        );
+        // Delete the index entirely: rebuilt from the store on start.
+        let dir_path = s.dir.path().to_path_buf();
+        let backend = s.backend;
+        let TestServer {
+            state,
+            dir,
+            router,
+            pg,
+            ..
+        } = s;
+        drop(router);
+        state.store.close().await;
+        drop(state);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let _ = std::fs::remove_dir_all(dir_path.join("search"));
+        let s = TestServer::open_retrying(backend, dir, pg).await;
+        assert_eq!(
+            s.search("q=lantern").await["total"],
+            2,
+            "rebuilt from the store"
+        );
+        // Damage it: also rebuilt.
+        let dir_path = s.dir.path().to_path_buf();
+        let backend = s.backend;
+        let TestServer {
+            state,
+            dir,
+            router,
+            pg,
+            ..
+        } = s;
+        drop(router);
+        state.store.close().await;
+        drop(state);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        std::fs::write(dir_path.join("search/meta.json"), b"{ not json").expect("damage");
+        let s = TestServer::open_retrying(backend, dir, pg).await;
+        assert_eq!(
+            s.search("q=lantern").await["total"],
+            2,
+            "rebuilt after damage"
+        );
+    }
+);
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        if entry.file_name() == ".tantivy-writer.lock" {
+            continue;
+        }
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+    }
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let (status, doc) = s.get("/api/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut documented: Vec<String> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .cloned()
+        .collect();
+    documented.sort();
+    let mut routes = vec![
+        "/api/v1/envelopes",
+        "/api/v1/listings/search",
+        "/api/v1/listings/{id}",
+        "/api/v1/moderators",
+        "/api/v1/openapi.json",
+        "/api/v1/ratings/{subject}",
+        "/api/v1/status",
+        "/api/v1/stores/{seller}",
+        "/api/v1/stores/{seller}/listings",
+        "/api/v1/stores/{seller}/listings/{slug}",
+        "/healthz",
+        "/metrics",
+        "/readyz",
+    ];
+    routes.sort_unstable();
+    assert_eq!(documented, routes);
+    // And every documented GET path answers (is routed), with its parameters filled in.
+    let key = seller(1).public_key();
+    for path in &documented {
+        let concrete = path
+            .replace("{id}", &"0".repeat(64))
+            .replace("{seller}", &key.to_string())
+            .replace("{subject}", &key.to_string())
+            .replace("{slug}", "x");
+        if path == "/api/v1/envelopes" {
+            let (status, _) = s.post("application/json", b"{}".to_vec()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "POST is routed");
+        } else {
+            let (status, _) = s.get(&concrete).await;
+            assert!(
+                status == StatusCode::OK || status == StatusCode::NOT_FOUND && path.contains('{'),
+                "{path}: {status}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_metrics_and_status_answer() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    assert_eq!(
+        s.get("/healthz").await,
+        (StatusCode::OK, serde_json::Value::String("ok".into()))
+    );
+    assert_eq!(s.get("/readyz").await.0, StatusCode::OK);
+    s.publish(&listing(&seller(1), "x", "Thing", 30)).await;
+    let (status, body) = s.get("/api/v1/status").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["counts"]["listings"], 1);
+    assert_eq!(body["database"], "sqlite");
+    let (status, metrics) = s.get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(text.contains("souk_ingest_total"), "{text}");
+    assert!(text.contains("souk_store_listings"), "{text}");
+}

@@ -1,0 +1,399 @@
+//! Test harness: a server on SQLite (a file in a temp dir) or on PostgreSQL (a fresh database
+//! per test, created from a template migrated once), driven through its router with `oneshot`.
+//!
+//! PostgreSQL comes from `SOUK_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); the user needs CREATEDB.
+
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the harness"
+)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use souk_protocol::samples::{self, SAMPLE_TIME};
+use souk_protocol::{IdentityKey, Object, SignedObject, ValidationContext, pb};
+use souk_server::api::SharedState;
+use souk_server::config::Config;
+use sqlx::Connection;
+use tower::ServiceExt;
+
+pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs a test body against both databases: `both!(name, |server| async move { ... })`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let server =
+                    $crate::common::TestServer::start($crate::common::Backend::Sqlite).await;
+                ($body)(server).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let server =
+                    $crate::common::TestServer::start($crate::common::Backend::Postgres).await;
+                ($body)(server).await;
+            }
+        }
+    };
+}
+
+/// A PostgreSQL database that is dropped with the test.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+fn postgres_url() -> String {
+    std::env::var("SOUK_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES.to_string())
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    match url.rfind('/') {
+        Some(slash) if url[..slash].contains("://") && slash > url.find("://").unwrap_or(0) + 2 => {
+            format!("{}/{name}", &url[..slash])
+        }
+        _ => format!("{url}/{name}"),
+    }
+}
+
+impl PgDatabase {
+    pub async fn create() -> Self {
+        let admin_url = postgres_url();
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot reach PostgreSQL at {admin_url} ({e}).\n\
+                 The PostgreSQL half of the server tests needs a server: start one, or point\n\
+                 SOUK_TEST_POSTGRES_URL at one (the user needs CREATEDB), e.g.\n\
+                 SOUK_TEST_POSTGRES_URL=postgres://me@localhost:5432/postgres scripts/test"
+                )
+            });
+        let template = template_name();
+        sqlx::query("SELECT pg_advisory_lock(727272)")
+            .execute(&mut admin)
+            .await
+            .expect("lock");
+        let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(&template)
+            .fetch_optional(&mut admin)
+            .await
+            .expect("query pg_database");
+        if exists.is_none() {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE \"{template}\""
+            )))
+            .execute(&mut admin)
+            .await
+            .expect("create template");
+            // Migrating through the server's own store code keeps one migration path.
+            let store = souk_server::store::Store::connect(
+                &with_database(&admin_url, &template),
+                souk_server::config::SqliteSync::Full,
+            )
+            .await
+            .expect("migrate template");
+            store.close().await;
+        }
+        let name = format!("souk_test_{}", random_suffix());
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+        sqlx::query("SELECT pg_advisory_unlock(727272)")
+            .execute(&mut admin)
+            .await
+            .expect("unlock");
+        let url = with_database(&admin_url, &name);
+        Self {
+            admin_url,
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs outside async context guarantees: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async move {
+                    if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        )))
+                        .execute(&mut admin)
+                        .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+fn template_name() -> String {
+    // A new template whenever the migrations change.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/postgres");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("migrations")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for file in files {
+        for byte in std::fs::read(&file).expect("migration file") {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("souk_template_{hash:016x}")
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom_fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn getrandom_fill(bytes: &mut [u8]) {
+    // The protocol crate's mnemonic generator uses the OS RNG; reuse it through a fresh key.
+    let mnemonic =
+        souk_protocol::Mnemonic::generate(souk_protocol::WordCount::Words12).expect("rng");
+    let seed = mnemonic.to_seed("");
+    bytes.copy_from_slice(&seed.as_bytes()[..bytes.len()]);
+}
+
+/// A server under test.
+pub struct TestServer {
+    pub state: SharedState,
+    pub router: Router,
+    pub dir: tempfile::TempDir,
+    pub pg: Option<Arc<PgDatabase>>,
+    pub backend: Backend,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(Arc::new(PgDatabase::create().await)),
+        };
+        Self::open(backend, dir, pg).await
+    }
+
+    pub async fn open(
+        backend: Backend,
+        dir: tempfile::TempDir,
+        pg: Option<Arc<PgDatabase>>,
+    ) -> Self {
+        let config = Config::for_tests(dir.path(), pg.as_ref().map(|p| p.url.clone()));
+        let state = souk_server::server::open(config)
+            .await
+            .expect("server opens");
+        let router = souk_server::api::router(Arc::clone(&state));
+        Self {
+            state,
+            router,
+            dir,
+            pg,
+            backend,
+        }
+    }
+
+    /// Closes this server and opens a new one on the same data (a restart).
+    pub async fn restart(self) -> Self {
+        let Self {
+            state,
+            dir,
+            pg,
+            backend,
+            router,
+        } = self;
+        drop(router);
+        state.store.close().await;
+        drop(state);
+        Self::open_retrying(backend, dir, pg).await
+    }
+
+    /// Opens a server on existing data, retrying while the previous one releases the index.
+    pub async fn open_retrying(
+        backend: Backend,
+        dir: tempfile::TempDir,
+        pg: Option<Arc<PgDatabase>>,
+    ) -> Self {
+        let config = Config::for_tests(dir.path(), pg.as_ref().map(|p| p.url.clone()));
+        let mut attempts = 0;
+        let state = loop {
+            match souk_server::server::open(config.clone()).await {
+                Ok(state) => break state,
+                Err(error) if attempts < 500 => {
+                    attempts += 1;
+                    let _ = error;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(error) => panic!("server does not reopen: {error:#}"),
+            }
+        };
+        let router = souk_server::api::router(Arc::clone(&state));
+        Self {
+            state,
+            router,
+            dir,
+            pg,
+            backend,
+        }
+    }
+
+    pub async fn request(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("response");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, value)
+    }
+
+    pub async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        self.request(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+    }
+
+    pub async fn post(&self, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        self.request(
+            Request::post("/api/v1/envelopes")
+                .header("content-type", content_type)
+                .body(Body::from(body))
+                .expect("request"),
+        )
+        .await
+    }
+
+    pub async fn publish(&self, object: &SignedObject) -> (StatusCode, Value) {
+        self.publish_bytes(object.envelope().bytes()).await
+    }
+
+    pub async fn publish_bytes(&self, bytes: &[u8]) -> (StatusCode, Value) {
+        let body = serde_json::json!({ "envelope": b64(bytes) });
+        self.post("application/json", body.to_string().into_bytes())
+            .await
+    }
+
+    pub async fn publish_batch(&self, envelopes: &[Vec<u8>]) -> (StatusCode, Value) {
+        let body = serde_json::json!({ "envelopes": envelopes.iter().map(|e| b64(e)).collect::<Vec<_>>() });
+        self.post("application/json", body.to_string().into_bytes())
+            .await
+    }
+
+    pub async fn search(&self, query: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/v1/listings/search?{query}")).await;
+        assert_eq!(status, StatusCode::OK, "search {query}: {body}");
+        body
+    }
+
+    pub async fn titles(&self, query: &str) -> Vec<String> {
+        self.search(query).await["hits"]
+            .as_array()
+            .expect("hits")
+            .iter()
+            .map(|h| h["summary"]["title"].as_str().expect("title").to_string())
+            .collect()
+    }
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The current time: objects must not be in the future or expired for the server's clock.
+pub fn now() -> u64 {
+    ValidationContext::now().now
+}
+
+pub fn seller(n: u8) -> IdentityKey {
+    IdentityKey::from_secret_bytes(&[n; 32])
+}
+
+pub fn seal(key: &IdentityKey, object: Object) -> SignedObject {
+    key.seal(&object, &ValidationContext::now())
+        .expect("valid object")
+}
+
+/// A listing with a title and slug, created `age` seconds ago.
+pub fn listing(key: &IdentityKey, slug: &str, title: &str, age: u64) -> SignedObject {
+    let mut l = plain_listing(now() - age, slug);
+    l.title = title.into();
+    seal(key, Object::Listing(l))
+}
+
+pub fn listing_with(
+    key: &IdentityKey,
+    slug: &str,
+    edit: impl FnOnce(&mut pb::Listing),
+) -> SignedObject {
+    let mut l = plain_listing(now() - 10, slug);
+    edit(&mut l);
+    seal(key, Object::Listing(l))
+}
+
+/// The sample listing without its tags and with a neutral description, so that text searches
+/// match only what a test sets.
+pub fn plain_listing(created_at: u64, slug: &str) -> pb::Listing {
+    let mut l = samples::listing(created_at, slug, None);
+    l.tags.clear();
+    l.description = "Made with care.".into();
+    l
+}
+
+pub fn tombstone(key: &IdentityKey, slug: &str, age: u64) -> SignedObject {
+    seal(
+        key,
+        Object::Tombstone(samples::tombstone(now() - age, slug)),
+    )
+}
+
+pub fn profile(key: &IdentityKey, edit: impl FnOnce(&mut pb::Profile)) -> SignedObject {
+    let mut p = samples::profile(now() - 10);
+    edit(&mut p);
+    seal(key, Object::Profile(p))
+}
+
+const _: u64 = SAMPLE_TIME;
