@@ -1,0 +1,243 @@
+//! The real binary on real sockets: acknowledged writes survive `kill -9`; rate limits, CORS
+//! and request ids on the wire; graceful shutdown on SIGTERM. Every wait has a deadline.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Running {
+    child: Child,
+    base: String,
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+async fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_souk-server"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(extra)
+        .env("SOUK_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn souk-server");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = client.get(format!("{base}/healthz")).send().await {
+            if response.status().is_success() {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not come up within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Running { child, base }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_envelopes_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tmp");
+    const UNLIMITED: &[&str] = &[
+        "--rate-limit-per-second",
+        "1000000",
+        "--rate-limit-burst",
+        "1000000",
+    ];
+    let mut server = start(dir.path(), UNLIMITED).await;
+    let key = seller(42);
+    let envelopes: Vec<(String, Vec<u8>)> = (0..2_000)
+        .map(|i| {
+            let object = listing(
+                &key,
+                &format!("crash-{i}"),
+                &format!("crashtest{i} kettle"),
+                100,
+            );
+            (object.id().to_string(), object.envelope().bytes().to_vec())
+        })
+        .collect();
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let client = reqwest::Client::new();
+    let mut writers = Vec::new();
+    for worker in 0..4 {
+        let mine: Vec<(String, Vec<u8>)> =
+            envelopes.iter().skip(worker).step_by(4).cloned().collect();
+        let (client, base, acknowledged) = (
+            client.clone(),
+            server.base.clone(),
+            Arc::clone(&acknowledged),
+        );
+        writers.push(tokio::spawn(async move {
+            for (id, bytes) in mine {
+                let body = serde_json::json!({ "envelope": b64(&bytes) });
+                let Ok(response) = client
+                    .post(format!("{base}/api/v1/envelopes"))
+                    .json(&body)
+                    .send()
+                    .await
+                else {
+                    break; // the server is gone
+                };
+                if response.status() == reqwest::StatusCode::CREATED {
+                    acknowledged.lock().expect("lock").push(id);
+                } else {
+                    break;
+                }
+            }
+        }));
+    }
+    // Kill the server while writes are in flight, once a few hundred were acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acknowledged.lock().expect("lock").len() < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "too slow to acknowledge 300 writes"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.child.kill().expect("SIGKILL");
+    let _ = server.child.wait();
+    for writer in writers {
+        let _ = writer.await;
+    }
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    assert!(acknowledged.len() >= 300);
+    assert!(
+        acknowledged.len() < envelopes.len(),
+        "the kill came mid-stream"
+    );
+
+    let mut server = start(dir.path(), UNLIMITED).await;
+    for id in &acknowledged {
+        let response = client
+            .get(format!("{}/api/v1/listings/{id}", server.base))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(
+            response.status(),
+            reqwest::StatusCode::OK,
+            "acknowledged {id} is lost from the store"
+        );
+    }
+    // And in search: page through the seller's listings.
+    let mut found = std::collections::HashSet::new();
+    let mut url = format!(
+        "{}/api/v1/listings/search?seller={}&limit=100&sort=newest",
+        server.base,
+        key.public_key()
+    );
+    for _ in 0..100 {
+        let page: serde_json::Value = client
+            .get(&url)
+            .send()
+            .await
+            .expect("search")
+            .json()
+            .await
+            .expect("json");
+        for hit in page["hits"].as_array().expect("hits") {
+            found.insert(hit["id"].as_str().expect("id").to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => {
+                url = format!(
+                    "{}/api/v1/listings/search?seller={}&limit=100&sort=newest&cursor={cursor}",
+                    server.base,
+                    key.public_key()
+                )
+            }
+            None => break,
+        }
+    }
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !found.contains(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged listings are not searchable after the crash",
+        missing.len()
+    );
+    server.child.kill().expect("kill");
+    let _ = server.child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_cors_request_ids_and_graceful_shutdown_on_the_wire() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut server = start(
+        dir.path(),
+        &["--rate-limit-per-second", "1", "--rate-limit-burst", "3"],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let mut limited = None;
+    for _ in 0..20 {
+        let response = client
+            .get(format!("{}/api/v1/status", server.base))
+            .send()
+            .await
+            .expect("get");
+        if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(response);
+            break;
+        }
+    }
+    let limited = limited.expect("a burst of 20 requests is rate limited");
+    assert!(limited.headers().contains_key("retry-after"));
+    let body: serde_json::Value = limited.json().await.expect("json error body");
+    assert_eq!(body["error"]["code"], "rate_limited");
+
+    let dir2 = tempfile::tempdir().expect("tmp");
+    let mut open = start(dir2.path(), &[]).await;
+    let response = client
+        .get(format!("{}/api/v1/listings/search", open.base))
+        .header("origin", "https://shop.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    assert_eq!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.as_bytes()),
+        Some(&b"*"[..])
+    );
+    assert!(response.headers().contains_key("x-request-id"));
+
+    for running in [&mut server, &mut open] {
+        let pid = running.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(exit) = running.child.try_wait().expect("wait") {
+                assert!(exit.success(), "clean exit on SIGTERM, got {exit}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no exit within 20 s of SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
