@@ -636,6 +636,7 @@ async fn every_route_is_in_the_openapi_document() {
         "/api/v1/stores/{seller}/listings/{slug}",
         "/healthz",
         "/metrics",
+        "/ob/listings/search",
         "/readyz",
     ];
     routes.sort_unstable();
@@ -680,3 +681,63 @@ async fn health_readiness_metrics_and_status_answer() {
     assert!(text.contains("souk_ingest_total"), "{text}");
     assert!(text.contains("souk_store_listings"), "{text}");
 }
+
+both!(openbazaar_clients_can_search, |s: TestServer| async move {
+    let key = seller(20);
+    s.publish(&profile(&key, |p| p.store_name = "Bazaar shop".into()))
+        .await;
+    let items = [
+        listing_with(&key, "kettle", |l| l.title = "Copper kettle".into()),
+        listing_with(&key, "song", |l| {
+            *l = samples::digital_listing(now() - 5, "song");
+            l.title = "Kettle song".into();
+        }),
+    ];
+    let bytes: Vec<Vec<u8>> = items
+        .iter()
+        .map(|o| o.envelope().bytes().to_vec())
+        .collect();
+    s.publish_batch(&bytes).await;
+    let (status, body) = s.get("/ob/listings/search?q=kettle&p=0&ps=1&sortBy=price-asc&acceptedCurrencies=BCH&acceptedCurrencies=BTC&network=mainnet").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"]["total"], 2);
+    assert_eq!(body["results"]["morePages"], true);
+    let first = &body["results"]["results"][0];
+    assert_eq!(first["type"], "listing");
+    assert_eq!(
+        first["relationships"]["vendor"]["data"]["name"],
+        "Bazaar shop"
+    );
+    assert_eq!(
+        first["relationships"]["vendor"]["data"]["peerID"],
+        key.public_key().to_address()
+    );
+    assert!(
+        first["data"]["price"]["amount"].is_string(),
+        "v5 price shape: amount as a string"
+    );
+    assert!(first["data"]["price"]["currency"]["divisibility"].is_u64());
+    assert_eq!(body["sortBy"]["price-asc"]["selected"], true);
+    assert!(body["options"]["type"]["options"].is_array());
+    let (_, body) = s
+        .get("/ob/listings/search?q=kettle&type=digital_good")
+        .await;
+    assert_eq!(
+        body["results"]["results"][0]["data"]["contractType"],
+        "DIGITAL_GOOD"
+    );
+    let (_, body) = s
+        .get("/ob/listings/search?q=kettle&acceptedCurrencies=ZEC")
+        .await;
+    assert_eq!(body["results"]["total"], 0, "Souk takes BTC only");
+    let (status, body) = s.get("/ob/listings/search?sortBy=cheapest").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("sortBy"))
+    );
+    let (status, body) = s.get("/ob/listings/search?colour=red").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["reason"].is_string());
+});

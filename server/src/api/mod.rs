@@ -6,6 +6,7 @@
 pub mod envelopes;
 pub mod error;
 pub mod listings;
+pub mod ob;
 pub mod ops;
 
 use std::sync::Arc;
@@ -79,6 +80,7 @@ pub fn api_router() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
         .merge(envelopes::router())
         .merge(listings::router())
         .merge(ops::router())
+        .merge(ob::router())
         .split_for_parts()
 }
 
