@@ -1,7 +1,7 @@
 -- The store: every accepted envelope, byte for byte, in ingest order. Everything else in this
 -- database (current, ratings, moderators) is derived from it and can be rebuilt.
 CREATE TABLE envelopes (
-    seq         BIGSERIAL PRIMARY KEY,
+    seq         BIGINT  PRIMARY KEY, -- assigned by the single writer: max + 1
     id          BYTEA   NOT NULL UNIQUE,
     kind        BIGINT  NOT NULL,
     signer      BYTEA   NOT NULL,

@@ -1,7 +1,7 @@
 -- The store: every accepted envelope, byte for byte, in ingest order. Everything else in this
 -- database (current, ratings, moderators) is derived from it and can be rebuilt.
 CREATE TABLE envelopes (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq         INTEGER PRIMARY KEY, -- assigned by the single writer: max + 1
     id          BLOB    NOT NULL UNIQUE,
     kind        INTEGER NOT NULL,
     signer      BLOB    NOT NULL,

@@ -181,33 +181,38 @@ fn store_key(seed: u64, index: usize) -> IdentityKey {
     IdentityKey::from_secret_bytes(&secret)
 }
 
-/// The signed demo objects: a profile per store (every fifth also moderates), then `listings`
-/// listings spread over the stores.
+/// The signed profiles of the demo stores (every fifth also moderates).
 #[must_use]
-pub fn generate(args: &DemoArgs, now: u64) -> Vec<SignedObject> {
+pub fn profiles(args: &DemoArgs, now: u64) -> Vec<SignedObject> {
     let ctx = ValidationContext::at(now);
-    let stores: Vec<IdentityKey> = (0..args.stores.max(1))
-        .map(|i| store_key(args.seed, i))
-        .collect();
-    let moderators: Vec<Vec<u8>> = stores
-        .iter()
+    (0..args.stores.max(1))
+        .filter_map(|i| {
+            let key = store_key(args.seed, i);
+            let mut profile = samples::profile(now);
+            profile.store_name = format!("{} #{i}", STORES[i % STORES.len()]);
+            profile.handle = format!("store-{i}");
+            if i % 5 != 0 {
+                profile.moderator = None;
+            }
+            key.seal(&Object::Profile(profile), &ctx).ok()
+        })
+        .collect()
+}
+
+/// Signed demo listings number `range` (each one depends only on the seed and its number, so
+/// any range can be generated on its own, in any order).
+#[must_use]
+pub fn listings(args: &DemoArgs, now: u64, range: std::ops::Range<usize>) -> Vec<SignedObject> {
+    let ctx = ValidationContext::at(now);
+    let stores = args.stores.max(1);
+    let moderators: Vec<Vec<u8>> = (0..stores)
         .step_by(5)
-        .map(|k| k.public_key().as_bytes().to_vec())
+        .map(|i| store_key(args.seed, i).public_key().as_bytes().to_vec())
         .collect();
-    let mut out = Vec::with_capacity(args.listings + stores.len());
-    for (i, key) in stores.iter().enumerate() {
-        let mut profile = samples::profile(now);
-        profile.store_name = format!("{} #{i}", STORES[i % STORES.len()]);
-        profile.handle = format!("store-{i}");
-        if i % 5 != 0 {
-            profile.moderator = None;
-        }
-        if let Ok(sealed) = key.seal(&Object::Profile(profile), &ctx) {
-            out.push(sealed);
-        }
-    }
-    let mut rng = splitmix::Rng(args.seed);
-    for n in 0..args.listings {
+    let mut keys: std::collections::HashMap<usize, IdentityKey> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(range.len());
+    for n in range {
+        let mut rng = splitmix::Rng(args.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (n as u64));
         let category = rng.pick(CATEGORIES);
         let noun = rng.pick(category.nouns);
         let adjective = rng.pick(ADJECTIVES);
@@ -267,7 +272,10 @@ pub fn generate(args: &DemoArgs, now: u64) -> Vec<SignedObject> {
             listing.condition = pb::Condition::Unspecified as i32;
             listing.shipping.clear();
         }
-        let key = &stores[rng.below(stores.len())];
+        let store = rng.below(stores);
+        let key = keys
+            .entry(store)
+            .or_insert_with(|| store_key(args.seed, store));
         if let Ok(sealed) = key.seal(&Object::Listing(listing), &ctx) {
             out.push(sealed);
         }
@@ -280,22 +288,28 @@ pub fn generate(args: &DemoArgs, now: u64) -> Vec<SignedObject> {
 /// # Errors
 /// If ingesting fails.
 pub async fn run(state: &SharedState, args: &DemoArgs) -> anyhow::Result<()> {
+    const CHUNK: usize = 500;
     let started = Instant::now();
     let now = ValidationContext::now().now;
-    let objects = generate(args, now);
-    println!(
-        "generated {} signed objects from {} stores in {:.1} s",
-        objects.len(),
-        args.stores,
-        started.elapsed().as_secs_f64()
-    );
-    let total = objects.len();
-    let (mut accepted, mut duplicates, mut other) = (0usize, 0usize, 0usize);
-    for (i, chunk) in objects.chunks(500).enumerate() {
+    let total = args.listings + args.stores.max(1);
+    let (mut accepted, mut duplicates, mut other, mut done) = (0usize, 0usize, 0usize, 0usize);
+    let mut next = 0usize;
+    let mut first = true;
+    while first || next < args.listings {
+        let chunk = if first {
+            first = false;
+            profiles(args, now)
+        } else {
+            let end = (next + CHUNK).min(args.listings);
+            let chunk = listings(args, now, next..end);
+            next = end;
+            chunk
+        };
         let bytes: Vec<Vec<u8>> = chunk
             .iter()
             .map(|o| o.envelope().bytes().to_vec())
             .collect();
+        done += bytes.len();
         let results = state
             .ingestor
             .ingest(bytes)
@@ -308,11 +322,12 @@ pub async fn run(state: &SharedState, args: &DemoArgs) -> anyhow::Result<()> {
                 _ => other += 1,
             }
         }
-        let done = (i * 500 + chunk.len()).min(total);
-        println!("  ingested {done}/{total}");
+        if done % 10_000 < CHUNK || done == total {
+            println!("  ingested {done}/{total}");
+        }
     }
     println!(
-        "done in {:.1} s: {accepted} accepted, {duplicates} already there, {other} refused. Try: curl 'http://{}/api/v1/listings/search?q=mug'",
+        "done in {:.1} s: {accepted} accepted, {duplicates} already there, {other} refused. Start the server and try: curl 'http://{}/api/v1/listings/search?q=mug'",
         started.elapsed().as_secs_f64(),
         state.config.listen
     );

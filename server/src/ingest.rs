@@ -102,14 +102,7 @@ impl Ingestor {
     ) -> Result<Vec<IngestResult>, Arc<IngestError>> {
         let ctx = ValidationContext::now();
         // The checks are CPU work (about 50 µs an envelope): keep them off the async threads.
-        let checked = tokio::task::spawn_blocking(move || {
-            envelopes
-                .iter()
-                .map(|bytes| open(bytes, &ctx))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|_| Arc::new(IngestError::ShuttingDown))?;
+        let checked = verify_parallel(envelopes, ctx).await?;
         let mut results: Vec<Option<IngestResult>> = Vec::with_capacity(checked.len());
         let mut accepted = Vec::new();
         let mut positions = Vec::new();
@@ -168,6 +161,35 @@ impl Ingestor {
     }
 }
 
+/// Runs the protocol's checks on blocking threads, splitting large batches over the cores.
+async fn verify_parallel(
+    envelopes: Vec<Vec<u8>>,
+    ctx: ValidationContext,
+) -> Result<Vec<Result<SignedObject, souk_protocol::EnvelopeError>>, Arc<IngestError>> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let per_task = envelopes.len().div_ceil(threads).max(64);
+    let mut tasks = Vec::new();
+    let mut rest = envelopes;
+    while !rest.is_empty() {
+        let tail = rest.split_off(per_task.min(rest.len()));
+        let chunk = std::mem::replace(&mut rest, tail);
+        tasks.push(tokio::task::spawn_blocking(move || {
+            chunk
+                .iter()
+                .map(|bytes| open(bytes, &ctx))
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut out = Vec::new();
+    for task in tasks {
+        out.extend(
+            task.await
+                .map_err(|_| Arc::new(IngestError::ShuttingDown))?,
+        );
+    }
+    Ok(out)
+}
+
 async fn writer(mut queue: mpsc::Receiver<Job>, store: Store, search: Arc<SearchIndex>) {
     while let Some(first) = queue.recv().await {
         let mut jobs = vec![first];
@@ -212,14 +234,33 @@ async fn commit(
     let mut changes = Vec::new();
     let mut max_seq = 0;
     let mut rated_sellers = Vec::new();
+    let mut seller_ratings: HashMap<PublicKey, f64> = HashMap::new();
     for (object, outcome) in objects.iter().zip(&outcomes) {
         let WriteOutcome::Accepted { seq, .. } = outcome else {
             continue;
         };
         max_seq = max_seq.max(*seq);
         match object.object() {
-            Object::Listing(listing) => changes
-                .push(listing_change(store, object.id(), object.signer(), listing.clone()).await?),
+            Object::Listing(listing) => {
+                let signer = object.signer();
+                let seller_rating = match seller_ratings.get(&signer) {
+                    Some(rating) => *rating,
+                    None => {
+                        let rating = store
+                            .rating_summary(&signer, pb::RatingRole::Seller)
+                            .await?
+                            .overall;
+                        seller_ratings.insert(signer, rating);
+                        rating
+                    }
+                };
+                changes.push(Change::Upsert(Box::new(ListingDoc {
+                    id: object.id(),
+                    signer,
+                    listing: listing.clone(),
+                    seller_rating,
+                })));
+            }
             Object::Tombstone(tombstone) => {
                 changes.push(Change::remove(&object.signer(), &tombstone.slug))
             }
@@ -244,24 +285,6 @@ async fn commit(
             .map_err(|e| IngestError::Search(e.to_string()))?;
     }
     Ok(outcomes)
-}
-
-async fn listing_change(
-    store: &Store,
-    id: ObjectId,
-    signer: PublicKey,
-    listing: pb::Listing,
-) -> Result<Change, StoreError> {
-    let seller_rating = store
-        .rating_summary(&signer, pb::RatingRole::Seller)
-        .await?
-        .overall;
-    Ok(Change::Upsert(Box::new(ListingDoc {
-        id,
-        signer,
-        listing,
-        seller_rating,
-    })))
 }
 
 /// Changes that refresh every current listing of `seller` (after its rating changed).

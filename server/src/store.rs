@@ -152,6 +152,28 @@ fn id_of(bytes: &[u8]) -> Result<ObjectId, StoreError> {
     Ok(ObjectId(array))
 }
 
+/// `rows` groups of `width` numbered placeholders starting at `$first`: `($1, $2), ($3, $4)`
+/// (a single-column list is `$1, $2, …` without parentheses).
+fn placeholders(rows: usize, width: usize, first: usize) -> String {
+    let mut n = first;
+    let mut groups = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        let cells: Vec<String> = (0..width)
+            .map(|_| {
+                let cell = format!("${n}");
+                n += 1;
+                cell
+            })
+            .collect();
+        groups.push(if width == 1 {
+            cells.join(", ")
+        } else {
+            format!("({})", cells.join(", "))
+        });
+    }
+    groups.join(", ")
+}
+
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -203,7 +225,12 @@ impl Store {
     }
 
     /// Stores a batch of verified objects in one transaction: duplicates and stale versions are
-    /// reported and not stored; accepted ones become the current version of their slot.
+    /// reported and not stored; accepted ones become the current version of their slot. Later
+    /// objects in the batch see earlier ones (two versions of a slot in one batch are decided
+    /// exactly as if they came one after the other).
+    ///
+    /// The work is done in a few set-wise statements (one lookup of known ids, one of current
+    /// slots, multi-row inserts), not one round trip per object.
     ///
     /// # Errors
     /// [`StoreError`]; then nothing of the batch is stored.
@@ -211,73 +238,135 @@ impl Store {
         &self,
         objects: &[SignedObject],
     ) -> Result<Vec<WriteOutcome>, StoreError> {
+        const ROWS: usize = 100;
         let received_at = now_secs();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            // 1. Which ids are stored already?
+            let mut known = std::collections::HashSet::new();
+            for chunk in objects.chunks(500) {
+                let sql = format!("SELECT id FROM envelopes WHERE id IN ({})", placeholders(chunk.len(), 1, 1));
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for object in chunk {
+                    query = query.bind(object.id().as_bytes().to_vec());
+                }
+                for row in query.fetch_all(&mut *tx).await? {
+                    known.insert(id_of(&row.try_get::<Vec<u8>, _>("id")?)?);
+                }
+            }
+            // 2. The current version of every slot the batch touches.
+            let keys: Vec<(Vec<u8>, String)> = objects
+                .iter()
+                .map(|o| {
+                    let key = o.replace_key();
+                    (key.signer.as_bytes().to_vec(), slot_text(&key.slot))
+                })
+                .collect();
+            let mut distinct = keys.clone();
+            distinct.sort();
+            distinct.dedup();
+            let mut current: HashMap<(Vec<u8>, String), Version> = HashMap::new();
+            for chunk in distinct.chunks(250) {
+                let sql = format!(
+                    "SELECT signer, slot, id, created_at, tombstone FROM current WHERE (signer, slot) IN (VALUES {})",
+                    placeholders(chunk.len(), 2, 1)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (signer, slot) in chunk {
+                    query = query.bind(signer.clone()).bind(slot.clone());
+                }
+                for row in query.fetch_all(&mut *tx).await? {
+                    let key = (row.try_get::<Vec<u8>, _>("signer")?, row.try_get::<String, _>("slot")?);
+                    current.insert(key, Version {
+                        created_at: u64::try_from(row.try_get::<i64, _>("created_at")?).unwrap_or(0),
+                        tombstone: row.try_get::<i64, _>("tombstone")? != 0,
+                        id: id_of(&row.try_get::<Vec<u8>, _>("id")?)?,
+                    });
+                }
+            }
+            // 3. Decide, in batch order.
+            let mut next_seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM envelopes")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("m")?;
             let mut outcomes = Vec::with_capacity(objects.len());
-            for object in objects {
+            let mut accepted: Vec<(usize, i64)> = Vec::new();
+            let mut winners: HashMap<(Vec<u8>, String), (usize, i64)> = HashMap::new();
+            for (index, (object, key)) in objects.iter().zip(keys).enumerate() {
                 let id = object.id();
-                let exists = sqlx::query("SELECT seq FROM envelopes WHERE id = $1")
-                    .bind(id.as_bytes().as_slice())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if exists.is_some() {
+                if known.contains(&id) {
                     outcomes.push(WriteOutcome::Duplicate);
                     continue;
                 }
-                let key = object.replace_key();
-                let signer = key.signer.as_bytes().to_vec();
-                let slot = slot_text(&key.slot);
-                let current = sqlx::query("SELECT id, created_at, tombstone FROM current WHERE signer = $1 AND slot = $2")
-                    .bind(&signer)
-                    .bind(&slot)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let mut replaced = None;
-                if let Some(row) = current {
-                    let current_id = id_of(&row.try_get::<Vec<u8>, _>("id")?)?;
-                    let current_version = Version {
-                        created_at: u64::try_from(row.try_get::<i64, _>("created_at")?).unwrap_or(0),
-                        tombstone: row.try_get::<i64, _>("tombstone")? != 0,
-                        id: current_id,
-                    };
-                    if compare_versions(&object.version(), &current_version) != std::cmp::Ordering::Greater {
-                        outcomes.push(WriteOutcome::Stale { current: current_id });
+                let version = object.version();
+                let replaced = match current.get(&key) {
+                    Some(existing) if compare_versions(&version, existing) != std::cmp::Ordering::Greater => {
+                        outcomes.push(WriteOutcome::Stale { current: existing.id });
                         continue;
                     }
-                    replaced = Some(current_id);
+                    Some(existing) => Some(existing.id),
+                    None => None,
+                };
+                next_seq += 1;
+                known.insert(id);
+                current.insert(key.clone(), version);
+                winners.insert(key, (index, next_seq));
+                accepted.push((index, next_seq));
+                outcomes.push(WriteOutcome::Accepted { seq: next_seq, replaced });
+            }
+            // 4. Insert the accepted envelopes.
+            for chunk in accepted.chunks(ROWS) {
+                let sql = format!(
+                    "INSERT INTO envelopes (seq, id, kind, signer, slot, created_at, received_at, bytes) VALUES {}",
+                    placeholders(chunk.len(), 8, 1)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (index, seq) in chunk {
+                    let object = &objects[*index];
+                    let key = object.replace_key();
+                    query = query
+                        .bind(*seq)
+                        .bind(object.id().as_bytes().to_vec())
+                        .bind(object.envelope().kind() as i64)
+                        .bind(key.signer.as_bytes().to_vec())
+                        .bind(slot_text(&key.slot))
+                        .bind(to_i64(object.version().created_at))
+                        .bind(received_at)
+                        .bind(object.envelope().bytes().to_vec());
                 }
-                let version = object.version();
-                let kind = object.envelope().kind() as i64;
-                let seq: i64 = sqlx::query(
-                    "INSERT INTO envelopes (id, kind, signer, slot, created_at, received_at, bytes) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
-                )
-                .bind(id.as_bytes().as_slice())
-                .bind(kind)
-                .bind(&signer)
-                .bind(&slot)
-                .bind(to_i64(version.created_at))
-                .bind(received_at)
-                .bind(object.envelope().bytes())
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("seq")?;
-                sqlx::query(
-                    "INSERT INTO current (signer, slot, kind, id, seq, created_at, tombstone) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                query.execute(&mut *tx).await?;
+            }
+            // 5. The new current version of each slot (one row per slot: the batch's winner).
+            let mut slot_winners: Vec<(usize, i64)> = winners.into_values().collect();
+            slot_winners.sort_unstable();
+            for chunk in slot_winners.chunks(ROWS) {
+                let sql = format!(
+                    "INSERT INTO current (signer, slot, kind, id, seq, created_at, tombstone) VALUES {} \
                      ON CONFLICT (signer, slot) DO UPDATE SET kind = excluded.kind, id = excluded.id, \
                      seq = excluded.seq, created_at = excluded.created_at, tombstone = excluded.tombstone",
-                )
-                .bind(&signer)
-                .bind(&slot)
-                .bind(kind)
-                .bind(id.as_bytes().as_slice())
-                .bind(seq)
-                .bind(to_i64(version.created_at))
-                .bind(i64::from(version.tombstone))
-                .execute(&mut *tx)
-                .await?;
+                    placeholders(chunk.len(), 7, 1)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (index, seq) in chunk {
+                    let object = &objects[*index];
+                    let key = object.replace_key();
+                    let version = object.version();
+                    query = query
+                        .bind(key.signer.as_bytes().to_vec())
+                        .bind(slot_text(&key.slot))
+                        .bind(object.envelope().kind() as i64)
+                        .bind(object.id().as_bytes().to_vec())
+                        .bind(*seq)
+                        .bind(to_i64(version.created_at))
+                        .bind(i64::from(version.tombstone));
+                }
+                query.execute(&mut *tx).await?;
+            }
+            // 6. Derived tables of ratings and moderator profiles (rare: one statement each).
+            for ((object, outcome), _) in objects.iter().zip(&outcomes).zip(0..) {
+                let WriteOutcome::Accepted { replaced, .. } = outcome else { continue };
+                let id = object.id();
+                let signer = object.signer().as_bytes().to_vec();
                 match object.object() {
                     Object::Rating(rating) => {
                         if let Some(old) = replaced {
@@ -327,7 +416,6 @@ impl Store {
                     }
                     Object::Listing(_) | Object::Tombstone(_) => {}
                 }
-                outcomes.push(WriteOutcome::Accepted { seq, replaced });
             }
             tx.commit().await?;
             Ok(outcomes)
@@ -362,7 +450,7 @@ impl Store {
         })
     }
 
-    /// Envelope bytes of many objects at once.
+    /// Envelope bytes of many objects at once (one query).
     ///
     /// # Errors
     /// [`StoreError`].
@@ -371,12 +459,25 @@ impl Store {
         ids: &[ObjectId],
     ) -> Result<HashMap<ObjectId, Vec<u8>>, StoreError> {
         let mut found = HashMap::with_capacity(ids.len());
-        for id in ids {
-            if let Some(bytes) = self.get(id).await? {
-                found.insert(*id, bytes);
-            }
+        if ids.is_empty() {
+            return Ok(found);
         }
-        Ok(found)
+        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, bytes FROM envelopes WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        with_pool!(self, pool => {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                query = query.bind(id.as_bytes().to_vec());
+            }
+            for row in query.fetch_all(pool).await? {
+                let id = id_of(&row.try_get::<Vec<u8>, _>("id")?)?;
+                found.insert(id, row.try_get::<Vec<u8>, _>("bytes")?);
+            }
+            Ok(found)
+        })
     }
 
     /// The current object in a slot (None if empty or withdrawn).
@@ -501,6 +602,27 @@ impl Store {
             }
             Ok(counts)
         })
+    }
+
+    /// Size of the database in bytes (SQLite: pages in use; PostgreSQL: `pg_database_size`).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn size_bytes(&self) -> Result<i64, StoreError> {
+        match self {
+            Self::Sqlite(pool) => {
+                let row = sqlx::query("SELECT page_count * page_size AS n FROM pragma_page_count(), pragma_page_size()")
+                    .fetch_one(pool)
+                    .await?;
+                Ok(row.try_get("n")?)
+            }
+            Self::Postgres(pool) => {
+                let row = sqlx::query("SELECT pg_database_size(current_database()) AS n")
+                    .fetch_one(pool)
+                    .await?;
+                Ok(row.try_get("n")?)
+            }
+        }
     }
 
     /// Rating aggregates of `subject` in `role`.

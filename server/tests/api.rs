@@ -680,6 +680,11 @@ async fn health_readiness_metrics_and_status_answer() {
     let text = metrics.as_str().unwrap_or_default();
     assert!(text.contains("souk_ingest_total"), "{text}");
     assert!(text.contains("souk_store_listings"), "{text}");
+    assert!(text.contains("souk_store_bytes"), "{text}");
+    assert!(
+        text.contains("souk_search_seconds") || text.contains("souk_ingest_commit_seconds"),
+        "{text}"
+    );
 }
 
 both!(openbazaar_clients_can_search, |s: TestServer| async move {
@@ -741,3 +746,63 @@ both!(openbazaar_clients_can_search, |s: TestServer| async move {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["reason"].is_string());
 });
+
+both!(
+    one_batch_is_decided_as_if_its_envelopes_came_one_by_one,
+    |s: TestServer| async move {
+        let key = seller(21);
+        let old = listing(&key, "desk", "Desk", 600);
+        let new = listing(&key, "desk", "Desk, sanded", 300);
+        let withdrawn = tombstone(&key, "desk", 100);
+        let batch: Vec<Vec<u8>> = [
+            &old,
+            &new,
+            &old,
+            &new,
+            &withdrawn,
+            &listing(&key, "desk", "Desk, too late", 200),
+        ]
+        .iter()
+        .map(|o| o.envelope().bytes().to_vec())
+        .collect();
+        let (status, body) = s.publish_batch(&batch).await;
+        assert_eq!(status, StatusCode::OK);
+        let statuses: Vec<&str> = body["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|r| r["status"].as_str().expect("s"))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                "accepted",
+                "accepted",
+                "duplicate",
+                "duplicate",
+                "accepted",
+                "stale"
+            ]
+        );
+        let seqs: Vec<i64> = body["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .filter_map(|r| r["seq"].as_i64())
+            .collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "sequences grow: {seqs:?}"
+        );
+        assert_eq!(
+            s.search("q=desk").await["total"],
+            0,
+            "the batch's last word was the withdrawal"
+        );
+        let counts = s.state.store.counts().await.expect("counts");
+        assert_eq!(
+            (counts.envelopes, counts.tombstones, counts.listings),
+            (3, 1, 0)
+        );
+    }
+);

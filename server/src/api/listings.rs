@@ -149,7 +149,7 @@ fn listing_hit(bytes: &[u8]) -> Result<ListingHit, ApiError> {
 }
 
 /// Search parameters. Unknown parameters are refused (`unknown_parameter`), never ignored.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {

@@ -75,6 +75,10 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
             metrics::gauge!("souk_store_ratings").set(counts.ratings as f64);
         }
     }
+    if let Ok(bytes) = state.store.size_bytes().await {
+        #[allow(clippy::cast_precision_loss, reason = "gauges are f64")]
+        metrics::gauge!("souk_store_bytes").set(bytes as f64);
+    }
     #[allow(clippy::cast_precision_loss, reason = "gauges are f64")]
     metrics::gauge!("souk_search_documents").set(state.search.num_docs() as f64);
     let text = state

@@ -1,0 +1,217 @@
+//! Index server benchmark: ingest throughput (batches of 1,000, through the real ingest path:
+//! verify, store, index), then search latency and throughput over the committed query mix
+//! (`benches/queries.txt`) at concurrency 1 and 16, then resident memory.
+//!
+//! ```sh
+//! cargo bench -p souk-server --bench index -- --listings 100000            # SQLite
+//! cargo bench -p souk-server --bench index -- --listings 100000 --postgres  # PostgreSQL too
+//! ```
+//! PostgreSQL comes from `SOUK_TEST_POSTGRES_URL` (default postgres://postgres@127.0.0.1:5432/test);
+//! a scratch database is created and dropped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use souk_server::api::listings::{SearchParams, parse_search, run_search};
+use souk_server::config::{Config, DemoArgs};
+use sqlx::Connection;
+
+struct Args {
+    listings: usize,
+    postgres: bool,
+    queries_per_client: usize,
+}
+
+fn args() -> Args {
+    let mut out = Args {
+        listings: 100_000,
+        postgres: false,
+        queries_per_client: 400,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--listings" => {
+                out.listings = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(out.listings)
+            }
+            "--queries" => {
+                out.queries_per_client = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(out.queries_per_client)
+            }
+            "--postgres" => out.postgres = true,
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    out
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "index math"
+    )]
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+fn queries() -> Vec<SearchParams> {
+    include_str!("queries.txt")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| serde_urlencoded::from_str(l).expect("valid query line"))
+        .collect()
+}
+
+async fn bench(label: &str, database_url: Option<String>, a: &Args) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = Config::for_tests(dir.path(), database_url);
+    let state = souk_server::server::open(config).await.expect("open");
+    let demo = DemoArgs {
+        listings: a.listings,
+        stores: (a.listings / 100).max(10),
+        seed: 7,
+    };
+    let now = souk_protocol::ValidationContext::now().now;
+
+    // Generate (not timed as ingest), then ingest in batches of 1,000.
+    let generated = Instant::now();
+    let mut batches: Vec<Vec<Vec<u8>>> = vec![
+        souk_server::demo::profiles(&demo, now)
+            .iter()
+            .map(|o| o.envelope().bytes().to_vec())
+            .collect(),
+    ];
+    for start in (0..a.listings).step_by(1_000) {
+        let end = (start + 1_000).min(a.listings);
+        batches.push(
+            souk_server::demo::listings(&demo, now, start..end)
+                .iter()
+                .map(|o| o.envelope().bytes().to_vec())
+                .collect(),
+        );
+    }
+    let generation = generated.elapsed();
+    let count: usize = batches.iter().map(Vec::len).sum();
+    let bytes: usize = batches.iter().flatten().map(Vec::len).sum();
+    let started = Instant::now();
+    for batch in batches {
+        let results = state.ingestor.ingest(batch).await.expect("ingest");
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, souk_server::ingest::IngestResult::Accepted { .. }))
+        );
+    }
+    let ingest = started.elapsed();
+    #[allow(clippy::cast_precision_loss, reason = "rates")]
+    let rate = count as f64 / ingest.as_secs_f64();
+    println!(
+        "| {label} | ingest | {count} envelopes ({:.0} MiB) in {:.1} s | **{rate:.0} envelopes/s** | (signing them took {:.1} s, not counted) |",
+        bytes as f64 / 1_048_576.0,
+        ingest.as_secs_f64(),
+        generation.as_secs_f64()
+    );
+
+    let mix = queries();
+    // Warm up: every query once.
+    for params in &mix {
+        let q = parse_search(params.clone(), now).expect("query");
+        run_search(&state, q).await.expect("search");
+    }
+    for clients in [1usize, 16] {
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for client in 0..clients {
+            let state = Arc::clone(&state);
+            let mix = mix.clone();
+            let per_client = a.queries_per_client;
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_client);
+                for i in 0..per_client {
+                    let params = mix[(i + client) % mix.len()].clone();
+                    let q = parse_search(params, now).expect("query");
+                    let t = Instant::now();
+                    run_search(&state, q).await.expect("search");
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("task"));
+        }
+        let wall = started.elapsed();
+        all.sort();
+        #[allow(clippy::cast_precision_loss, reason = "rates")]
+        let qps = all.len() as f64 / wall.as_secs_f64();
+        println!(
+            "| {label} | search, {clients} client(s), {} listings | p50 {:.2} ms, p99 {:.2} ms | **{qps:.0} queries/s** | {} queries |",
+            a.listings,
+            percentile(&all, 0.50),
+            percentile(&all, 0.99),
+            all.len()
+        );
+    }
+    println!(
+        "| {label} | memory | resident set after ingest and search: **{:.0} MiB** | | |",
+        rss_mib()
+    );
+    state.store.close().await;
+}
+
+fn main() {
+    let a = args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        println!("| database | what | figures | rate | notes |\n|---|---|---|---|---|");
+        bench("SQLite", None, &a).await;
+        if a.postgres {
+            let admin = std::env::var("SOUK_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let name = format!("souk_bench_{}", std::process::id());
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("PostgreSQL reachable");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                .execute(&mut conn)
+                .await
+                .expect("create db");
+            let url = format!(
+                "{}/{name}",
+                &admin[..admin.rfind('/').expect("url has a database")]
+            );
+            bench("PostgreSQL", Some(url), &a).await;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .expect("drop db");
+        }
+    });
+}
