@@ -619,20 +619,39 @@ impl SearchIndex {
         } else {
             Sort::Newest
         });
-        let (total, addresses) = match sort {
+        let category_root = q
+            .category
+            .as_ref()
+            .map_or_else(|| "/".to_string(), |c| format!("/{c}"));
+        let collector = |name: &str, root: &str| {
+            let mut c = FacetCollector::for_field(name);
+            c.add_facet(root);
+            c
+        };
+        let facet_collectors = (
+            collector("category", &category_root),
+            collector("type", "/"),
+            collector("condition", "/"),
+            collector("currency", "/"),
+        );
+        // One pass over the matches: count, top hits and facet counts together.
+        let ((total, addresses), (categories, kinds, conditions, currencies)) = match sort {
             Sort::Relevance if has_text => {
-                let (n, docs) = searcher.search(&query, &(Count, top.order_by_score()))?;
-                (n, docs.into_iter().map(|(_, a)| a).collect::<Vec<_>>())
+                let ((n, docs), facets) =
+                    searcher.search(&query, &((Count, top.order_by_score()), facet_collectors))?;
+                (
+                    (n, docs.into_iter().map(|(_, a)| a).collect::<Vec<_>>()),
+                    facets,
+                )
             }
             Sort::Relevance | Sort::Newest => {
-                let (n, docs) = searcher.search(
-                    &query,
-                    &(
-                        Count,
-                        top.order_by_fast_field::<u64>("created_at", Order::Desc),
-                    ),
-                )?;
-                (n, docs.into_iter().map(|(_, a)| a).collect())
+                let collector = (
+                    Count,
+                    top.order_by_fast_field::<u64>("created_at", Order::Desc),
+                );
+                let ((n, docs), facets) =
+                    searcher.search(&query, &(collector, facet_collectors))?;
+                ((n, docs.into_iter().map(|(_, a)| a).collect()), facets)
             }
             Sort::PriceAsc | Sort::PriceDesc => {
                 let order = if sort == Sort::PriceAsc {
@@ -640,18 +659,16 @@ impl SearchIndex {
                 } else {
                     Order::Desc
                 };
-                let (n, docs) = searcher.search(
-                    &query,
-                    &(Count, top.order_by_fast_field::<f64>("price", order)),
-                )?;
-                (n, docs.into_iter().map(|(_, a)| a).collect())
+                let collector = (Count, top.order_by_fast_field::<f64>("price", order));
+                let ((n, docs), facets) =
+                    searcher.search(&query, &(collector, facet_collectors))?;
+                ((n, docs.into_iter().map(|(_, a)| a).collect()), facets)
             }
             Sort::Rating => {
-                let (n, docs) = searcher.search(
-                    &query,
-                    &(Count, top.order_by_fast_field::<f64>("rating", Order::Desc)),
-                )?;
-                (n, docs.into_iter().map(|(_, a)| a).collect())
+                let collector = (Count, top.order_by_fast_field::<f64>("rating", Order::Desc));
+                let ((n, docs), facets) =
+                    searcher.search(&query, &(collector, facet_collectors))?;
+                ((n, docs.into_iter().map(|(_, a)| a).collect()), facets)
             }
         };
         let mut ids = Vec::with_capacity(addresses.len());
@@ -666,24 +683,6 @@ impl SearchIndex {
                 }
             }
         }
-        let category_root = q
-            .category
-            .as_ref()
-            .map_or_else(|| "/".to_string(), |c| format!("/{c}"));
-        let collector = |name: &str, root: &str| {
-            let mut c = FacetCollector::for_field(name);
-            c.add_facet(root);
-            c
-        };
-        let (categories, kinds, conditions, currencies) = searcher.search(
-            &query,
-            &(
-                collector("category", &category_root),
-                collector("type", "/"),
-                collector("condition", "/"),
-                collector("currency", "/"),
-            ),
-        )?;
         let counts = |fc: &tantivy::collector::FacetCounts, root: &str| -> BTreeMap<String, u64> {
             fc.get(root)
                 .map(|(facet, n)| {
