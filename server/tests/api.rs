@@ -522,10 +522,10 @@ both!(
                 .0,
             StatusCode::CREATED
         );
-        let index_dir = s.dir.path().join("search");
-        let s = s.restart().await;
         let saved = tempfile::tempdir().expect("tmp");
-        copy_dir(&index_dir, saved.path());
+        let s = s
+            .restart_with(|dir| copy_dir(&dir.join("search"), saved.path()))
+            .await;
         assert_eq!(
             s.publish(&listing(&key, "second", "Second lantern", 50))
                 .await
@@ -533,65 +533,34 @@ both!(
             StatusCode::CREATED
         );
         // Put back the index from before the second listing: it is behind the store.
-        let s = {
-            let dir_path = s.dir.path().to_path_buf();
-            let restarted = s.restart().await;
-            drop(restarted.router.clone());
-            let backend = restarted.backend;
-            let pg = restarted.pg.clone();
-            let TestServer {
-                state, dir, router, ..
-            } = restarted;
-            drop(router);
-            state.store.close().await;
-            drop(state);
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            let _ = std::fs::remove_dir_all(dir_path.join("search"));
-            copy_dir(saved.path(), &dir_path.join("search"));
-            TestServer::open_retrying(backend, dir, pg).await
-        };
+        let s = s
+            .restart_with(|dir| {
+                let _ = std::fs::remove_dir_all(dir.join("search"));
+                copy_dir(saved.path(), &dir.join("search"));
+            })
+            .await;
         assert_eq!(
             s.search("q=lantern").await["total"],
             2,
             "the lagging index replayed the store"
         );
         // Delete the index entirely: rebuilt from the store on start.
-        let dir_path = s.dir.path().to_path_buf();
-        let backend = s.backend;
-        let TestServer {
-            state,
-            dir,
-            router,
-            pg,
-            ..
-        } = s;
-        drop(router);
-        state.store.close().await;
-        drop(state);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let _ = std::fs::remove_dir_all(dir_path.join("search"));
-        let s = TestServer::open_retrying(backend, dir, pg).await;
+        let s = s
+            .restart_with(|dir| {
+                let _ = std::fs::remove_dir_all(dir.join("search"));
+            })
+            .await;
         assert_eq!(
             s.search("q=lantern").await["total"],
             2,
             "rebuilt from the store"
         );
         // Damage it: also rebuilt.
-        let dir_path = s.dir.path().to_path_buf();
-        let backend = s.backend;
-        let TestServer {
-            state,
-            dir,
-            router,
-            pg,
-            ..
-        } = s;
-        drop(router);
-        state.store.close().await;
-        drop(state);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        std::fs::write(dir_path.join("search/meta.json"), b"{ not json").expect("damage");
-        let s = TestServer::open_retrying(backend, dir, pg).await;
+        let s = s
+            .restart_with(|dir| {
+                std::fs::write(dir.join("search/meta.json"), b"{ not json").expect("damage")
+            })
+            .await;
         assert_eq!(
             s.search("q=lantern").await["total"],
             2,

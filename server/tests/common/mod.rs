@@ -230,6 +230,12 @@ impl TestServer {
 
     /// Closes this server and opens a new one on the same data (a restart).
     pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Closes this server, waits until its search index writer is released, lets `edit` change
+    /// the data directory (for example damage the index), and opens a new server on it.
+    pub async fn restart_with(self, edit: impl FnOnce(&std::path::Path)) -> Self {
         let Self {
             state,
             dir,
@@ -240,6 +246,23 @@ impl TestServer {
         drop(router);
         state.store.close().await;
         drop(state);
+        // The ingest writer task drops the index writer a moment after its queue closes.
+        let search = dir.path().join("search");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while search.join("meta.json").exists() {
+            let released = tantivy::Index::open_in_dir(&search)
+                .and_then(|index| index.writer::<tantivy::TantivyDocument>(15_000_000))
+                .is_ok();
+            if released {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the index writer was not released within 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        edit(dir.path());
         Self::open_retrying(backend, dir, pg).await
     }
 
