@@ -1,7 +1,7 @@
 //! The store: every accepted envelope, byte for byte, with a monotonic ingest sequence, plus
 //! tables derived from it (the current version of each replaceable slot, current ratings,
 //! moderators). SQLite (embedded default) and PostgreSQL run the same SQL: one code path, written
-//! once, expanded for each pool by [`with_pool!`].
+//! once, expanded for each pool by the `with_pool!` macro.
 //!
 //! Writes go through [`Store::write_batch`] only, one transaction per batch, from the single
 //! ingest writer task (see `ingest.rs`), so the read-compare-write of a replaceable slot never
