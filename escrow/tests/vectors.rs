@@ -59,15 +59,12 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn fundings(escrow: &Escrow) -> Vec<Funding> {
+fn fundings() -> Vec<Funding> {
     [(0x11u8, 1, 400_000u64), (0x22, 0, 150_000)]
         .into_iter()
         .map(|(byte, vout, sat)| Funding {
             outpoint: OutPoint::new(Txid::from_byte_array([byte; 32]), vout),
             amount: Amount::from_sat(sat),
-        })
-        .inspect(|_| {
-            let _ = escrow;
         })
         .collect()
 }
@@ -98,7 +95,7 @@ fn spend_vector(
     spend: &Spend,
     signers: &[(&str, &Party)],
 ) -> Value {
-    let fundings = fundings(escrow);
+    let fundings = fundings();
     let terms = Terms::new(
         escrow.clone(),
         Network::Regtest,

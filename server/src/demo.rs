@@ -3,31 +3,28 @@
 
 use std::time::Instant;
 
-use sha2_free::splitmix;
 use souk_protocol::{IdentityKey, Object, SignedObject, ValidationContext, pb, samples};
 
 use crate::api::SharedState;
 use crate::config::DemoArgs;
 
 /// A tiny deterministic generator (SplitMix64): the same seed gives the same data everywhere.
-mod sha2_free {
-    pub mod splitmix {
-        /// SplitMix64 state.
-        pub struct Rng(pub u64);
-        impl Rng {
-            pub fn next(&mut self) -> u64 {
-                self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = self.0;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^ (z >> 31)
-            }
-            pub fn below(&mut self, n: usize) -> usize {
-                usize::try_from(self.next() % (n.max(1) as u64)).unwrap_or(0)
-            }
-            pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-                &items[self.below(items.len())]
-            }
+mod splitmix {
+    /// SplitMix64 state.
+    pub struct Rng(pub u64);
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        pub fn below(&mut self, n: usize) -> usize {
+            usize::try_from(self.next() % (n.max(1) as u64)).unwrap_or(0)
+        }
+        pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.below(items.len())]
         }
     }
 }

@@ -231,39 +231,53 @@ async fn commit(
     objects: &[SignedObject],
 ) -> Result<Vec<WriteOutcome>, IngestError> {
     let outcomes = store.write_batch(objects).await?;
-    let mut changes = Vec::new();
+    let mut accepted = Vec::new();
     let mut max_seq = 0;
-    let mut rated_sellers = Vec::new();
-    let mut seller_ratings: HashMap<PublicKey, f64> = HashMap::new();
     for (object, outcome) in objects.iter().zip(&outcomes) {
-        let WriteOutcome::Accepted { seq, .. } = outcome else {
-            continue;
-        };
-        max_seq = max_seq.max(*seq);
-        match object.object() {
+        if let WriteOutcome::Accepted { seq, .. } = outcome {
+            max_seq = max_seq.max(*seq);
+            accepted.push((object.id(), object.signer(), object.object().clone()));
+        }
+    }
+    if max_seq > 0 {
+        let changes = index_changes(store, &mut HashMap::new(), accepted).await?;
+        apply(search, changes, max_seq).await?;
+    }
+    Ok(outcomes)
+}
+
+/// The index changes for stored objects, in ingest order: a listing is put in with its seller's
+/// rating (looked up once per seller through `ratings`), a withdrawal takes its slot out, and a
+/// new seller rating refreshes every listing of that seller.
+async fn index_changes(
+    store: &Store,
+    ratings: &mut HashMap<PublicKey, f64>,
+    objects: Vec<(ObjectId, PublicKey, Object)>,
+) -> Result<Vec<Change>, StoreError> {
+    let mut changes = Vec::with_capacity(objects.len());
+    let mut rated_sellers = Vec::new();
+    for (id, signer, object) in objects {
+        match object {
             Object::Listing(listing) => {
-                let signer = object.signer();
-                let seller_rating = match seller_ratings.get(&signer) {
+                let seller_rating = match ratings.get(&signer) {
                     Some(rating) => *rating,
                     None => {
                         let rating = store
                             .rating_summary(&signer, pb::RatingRole::Seller)
                             .await?
                             .overall;
-                        seller_ratings.insert(signer, rating);
+                        ratings.insert(signer, rating);
                         rating
                     }
                 };
                 changes.push(Change::Upsert(Box::new(ListingDoc {
-                    id: object.id(),
+                    id,
                     signer,
-                    listing: listing.clone(),
+                    listing,
                     seller_rating,
                 })));
             }
-            Object::Tombstone(tombstone) => {
-                changes.push(Change::remove(&object.signer(), &tombstone.slug))
-            }
+            Object::Tombstone(tombstone) => changes.push(Change::remove(&signer, &tombstone.slug)),
             Object::Rating(rating) if rating.role == pb::RatingRole::Seller as i32 => {
                 if let Ok(subject) = PublicKey::from_bytes(&rating.subject) {
                     rated_sellers.push(subject);
@@ -277,14 +291,20 @@ async fn commit(
     for seller in rated_sellers {
         changes.extend(reindex_seller(store, &seller).await?);
     }
-    if max_seq > 0 {
-        let search = Arc::clone(search);
-        tokio::task::spawn_blocking(move || search.apply(&changes, max_seq))
-            .await
-            .map_err(|e| IngestError::Search(e.to_string()))?
-            .map_err(|e| IngestError::Search(e.to_string()))?;
-    }
-    Ok(outcomes)
+    Ok(changes)
+}
+
+/// Applies `changes` to the index on a blocking thread and commits them as including `seq`.
+async fn apply(
+    search: &Arc<SearchIndex>,
+    changes: Vec<Change>,
+    seq: i64,
+) -> Result<(), IngestError> {
+    let search = Arc::clone(search);
+    tokio::task::spawn_blocking(move || search.apply(&changes, seq))
+        .await
+        .map_err(|e| IngestError::Search(e.to_string()))?
+        .map_err(|e| IngestError::Search(e.to_string()))
 }
 
 /// Changes that refresh every current listing of `seller` (after its rating changed).
@@ -350,56 +370,19 @@ pub async fn catch_up(
         let Some(last) = page.last().map(|(seq, _)| *seq) else {
             break;
         };
-        let mut changes = Vec::with_capacity(page.len());
-        let mut rated = Vec::new();
+        let mut stored = Vec::with_capacity(page.len());
         for (_, bytes) in &page {
             let (envelope, object) = decode_stored(bytes)?;
-            match object {
-                Object::Listing(listing) => {
-                    let signer = envelope.signer();
-                    let seller_rating = match ratings.get(&signer) {
-                        Some(r) => *r,
-                        None => {
-                            let r = store
-                                .rating_summary(&signer, pb::RatingRole::Seller)
-                                .await?
-                                .overall;
-                            ratings.insert(signer, r);
-                            r
-                        }
-                    };
-                    changes.push(Change::Upsert(Box::new(ListingDoc {
-                        id: envelope.id(),
-                        signer,
-                        listing,
-                        seller_rating,
-                    })));
-                }
-                Object::Tombstone(t) => changes.push(Change::remove(&envelope.signer(), &t.slug)),
-                Object::Rating(r) if !rebuild && r.role == pb::RatingRole::Seller as i32 => {
-                    if let Ok(subject) = PublicKey::from_bytes(&r.subject) {
-                        rated.push(subject);
-                    }
-                }
-                Object::Rating(_) | Object::Profile(_) => {}
-            }
+            stored.push((envelope.id(), envelope.signer(), object));
         }
-        rated.sort();
-        rated.dedup();
-        for seller in rated {
-            changes.extend(reindex_seller(store, &seller).await?);
-        }
+        let changes = index_changes(store, &mut ratings, stored).await?;
         done += page.len();
         let commit_seq = if last >= target || page.len() < 1_000 {
             target
         } else {
             last
         };
-        let index = Arc::clone(search);
-        tokio::task::spawn_blocking(move || index.apply(&changes, commit_seq))
-            .await
-            .map_err(|e| IngestError::Search(e.to_string()))?
-            .map_err(|e| IngestError::Search(e.to_string()))?;
+        apply(search, changes, commit_seq).await?;
         tracing::info!(done, up_to = last, target, "search index: progress");
         after = commit_seq;
     }

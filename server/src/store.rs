@@ -363,7 +363,7 @@ impl Store {
                 query.execute(&mut *tx).await?;
             }
             // 6. Derived tables of ratings and moderator profiles (rare: one statement each).
-            for ((object, outcome), _) in objects.iter().zip(&outcomes).zip(0..) {
+            for (object, outcome) in objects.iter().zip(&outcomes) {
                 let WriteOutcome::Accepted { replaced, .. } = outcome else { continue };
                 let id = object.id();
                 let signer = object.signer().as_bytes().to_vec();

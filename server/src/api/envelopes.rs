@@ -232,7 +232,7 @@ pub async fn publish(
             }
         }
     }
-    let response = summarize(results);
+    let response = tally(results);
     let status = if single && response.accepted == 1 {
         StatusCode::CREATED
     } else {
@@ -241,7 +241,7 @@ pub async fn publish(
     Ok((status, Json(response)).into_response())
 }
 
-fn summarize(results: Vec<IngestResult>) -> PublishResponse {
+fn tally(results: Vec<IngestResult>) -> PublishResponse {
     let mut response = PublishResponse {
         results: Vec::with_capacity(results.len()),
         accepted: 0,

@@ -207,6 +207,16 @@ fn invalid(name: &str, what: &str) -> ApiError {
     ApiError::bad_request("invalid_parameter", format!("{name}: {what}"))
 }
 
+/// A page size: `default` when absent, otherwise 1 to [`MAX_LIMIT`].
+fn page_limit(value: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    let limit = value.unwrap_or(default);
+    if (1..=MAX_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(invalid("limit", "must be between 1 and 100"))
+    }
+}
+
 pub(crate) fn query_rejection(rejection: &QueryRejection) -> ApiError {
     let text = rejection.body_text();
     if text.contains("unknown field") {
@@ -313,10 +323,7 @@ pub fn parse_search(p: SearchParams, now: u64) -> Result<SearchQuery, ApiError> 
                 .map_err(|_| invalid("seller", "must be a souk1… address or 64 hex digits"))
         })
         .transpose()?;
-    let limit = p.limit.unwrap_or(20);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(invalid("limit", "must be between 1 and 100"));
-    }
+    let limit = page_limit(p.limit, 20)?;
     let q = p.q.unwrap_or_default();
     if q.len() > 500 {
         return Err(invalid("q", "is longer than 500 bytes"));
@@ -547,10 +554,7 @@ pub async fn store_listings(
 ) -> Result<Json<ListingPage>, ApiError> {
     let Query(params) = params.map_err(|r| query_rejection(&r))?;
     let seller = parse_key(&seller, "seller")?;
-    let limit = params.limit.unwrap_or(20);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(invalid("limit", "must be between 1 and 100"));
-    }
+    let limit = page_limit(params.limit, 20)?;
     let offset = params
         .cursor
         .as_deref()
@@ -657,10 +661,7 @@ pub async fn moderators(
     params: Result<Query<ModeratorParams>, QueryRejection>,
 ) -> Result<Json<Vec<ModeratorView>>, ApiError> {
     let Query(params) = params.map_err(|r| query_rejection(&r))?;
-    let limit = params.limit.unwrap_or(50);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(invalid("limit", "must be between 1 and 100"));
-    }
+    let limit = page_limit(params.limit, 50)?;
     if let Some(language) = &params.language {
         if language.is_empty()
             || language.len() > 35

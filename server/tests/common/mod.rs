@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use souk_protocol::samples::{self, SAMPLE_TIME};
+use souk_protocol::samples;
 use souk_protocol::{IdentityKey, Object, SignedObject, ValidationContext, pb};
 use souk_server::api::SharedState;
 use souk_server::config::Config;
@@ -176,18 +176,15 @@ fn template_name() -> String {
     format!("souk_template_{hash:016x}")
 }
 
+/// A name part no other test (in this or another process) uses: the standard library's
+/// randomly keyed hasher, fed a per-process counter.
 fn random_suffix() -> String {
-    let mut bytes = [0u8; 8];
-    getrandom_fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn getrandom_fill(bytes: &mut [u8]) {
-    // The protocol crate's mnemonic generator uses the OS RNG; reuse it through a fresh key.
-    let mnemonic =
-        souk_protocol::Mnemonic::generate(souk_protocol::WordCount::Words12).expect("rng");
-    let seed = mnemonic.to_seed("");
-    bytes.copy_from_slice(&seed.as_bytes()[..bytes.len()]);
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
 }
 
 /// A server under test.
@@ -206,26 +203,7 @@ impl TestServer {
             Backend::Sqlite => None,
             Backend::Postgres => Some(Arc::new(PgDatabase::create().await)),
         };
-        Self::open(backend, dir, pg).await
-    }
-
-    pub async fn open(
-        backend: Backend,
-        dir: tempfile::TempDir,
-        pg: Option<Arc<PgDatabase>>,
-    ) -> Self {
-        let config = Config::for_tests(dir.path(), pg.as_ref().map(|p| p.url.clone()));
-        let state = souk_server::server::open(config)
-            .await
-            .expect("server opens");
-        let router = souk_server::api::router(Arc::clone(&state));
-        Self {
-            state,
-            router,
-            dir,
-            pg,
-            backend,
-        }
+        Self::open_retrying(backend, dir, pg).await
     }
 
     /// Closes this server and opens a new one on the same data (a restart).
@@ -418,5 +396,3 @@ pub fn profile(key: &IdentityKey, edit: impl FnOnce(&mut pb::Profile)) -> Signed
     edit(&mut p);
     seal(key, Object::Profile(p))
 }
-
-const _: u64 = SAMPLE_TIME;
