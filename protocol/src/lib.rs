@@ -51,6 +51,7 @@ pub mod identity;
 pub mod limits;
 mod object;
 pub mod samples;
+pub mod summary;
 mod validate;
 
 /// Types generated from `proto/souk/v1/*.proto` by prost. Their doc comments are the schema's.
@@ -82,6 +83,7 @@ pub use object::{
     rating_permit_digest,
 };
 pub use pb::Kind;
+pub use summary::ListingSummary;
 pub use validate::ValidationContext;
 
 /// Re-exported so that callers name the same `bitcoin` types the key derivation returns.

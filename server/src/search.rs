@@ -10,6 +10,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use souk_protocol::summary::{condition_name, listing_type_name};
 use souk_protocol::{ObjectId, PublicKey, pb};
 use tantivy::collector::{Count, FacetCollector, TopDocs};
 use tantivy::query::{
@@ -163,31 +164,6 @@ impl Change {
 
 fn slot_key(signer: &PublicKey, slug: &str) -> String {
     format!("{}/{slug}", signer.to_hex())
-}
-
-/// The lower-case name of a listing type, as used in the API.
-#[must_use]
-pub fn type_name(value: i32) -> &'static str {
-    match pb::ListingType::try_from(value) {
-        Ok(pb::ListingType::Physical) => "physical",
-        Ok(pb::ListingType::Digital) => "digital",
-        Ok(pb::ListingType::Service) => "service",
-        _ => "unspecified",
-    }
-}
-
-/// The lower-case name of a condition, as used in the API.
-#[must_use]
-pub fn condition_name(value: i32) -> &'static str {
-    match pb::Condition::try_from(value) {
-        Ok(pb::Condition::New) => "new",
-        Ok(pb::Condition::UsedLikeNew) => "used_like_new",
-        Ok(pb::Condition::UsedGood) => "used_good",
-        Ok(pb::Condition::UsedFair) => "used_fair",
-        Ok(pb::Condition::Refurbished) => "refurbished",
-        Ok(pb::Condition::ForParts) => "for_parts",
-        _ => "unspecified",
-    }
 }
 
 /// A price in major units (amount / 10^divisibility), the index's normalised price.
@@ -446,7 +422,7 @@ impl SearchIndex {
             l.category.as_str()
         };
         d.add_facet(f.category, Facet::from_path(category.split('/')));
-        d.add_facet(f.kind, Facet::from_path([type_name(l.r#type)]));
+        d.add_facet(f.kind, Facet::from_path([listing_type_name(l.r#type)]));
         d.add_facet(f.condition, Facet::from_path([condition_name(l.condition)]));
         let price = l.price.clone().unwrap_or_default();
         d.add_facet(f.currency, Facet::from_path([price.currency.as_str()]));

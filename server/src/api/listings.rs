@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, SharedState, b64};
-use crate::search::{SearchQuery, Sort, condition_name, type_name};
+use crate::search::{SearchQuery, Sort};
 use crate::store::{RatingSummary, decode_stored};
 
 /// Most hits per page.
@@ -91,37 +91,36 @@ pub struct ListingSummary {
     pub image_sha256: Option<String>,
 }
 
-/// The summary of a listing signed by `seller`.
+/// The summary of a listing signed by `seller` ([`souk_protocol::ListingSummary::of`], the
+/// derivation clients repeat to check it).
 #[must_use]
 pub fn summarize(seller: &PublicKey, l: &pb::Listing) -> ListingSummary {
-    let mut ships_to: Vec<String> = l
-        .shipping
-        .iter()
-        .flat_map(|s| s.regions.iter().cloned())
-        .collect();
-    ships_to.sort();
-    ships_to.dedup();
-    let image = l.images.first();
-    ListingSummary {
-        seller: seller.to_address(),
-        slug: l.slug.clone(),
-        title: l.title.clone(),
-        kind: type_name(l.r#type).into(),
-        condition: condition_name(l.condition).into(),
-        price: l.price.as_ref().map(PriceView::from).unwrap_or(PriceView {
-            amount: "0".into(),
-            currency: String::new(),
-            divisibility: 0,
-        }),
-        category: l.category.clone(),
-        tags: l.tags.clone(),
-        ships_to,
-        moderated: !l.accepted_moderators.is_empty(),
-        nsfw: l.nsfw,
-        created_at: l.created_at,
-        expires_at: l.expires_at,
-        image_url: image.map(|i| i.url.clone()),
-        image_sha256: image.map(|i| i.sha256.iter().map(|b| format!("{b:02x}")).collect()),
+    ListingSummary::from(souk_protocol::ListingSummary::of(seller, l))
+}
+
+impl From<souk_protocol::ListingSummary> for ListingSummary {
+    fn from(s: souk_protocol::ListingSummary) -> Self {
+        Self {
+            seller: s.seller,
+            slug: s.slug,
+            title: s.title,
+            kind: s.listing_type,
+            condition: s.condition,
+            price: PriceView {
+                amount: s.price_amount.to_string(),
+                currency: s.price_currency,
+                divisibility: s.price_divisibility,
+            },
+            category: s.category,
+            tags: s.tags,
+            ships_to: s.ships_to,
+            moderated: s.moderated,
+            nsfw: s.nsfw,
+            created_at: s.created_at,
+            expires_at: s.expires_at,
+            image_url: s.image_url,
+            image_sha256: s.image_sha256,
+        }
     }
 }
 

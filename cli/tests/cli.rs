@@ -1,0 +1,636 @@
+//! End-to-end tests: the real `souk` binary against a real index server started in-process.
+//! Every child process and the server run under deadlines, so no test can hang.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::runtime::Runtime;
+use tokio::sync::oneshot;
+
+const PHRASE: &str =
+    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+const PASSPHRASE: &str = "correct horse battery staple";
+/// Longest any one command may take.
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// An index server on 127.0.0.1, stopped when dropped.
+struct Server {
+    url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    runtime: Option<Runtime>,
+    _dir: TempDir,
+}
+
+impl Server {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let data = dir.path().to_owned();
+        let (url, shutdown) = runtime.block_on(async move {
+            tokio::time::timeout(Duration::from_secs(60), async move {
+                let config = souk_server::config::Config::for_tests(&data, None);
+                let state = souk_server::server::open(config)
+                    .await
+                    .expect("the server opens");
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let (tx, rx) = oneshot::channel::<()>();
+                tokio::spawn(souk_server::server::serve(state, listener, async move {
+                    let _ = rx.await;
+                }));
+                (format!("http://{addr}"), tx)
+            })
+            .await
+            .expect("the server starts within a minute")
+        });
+        Self {
+            url,
+            shutdown: Some(shutdown),
+            runtime: Some(runtime),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+/// What a run of `souk` gave.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "expected success: {self:#?}");
+        self
+    }
+
+    fn failed(self) -> Self {
+        assert_eq!(self.code, 1, "expected exit code 1: {self:#?}");
+        assert!(self.stderr.contains("error: "), "{self:#?}");
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self:#?}"))
+    }
+}
+
+/// A `souk` invocation with a private home and the test passphrase.
+struct Souk {
+    home: PathBuf,
+    server: String,
+    envs: Vec<(String, String)>,
+    removed: Vec<String>,
+}
+
+impl Souk {
+    fn new(home: &Path, server: &str) -> Self {
+        Self {
+            home: home.to_owned(),
+            server: server.to_owned(),
+            envs: vec![("SOUK_PASSPHRASE".into(), PASSPHRASE.into())],
+            removed: Vec::new(),
+        }
+    }
+
+    fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    fn without(mut self, key: &str) -> Self {
+        self.removed.push(key.into());
+        self
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_souk"));
+        command
+            .args(args)
+            .env("SOUK_HOME", &self.home)
+            .env("SOUK_SERVER", &self.server)
+            .env_remove("SOUK_MNEMONIC")
+            .env_remove("SOUK_BIP39_PASSPHRASE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.envs {
+            command.env(k, v);
+        }
+        for k in &self.removed {
+            command.env_remove(k);
+        }
+        run_bounded(command, args)
+    }
+}
+
+fn run_bounded(mut command: Command, args: &[&str]) -> Out {
+    let mut child = command.spawn().expect("souk starts");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("souk {args:?} did not finish within {DEADLINE:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Out {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+fn example(name: &str) -> String {
+    examples().join(name).display().to_string()
+}
+
+/// The identity address of the test mnemonic, from the protocol's test vectors.
+fn vector_address() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/test-vectors/identity.json");
+    let vectors: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    vectors["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["mnemonic"] == PHRASE)
+        .expect("a vector for the test mnemonic")["identity_address"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A port nothing listens on.
+fn dead_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
+fn restore(souk: &Souk) {
+    souk.run(&["key", "restore"]).ok();
+}
+
+#[test]
+fn key_restore_show_and_wrong_passphrase() {
+    let home = tempfile::tempdir().unwrap();
+    let souk = Souk::new(home.path(), &dead_server()).env("SOUK_MNEMONIC", PHRASE);
+    let expected = vector_address();
+
+    // No key yet.
+    let out = souk.run(&["key", "show"]).failed();
+    assert!(
+        out.stderr.contains("no key in") && out.stderr.contains("`souk key new`"),
+        "{out:#?}"
+    );
+
+    let out = souk.run(&["--json", "key", "restore"]).ok();
+    assert_eq!(out.json()["address"], expected.as_str());
+
+    // The file holds no phrase in clear, and only its owner may read it.
+    let file = std::fs::read_to_string(home.path().join("key.json")).unwrap();
+    assert!(!file.contains("abandon"));
+    assert!(file.contains(&expected));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.path().join("key.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let out = souk.run(&["key", "show"]).ok();
+    assert!(out.stdout.contains(&expected), "{out:#?}");
+    assert!(
+        out.stdout
+            .contains("30cf05bd9afefe9f9d74d0c9d17bb2743cde55a5d8af24285692115651dd0d18"),
+        "{out:#?}"
+    );
+
+    let out = souk.run(&["--json", "key", "show", "--mnemonic"]).ok();
+    assert_eq!(out.json()["mnemonic"], PHRASE);
+
+    let wrong = Souk::new(home.path(), &dead_server()).env("SOUK_PASSPHRASE", "not it");
+    let out = wrong.run(&["key", "show", "--mnemonic"]).failed();
+    assert!(
+        out.stderr
+            .contains("wrong passphrase, or the key file is damaged"),
+        "{out:#?}"
+    );
+    assert!(!out.stdout.contains("abandon"), "{out:#?}");
+
+    // The passphrase from a file works as well as from the environment.
+    let pass_file = home.path().join("pass.txt");
+    std::fs::write(&pass_file, format!("{PASSPHRASE}\n")).unwrap();
+    let from_file = wrong.without("SOUK_PASSPHRASE");
+    let pass_arg = pass_file.display().to_string();
+    from_file
+        .run(&["--passphrase-file", &pass_arg, "key", "show", "--mnemonic"])
+        .ok();
+
+    // Without a passphrase and without a terminal: an error that says what to do.
+    let out = from_file.run(&["key", "show", "--mnemonic"]).failed();
+    assert!(out.stderr.contains("SOUK_PASSPHRASE"), "{out:#?}");
+
+    // Restoring over an existing key needs --force.
+    let out = souk.run(&["key", "restore"]).failed();
+    assert!(out.stderr.contains("--force"), "{out:#?}");
+    souk.run(&["key", "restore", "--force"]).ok();
+
+    // A phrase with a bad checksum is refused without echoing it.
+    let bad = PHRASE.replace("about", "abandon");
+    let out = Souk::new(home.path(), &dead_server())
+        .env("SOUK_MNEMONIC", &bad)
+        .run(&["key", "restore", "--force"])
+        .failed();
+    assert!(out.stderr.contains("not valid"), "{out:#?}");
+    assert!(!out.stderr.contains("abandon abandon"), "{out:#?}");
+}
+
+#[test]
+fn key_new_makes_a_key_and_refuses_to_overwrite() {
+    let home = tempfile::tempdir().unwrap();
+    let souk = Souk::new(home.path(), &dead_server());
+    let out = souk.run(&["--json", "key", "new"]).ok();
+    let doc = out.json();
+    let words = doc["mnemonic"].as_str().unwrap().split(' ').count();
+    assert_eq!(words, 12);
+    assert!(out.stderr.contains("WRITE THESE 12 WORDS DOWN"), "{out:#?}");
+    let address = doc["address"].as_str().unwrap().to_owned();
+    assert!(address.starts_with("souk1"));
+
+    let out = souk.run(&["key", "new"]).failed();
+    assert!(out.stderr.contains("already holds"), "{out:#?}");
+    assert_eq!(
+        souk.run(&["--json", "key", "show"]).ok().json()["address"],
+        address.as_str(),
+        "the old key is untouched"
+    );
+
+    let out = souk.run(&["key", "new", "--words", "24", "--force"]).ok();
+    // Human output: 24 numbered words.
+    assert!(out.stdout.contains("24. "), "{out:#?}");
+    let shown = souk
+        .run(&["--json", "key", "show", "--mnemonic"])
+        .ok()
+        .json();
+    assert_eq!(shown["mnemonic"].as_str().unwrap().split(' ').count(), 24);
+    assert_ne!(shown["address"], address.as_str());
+
+    let out = Souk::new(home.path(), &dead_server())
+        .env("SOUK_PASSPHRASE", "")
+        .run(&["key", "new", "--force"])
+        .failed();
+    assert!(out.stderr.contains("passphrase is empty"), "{out:#?}");
+}
+
+#[test]
+fn publish_search_show_store_and_withdraw() {
+    let server = Server::start();
+    let home = tempfile::tempdir().unwrap();
+    let souk = Souk::new(home.path(), &server.url).env("SOUK_MNEMONIC", PHRASE);
+    restore(&souk);
+    let me = vector_address();
+
+    // Publish one listing.
+    let out = souk
+        .run(&["--json", "listing", "publish", &example("listing.toml")])
+        .ok();
+    let report = out.json();
+    assert_eq!(report["summary"]["accepted"], 1, "{report:#}");
+    let result = &report["results"][0];
+    assert_eq!(result["status"], "accepted");
+    assert_eq!(result["slug"], "brass-desk-lamp-1960s");
+    let first_id = result["id"].as_str().unwrap().to_owned();
+    assert_eq!(first_id.len(), 64);
+
+    // Publishing again at once replaces it: the edit is signed after the current version,
+    // never in a tie with it.
+    let again = souk
+        .run(&["--json", "listing", "publish", &example("listing.toml")])
+        .ok()
+        .json();
+    assert_eq!(again["results"][0]["status"], "accepted", "{again:#}");
+    let lamp_id = again["results"][0]["id"].as_str().unwrap().to_owned();
+    assert_ne!(lamp_id, first_id);
+    let old = souk
+        .run(&["--json", "listing", "show", &first_id])
+        .ok()
+        .json();
+    assert_eq!(old["current"], false, "{old:#}");
+
+    // Search finds it, verified.
+    let page = souk.run(&["--json", "search", "brass"]).ok().json();
+    let hits = page["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 1, "{page:#}");
+    assert_eq!(hits[0]["id"], lamp_id.as_str());
+    assert_eq!(hits[0]["seller"], me.as_str());
+    assert!(page["dropped"].as_array().unwrap().is_empty());
+
+    let out = souk.run(&["search", "brass", "--ships-to", "de"]).ok();
+    assert!(out.stdout.contains("85.00 EUR"), "{out:#?}");
+    assert!(out.stdout.contains("Brass desk lamp"), "{out:#?}");
+    assert!(out.stdout.contains(&lamp_id[..12]), "{out:#?}");
+    assert!(out.stdout.contains("1 of 1"), "{out:#?}");
+
+    let out = souk.run(&["search", "brass", "--ships-to", "US"]).ok();
+    assert!(out.stdout.contains("No listings match"), "{out:#?}");
+
+    // The detail view.
+    let out = souk.run(&["listing", "show", &lamp_id]).ok();
+    for expected in [
+        "Brass desk lamp, 1960s, rewired",
+        "85.00 EUR",
+        me.as_str(),
+        "physical",
+        "used, good",
+        "home/lighting",
+        "lamp, brass, vintage",
+        "DE, AT",
+        "signature verified on this machine",
+        lamp_id.as_str(),
+    ] {
+        assert!(out.stdout.contains(expected), "{expected}: {out:#?}");
+    }
+    let shown = souk
+        .run(&[
+            "--json",
+            "listing",
+            "show",
+            "--slug",
+            "brass-desk-lamp-1960s",
+        ])
+        .ok()
+        .json();
+    assert_eq!(shown["id"], lamp_id.as_str());
+    assert_eq!(shown["listing"]["price"]["amount"], 8500);
+
+    // Several files at once: a summary line. Republishing the lamp replaces it.
+    let out = souk
+        .run(&[
+            "listing",
+            "publish",
+            &example("listing.toml"),
+            &example("listing.json"),
+        ])
+        .ok();
+    assert!(
+        out.stdout
+            .contains("2 accepted · 0 duplicate · 0 stale · 0 failed"),
+        "{out:#?}"
+    );
+    let page = souk
+        .run(&["--json", "search", "--type", "digital"])
+        .ok()
+        .json();
+    assert_eq!(
+        page["hits"][0]["listing"]["slug"],
+        "field-recordings-baltic-coast"
+    );
+    assert_eq!(page["hits"][0]["listing"]["price"]["currency"], "BTC");
+    let out = souk.run(&["search", "--type", "digital"]).ok();
+    assert!(out.stdout.contains("0.00045000 BTC"), "{out:#?}");
+
+    // Paging prints the command for the next page.
+    let out = souk
+        .run(&["search", "--limit", "1", "--sort", "newest"])
+        .ok();
+    assert!(out.stdout.contains("1 of 2"), "{out:#?}");
+    let cursor = out
+        .stdout
+        .split("--cursor ")
+        .nth(1)
+        .expect("a next-page command")
+        .trim()
+        .trim_matches('\'')
+        .to_owned();
+    assert!(
+        out.stdout
+            .contains("souk search --sort newest --limit 1 --cursor"),
+        "{out:#?}"
+    );
+    let next = souk
+        .run(&[
+            "--json", "search", "--limit", "1", "--sort", "newest", "--cursor", &cursor,
+        ])
+        .ok()
+        .json();
+    assert_eq!(next["hits"].as_array().unwrap().len(), 1, "{next:#}");
+
+    // The store profile: the file, with flags on top.
+    let out = souk
+        .run(&[
+            "store",
+            "set",
+            "--file",
+            &example("profile.toml"),
+            "--about",
+            "Lamps, rewired and tested.",
+        ])
+        .ok();
+    assert!(out.stdout.contains("profile accepted"), "{out:#?}");
+    let store = souk.run(&["--json", "store", "show", &me]).ok().json();
+    assert_eq!(store["profile"]["store_name"], "Lampenwerk Leipzig");
+    assert_eq!(store["profile"]["about"], "Lamps, rewired and tested.");
+    assert_eq!(store["profile"]["location"]["country"], "DE");
+
+    // Without --file, flags edit the published profile.
+    souk.run(&["store", "set", "--currency", "btc"]).ok();
+    let out = souk.run(&["store", "show"]).ok();
+    for expected in [
+        "Lampenwerk Leipzig",
+        "Lamps, rewired and tested.",
+        "BTC",
+        "signature verified on this machine",
+    ] {
+        assert!(out.stdout.contains(expected), "{expected}: {out:#?}");
+    }
+    assert!(!out.stdout.contains("EUR"), "{out:#?}");
+
+    // Withdraw the lamp: search no longer finds it.
+    let out = souk
+        .run(&[
+            "listing",
+            "withdraw",
+            "brass-desk-lamp-1960s",
+            "--reason",
+            "sold",
+        ])
+        .ok();
+    assert!(out.stdout.contains("withdrawn"), "{out:#?}");
+    let page = souk.run(&["--json", "search", "brass"]).ok().json();
+    assert!(page["hits"].as_array().unwrap().is_empty(), "{page:#}");
+    let out = souk
+        .run(&["listing", "show", "--slug", "brass-desk-lamp-1960s"])
+        .failed();
+    assert!(out.stderr.contains("not found"), "{out:#?}");
+
+    // An unknown id: not found, with a hint.
+    let out = souk.run(&["listing", "show", &"0".repeat(64)]).failed();
+    assert!(out.stderr.contains("hint: "), "{out:#?}");
+}
+
+#[test]
+fn bad_listing_files_name_the_problem() {
+    let home = tempfile::tempdir().unwrap();
+    // Nothing reaches a server: the files fail before publishing.
+    let souk = Souk::new(home.path(), &dead_server()).env("SOUK_MNEMONIC", PHRASE);
+    restore(&souk);
+    let lamp = std::fs::read_to_string(examples().join("listing.toml")).unwrap();
+
+    let upper = home.path().join("upper.toml");
+    std::fs::write(
+        &upper,
+        lamp.replace("\"brass-desk-lamp-1960s\"", "\"Brass-Desk-Lamp\""),
+    )
+    .unwrap();
+    let out = souk
+        .run(&["listing", "publish", &upper.display().to_string()])
+        .failed();
+    assert!(out.stderr.contains("listing.slug"), "{out:#?}");
+    assert!(out.stderr.contains("upper.toml"), "{out:#?}");
+
+    let broken = home.path().join("broken.toml");
+    std::fs::write(&broken, lamp.replace("amount = 8500", "amount = ")).unwrap();
+    let out = souk
+        .run(&["listing", "publish", &broken.display().to_string()])
+        .failed();
+    assert!(out.stderr.contains("broken.toml"), "{out:#?}");
+    assert!(out.stderr.contains("line"), "{out:#?}");
+
+    let unknown = home.path().join("unknown.json");
+    std::fs::write(
+        &unknown,
+        r#"{"slug": "x", "type": "digital", "titel": "typo"}"#,
+    )
+    .unwrap();
+    let out = souk
+        .run(&[
+            "--json",
+            "listing",
+            "publish",
+            &unknown.display().to_string(),
+        ])
+        .failed();
+    assert!(out.stderr.contains("titel"), "{out:#?}");
+    assert!(out.stderr.contains("line 1"), "{out:#?}");
+    assert_eq!(out.json()["error"]["code"], "bad_file");
+
+    let out = souk.run(&["listing", "publish", "listing.yaml"]).failed();
+    assert!(out.stderr.contains(".toml or *.json"), "{out:#?}");
+
+    // With several files, each failure is named and counted.
+    let out = souk
+        .run(&[
+            "listing",
+            "publish",
+            &upper.display().to_string(),
+            &broken.display().to_string(),
+        ])
+        .failed();
+    assert!(
+        out.stdout
+            .contains("0 accepted · 0 duplicate · 0 stale · 2 failed"),
+        "{out:#?}"
+    );
+    assert!(out.stderr.contains("2 of 2 listings failed"), "{out:#?}");
+}
+
+#[test]
+fn unreachable_server_gives_a_hint() {
+    let home = tempfile::tempdir().unwrap();
+    let server = dead_server();
+    let souk = Souk::new(home.path(), &server);
+    let out = souk.run(&["search", "lamp"]).failed();
+    assert!(out.stderr.contains("cannot reach"), "{out:#?}");
+    assert!(out.stderr.contains(&server), "{out:#?}");
+    assert!(out.stderr.contains("hint: "), "{out:#?}");
+
+    let out = souk.run(&["--json", "search", "lamp"]).failed();
+    let doc = out.json();
+    assert_eq!(doc["error"]["code"], "unreachable");
+    assert!(doc["error"]["hint"].as_str().unwrap().contains("--server"));
+
+    // Two dead servers: both are named.
+    let other = dead_server();
+    let out = souk
+        .run(&["--server", &server, "--server", &other, "search", "lamp"])
+        .failed();
+    assert!(out.stderr.contains("no server could answer"), "{out:#?}");
+    assert!(out.stderr.contains(&other), "{out:#?}");
+
+    let out = souk
+        .run(&["--server", "ftp://example.org", "search"])
+        .failed();
+    assert!(
+        out.stderr.contains("not a usable server address"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_version_works() {
+    let home = tempfile::tempdir().unwrap();
+    let souk = Souk::new(home.path(), &dead_server());
+    assert_eq!(souk.run(&["frobnicate"]).code, 2);
+    assert_eq!(souk.run(&["search", "--sort", "cheapest"]).code, 2);
+    assert_eq!(souk.run(&["listing", "show"]).code, 2);
+    let out = souk.run(&["--version"]).ok();
+    assert!(out.stdout.starts_with("souk "), "{out:#?}");
+    let out = souk.run(&["search", "--help"]).ok();
+    for flag in [
+        "--price-min",
+        "--ships-to",
+        "--moderated",
+        "--direct",
+        "--cursor",
+    ] {
+        assert!(out.stdout.contains(flag), "{flag}: {out:#?}");
+    }
+}

@@ -1,0 +1,153 @@
+// The generated Kotlin bindings on the JVM, against the real cdylib and a live souk-server on
+// loopback. Run by scripts/test-bindings, which builds the library, generates the bindings,
+// compiles this file with them and sets SOUK_SERVER_BIN and SOUK_VECTORS.
+
+import java.io.File
+import java.net.HttpURLConnection
+import java.net.ServerSocket
+import java.net.URI
+import java.nio.file.Files
+import kotlin.system.exitProcess
+import kotlinx.coroutines.runBlocking
+import org.souk.core.*
+
+var failures = 0
+
+fun checkThat(name: String, condition: Boolean, detail: () -> String = { "" }) {
+    if (condition) {
+        println("ok   $name")
+    } else {
+        failures++
+        println("FAIL $name ${detail()}")
+    }
+}
+
+inline fun <reified E : Throwable> throws(name: String, block: () -> Unit): E? {
+    try {
+        block()
+    } catch (e: Throwable) {
+        if (e is E) {
+            println("ok   $name (${e::class.simpleName}: ${e.message})")
+            return e
+        }
+        failures++
+        println("FAIL $name: expected ${E::class.simpleName}, got ${e::class.qualifiedName}: ${e.message}")
+        return null
+    }
+    failures++
+    println("FAIL $name: nothing was thrown")
+    return null
+}
+
+/** A souk-server process on a loopback port with its own data directory. */
+class LiveServer : AutoCloseable {
+    private val dir = Files.createTempDirectory("souk-kotlin-test").toFile()
+    val url: String
+    private val process: Process
+
+    init {
+        val port = ServerSocket(0).use { it.localPort }
+        url = "http://127.0.0.1:$port"
+        process = ProcessBuilder(
+            System.getenv("SOUK_SERVER_BIN"), "serve",
+            "--listen", "127.0.0.1:$port", "--data-dir", dir.path,
+        ).redirectOutput(ProcessBuilder.Redirect.DISCARD)
+            .redirectError(ProcessBuilder.Redirect.INHERIT)
+            .start()
+        val deadline = System.nanoTime() + 60_000_000_000L
+        var ready = false
+        while (!ready && System.nanoTime() < deadline) {
+            check(process.isAlive) { "souk-server exited with ${process.exitValue()}" }
+            ready = try {
+                val c = URI("$url/readyz").toURL().openConnection() as HttpURLConnection
+                c.connectTimeout = 1000
+                c.readTimeout = 1000
+                c.responseCode == 200
+            } catch (e: java.io.IOException) {
+                Thread.sleep(100)
+                false
+            }
+        }
+        check(ready) { "souk-server did not become ready within 60 s" }
+    }
+
+    override fun close() {
+        process.destroy()
+        if (!process.waitFor(20, java.util.concurrent.TimeUnit.SECONDS)) process.destroyForcibly()
+        dir.deleteRecursively()
+    }
+}
+
+fun vectorField(name: String): String {
+    val text = File(System.getenv("SOUK_VECTORS")).readText()
+    val match = Regex("\"$name\"\\s*:\\s*\"([^\"]+)\"").find(text)
+        ?: error("no $name in the identity vectors")
+    return match.groupValues[1]
+}
+
+fun draft(slug: String) = ListingDraft(
+    slug = slug,
+    listingType = ListingType.PHYSICAL,
+    title = "Linen apron with leather straps",
+    description = "Heavy washed linen, two pockets, adjustable straps.",
+    price = Price(amount = 4500uL, currency = "EUR", divisibility = 2u),
+    shipping = listOf(
+        ShippingOption(
+            name = "Europe",
+            regions = listOf("DE", "NL"),
+            services = listOf(ShippingService(name = "Standard", price = 600uL)),
+        ),
+    ),
+    tags = listOf("apron", "linen"),
+    category = "home/kitchen",
+    condition = Condition.NEW,
+)
+
+fun main() {
+    val mnemonic = vectorField("mnemonic")
+    val address = vectorField("identity_address")
+    val hex = vectorField("identity_public_key_hex")
+
+    val wallet = Wallet.restore(mnemonic, "")
+    checkThat("restores the vector identity", wallet.identityAddress() == address) { wallet.identityAddress() }
+    checkThat("hex form of the identity", wallet.identityHex() == hex)
+
+    throws<WalletException.InvalidMnemonic>("a bad phrase is a typed error") {
+        Wallet.restore("abandon abandon abandon", "")
+    }
+    val bad = throws<WalletException.InvalidDraft>("an invalid draft names its field") {
+        wallet.signListing(draft("Not A Slug"))
+    }
+    checkThat("the field is listing.slug", bad?.field == "listing.slug") { "${bad?.field}" }
+
+    val signed = wallet.signListing(draft("linen-apron"))
+    checkThat("signed by the vector identity", signed.signer == address)
+
+    LiveServer().use { server ->
+        val client = Client(ClientConfig(servers = listOf(server.url), timeoutMs = 5000uL))
+        runBlocking {
+            val outcome = client.publish(signed.bytes)
+            checkThat("published", outcome.status is PublishStatus.Accepted) { "${outcome.status}" }
+
+            val page = client.search(SearchQuery(text = "linen apr", shipsTo = "NL"))
+            checkThat("nothing dropped", page.dropped.isEmpty()) { "${page.dropped}" }
+            checkThat("found by text", page.hits.map { it.id } == listOf(signed.id)) { "${page.hits.map { it.id }}" }
+            val hit = page.hits.first()
+            checkThat("seller verified", hit.seller == address)
+            checkThat("price from the signed listing", hit.listing.price.amount == 4500uL)
+
+            val got = client.getListing(signed.id)
+            checkThat("got back verified and current", got.current && got.envelope.contentEquals(signed.bytes))
+
+            throws<ClientException.NotFound>("an absent id is NotFound") {
+                runBlocking { client.getListing("00".repeat(32)) }
+            }
+        }
+    }
+
+    if (failures > 0) {
+        println("$failures check(s) failed")
+        exitProcess(1)
+    }
+    println("all Kotlin binding checks passed")
+}

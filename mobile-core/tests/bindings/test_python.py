@@ -1,0 +1,144 @@
+"""The generated Python bindings against the real cdylib and a live souk-server on loopback.
+
+Run by scripts/test-bindings, which builds the library, generates the bindings and sets:
+  SOUK_BINDINGS_PYTHON  directory holding the generated `souk` module and the .so
+  SOUK_SERVER_BIN       the souk-server binary this test starts
+  SOUK_VECTORS          protocol/test-vectors/identity.json
+"""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.environ["SOUK_BINDINGS_PYTHON"])
+
+import souk  # noqa: E402  (the generated module)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """A souk-server process on a loopback port with its own data directory."""
+
+    def __enter__(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.url = f"http://127.0.0.1:{free_port()}"
+        # The log goes to a file: a pipe nobody reads would fill up and stall the server.
+        self.log = open(os.path.join(self.dir.name, "server.log"), "w+b")
+        self.proc = subprocess.Popen(
+            [os.environ["SOUK_SERVER_BIN"], "serve",
+             "--listen", self.url.removeprefix("http://"),
+             "--data-dir", self.dir.name],
+            stdout=subprocess.DEVNULL, stderr=self.log,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError("souk-server exited: " + self.log.read().decode(errors="replace"))
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("souk-server did not become ready within 60 s")
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+        self.dir.cleanup()
+
+
+def vector():
+    with open(os.environ["SOUK_VECTORS"]) as f:
+        return json.load(f)["vectors"][0]
+
+
+def draft(slug):
+    return souk.ListingDraft(
+        slug=slug,
+        listing_type=souk.ListingType.PHYSICAL,
+        title="Walnut desk lamp with linen shade",
+        description="Turned from one piece of walnut. E27 socket, 2 m cable.",
+        price=souk.Price(amount=8900, currency="EUR", divisibility=2),
+        shipping=[souk.ShippingOption(
+            name="Europe", regions=["DE", "FR", "PT"],
+            services=[souk.ShippingService(name="Standard", price=1200)])],
+        tags=["lamp", "walnut"],
+        category="home/lighting",
+        condition=souk.Condition.NEW,
+    )
+
+
+class BindingsTest(unittest.TestCase):
+    def test_wallet_restores_the_vector_identity(self):
+        v = vector()
+        wallet = souk.Wallet.restore(v["mnemonic"], "")
+        self.assertEqual(wallet.identity_address(), v["identity_address"])
+        self.assertEqual(wallet.identity_hex(), v["identity_public_key_hex"])
+        self.assertEqual(wallet.export_mnemonic(), v["mnemonic"])
+
+    def test_bad_input_raises_typed_errors(self):
+        with self.assertRaises(souk.WalletError.InvalidMnemonic):
+            souk.Wallet.restore("abandon " * 11 + "zebra", "")
+        with self.assertRaises(souk.WalletError.InvalidSeed):
+            souk.Wallet.from_seed(b"short")
+        wallet = souk.Wallet.restore(vector()["mnemonic"], "")
+        bad = draft("Not A Slug")
+        with self.assertRaises(souk.WalletError.InvalidDraft) as caught:
+            wallet.sign_listing(bad)
+        self.assertEqual(caught.exception.field, "listing.slug")
+        with self.assertRaises(souk.ClientError.InvalidUrl):
+            souk.Client(souk.ClientConfig(servers=["ftp://nope"]))
+
+    def test_sign_publish_search_and_get_back_verified(self):
+        v = vector()
+        wallet = souk.Wallet.restore(v["mnemonic"], "")
+        signed = wallet.sign_listing(draft("walnut-lamp"))
+        self.assertEqual(signed.signer, v["identity_address"])
+        with LiveServer() as server:
+            client = souk.Client(souk.ClientConfig(servers=[server.url], timeout_ms=5000))
+
+            async def flow():
+                outcome = await client.publish(signed.bytes)
+                self.assertTrue(outcome.status.is_accepted(), outcome.status)
+                self.assertEqual(outcome.id, signed.id)
+
+                page = await client.search(souk.SearchQuery(
+                    text="walnut lam", listing_type=souk.ListingType.PHYSICAL,
+                    ships_to="PT", sort=souk.Sort.RELEVANCE))
+                self.assertEqual(page.dropped, [])
+                self.assertEqual([h.id for h in page.hits], [signed.id])
+                hit = page.hits[0]
+                self.assertEqual(hit.seller, v["identity_address"])
+                self.assertEqual(hit.listing.price.amount, 8900)
+                self.assertEqual(hit.listing.title, "Walnut desk lamp with linen shade")
+
+                got = await client.get_listing(signed.id)
+                self.assertTrue(got.current)
+                self.assertEqual(bytes(got.envelope), bytes(signed.bytes))
+
+                with self.assertRaises(souk.ClientError.NotFound):
+                    await client.get_listing("00" * 32)
+
+            asyncio.run(flow())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
