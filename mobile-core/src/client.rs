@@ -275,8 +275,18 @@ fn parse_server(text: &str) -> Result<Url, ClientError> {
     if url.scheme() != "https" && url.scheme() != "http" {
         return Err(bad("use an https:// address"));
     }
-    if url.host_str().is_none() {
+    let Some(host) = url.host() else {
         return Err(bad("it has no host name"));
+    };
+    let loopback = match host {
+        url::Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    };
+    if url.scheme() == "http" && !loopback {
+        return Err(bad(
+            "use https:// (plain http:// is only for servers on this device)",
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(bad("give the server's base address, without ? or #"));
@@ -321,7 +331,8 @@ impl Client {
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms.max(1)))
             .timeout(Duration::from_millis(config.timeout_ms.max(1)))
             .user_agent(concat!("souk-mobile-core/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::limited(3))
+            // Servers are named by their URL; a redirect elsewhere (or to http) is not followed.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::InvalidUrl {
                 url: config.servers.join(", "),
@@ -475,6 +486,7 @@ impl Inner {
         order.extend(self.servers.iter().filter(|s| Some(*s) != first).cloned());
         let mut failures = Vec::new();
         let mut last = None;
+        let mut not_found = None;
         for server in order {
             match attempt(Arc::clone(self), server.clone()).await {
                 Ok(value) => return Ok((value, failures)),
@@ -482,13 +494,31 @@ impl Inner {
                     failures.push(e.as_failure(&server_name(&server)));
                     last = Some(e);
                 }
+                // Servers may lag each other: "not here" sends the question on.
+                Err(e @ ClientError::NotFound { .. }) => not_found = Some(e),
                 Err(e) => return Err(e),
             }
+        }
+        if let Some(e) = not_found {
+            return Err(e);
         }
         // With one server, its own error says more than a list of one.
         match last {
             Some(e) if failures.len() == 1 => Err(e),
             _ => Err(ClientError::AllServersFailed { failures }),
+        }
+    }
+
+    /// Decodes a client cursor, refusing one that names a server not configured here.
+    fn configured_cursor(&self, cursor: &str) -> Result<(Url, String), ClientError> {
+        let (server, inner) = decode_cursor(cursor)?;
+        if self.servers.contains(&server) {
+            Ok((server, inner))
+        } else {
+            Err(ClientError::InvalidArgument {
+                name: "cursor".into(),
+                reason: format!("it belongs to {server}, which is not a configured server"),
+            })
         }
     }
 
@@ -578,9 +608,17 @@ fn check_hits(
     ctx: &ValidationContext,
     expect: impl Fn(&VerifiedListing) -> Result<(), String>,
 ) -> (Vec<VerifiedListing>, Vec<DroppedHit>) {
-    let mut good = Vec::with_capacity(hits.len());
+    let mut good: Vec<VerifiedListing> = Vec::with_capacity(hits.len());
     let mut dropped = Vec::new();
     for hit in hits {
+        if good.iter().any(|g| g.id == hit.id.to_ascii_lowercase()) {
+            dropped.push(DroppedHit {
+                id: hit.id.clone(),
+                server: server.into(),
+                reason: "the same listing twice on one page".into(),
+            });
+            continue;
+        }
         match verify_hit(hit, ctx).and_then(|v| expect(&v).map(|()| v)) {
             Ok(v) => good.push(v),
             Err(reason) => dropped.push(DroppedHit {
@@ -706,6 +744,7 @@ impl Client {
             };
             let mut accepted = false;
             let mut stale = None;
+            let mut rejected = None;
             for (_, server, result) in answers {
                 let name = server_name(&server);
                 let first = result.and_then(|r| {
@@ -734,9 +773,23 @@ impl Client {
                         outcome.stored_at.push(name);
                     }
                     Ok(ResultJson::Duplicate { .. }) => outcome.stored_at.push(name),
-                    Ok(ResultJson::Stale { current }) => stale = Some(current),
+                    Ok(ResultJson::Stale { current }) => match current.parse::<ObjectId>() {
+                        Ok(current) => stale = Some(current.to_string()),
+                        Err(_) => outcome.failed_servers.push(
+                            ClientError::BadResponse {
+                                server: name.clone(),
+                                reason: "its stale answer names no valid id".into(),
+                            }
+                            .as_failure(&name),
+                        ),
+                    },
                     Ok(ResultJson::Rejected { error }) => {
-                        return Err(ClientError::Rejected {
+                        outcome.failed_servers.push(ServerFailure {
+                            server: name.clone(),
+                            code: "rejected".into(),
+                            message: format!("{} ({})", error.message, error.code),
+                        });
+                        rejected = Some(ClientError::Rejected {
                             code: error.code,
                             detail: error.message,
                         });
@@ -754,6 +807,10 @@ impl Client {
             if outcome.stored_at.is_empty()
                 && !matches!(outcome.status, PublishStatus::Stale { .. })
             {
+                // Refused by the protocol's rules, and no server took it.
+                if let Some(rejected) = rejected {
+                    return Err(rejected);
+                }
                 return Err(ClientError::AllServersFailed {
                     failures: outcome.failed_servers,
                 });
@@ -773,7 +830,11 @@ impl Client {
     pub async fn search(&self, query: SearchQuery) -> Result<SearchPage, ClientError> {
         let inner = Arc::clone(&self.inner);
         on_runtime(async move {
-            let pinned = query.cursor.as_deref().map(decode_cursor).transpose()?;
+            let pinned = query
+                .cursor
+                .as_deref()
+                .map(|c| inner.configured_cursor(c))
+                .transpose()?;
             let (first, server_cursor) = match pinned {
                 Some((url, c)) => (Some(url), Some(c)),
                 None => (None, None),
@@ -887,7 +948,10 @@ impl Client {
         let key = parse_address(&seller, "seller")?;
         let inner = Arc::clone(&self.inner);
         on_runtime(async move {
-            let pinned = cursor.as_deref().map(decode_cursor).transpose()?;
+            let pinned = cursor
+                .as_deref()
+                .map(|c| inner.configured_cursor(c))
+                .transpose()?;
             let (first, server_cursor) = match pinned {
                 Some((url, c)) => (Some(url), Some(c)),
                 None => (None, None),

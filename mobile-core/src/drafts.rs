@@ -1,7 +1,7 @@
 //! Plain records for what a person publishes, and their mapping onto the wire schema.
 //!
 //! The same records describe a draft to sign and a verified object received from a server
-//! (`TryFrom<&pb::Listing>` and friends go the other way), so an app edits a listing by fetching
+//! (`ListingDraft::from_wire` and `ProfileDraft::from_wire` go the other way), so an app edits a listing by fetching
 //! it, changing the record and signing it again. They also (de)serialise with serde, which is
 //! how the `souk` CLI reads listing files (TOML or JSON; `cli/examples/listing.toml`).
 
@@ -593,7 +593,7 @@ impl ListingDraft {
             terms: self.terms.clone(),
             language: self.language.clone(),
             expires_at: if self.expires_at == 0 {
-                created_at + souk_protocol::limits::MAX_LISTING_LIFETIME_SECS
+                created_at.saturating_add(souk_protocol::limits::MAX_LISTING_LIFETIME_SECS)
             } else {
                 self.expires_at
             },

@@ -153,7 +153,7 @@ pub enum ClientError {
         /// What did not match.
         reason: String,
     },
-    /// No server has it.
+    /// No configured server has it.
     #[error("not found: {what}")]
     NotFound {
         /// What was asked for.

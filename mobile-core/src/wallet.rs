@@ -110,10 +110,11 @@ impl Wallet {
             (None, None) => unix_now(),
         };
         let object = build(created_at)?;
+        let remembered = stamps.get(slot).copied().unwrap_or(0).max(created_at);
         // Checked against the clock, as every receiver will: a stamp pushed a few seconds
         // ahead by quick edits is well within the allowed skew.
         let sealed = self.identity.seal(&object, &ValidationContext::now())?;
-        stamps.insert(slot.to_owned(), created_at);
+        stamps.insert(slot.to_owned(), remembered);
         Ok(SignedEnvelope::from_sealed(&sealed, kind))
     }
 
@@ -148,6 +149,7 @@ impl Wallet {
                 });
             }
         };
+        let passphrase = Zeroizing::new(passphrase);
         let mnemonic = Mnemonic::generate(words).map_err(identity_error)?;
         let keychain = Keychain::from_mnemonic(&mnemonic, &passphrase);
         Ok(Arc::new(Self::from_keychain(Some(mnemonic), keychain)))
@@ -162,6 +164,7 @@ impl Wallet {
     #[uniffi::constructor]
     pub fn restore(mnemonic: String, passphrase: String) -> Result<Arc<Self>, WalletError> {
         let mnemonic = Zeroizing::new(mnemonic);
+        let passphrase = Zeroizing::new(passphrase);
         let mnemonic = Mnemonic::parse(&mnemonic).map_err(identity_error)?;
         let keychain = Keychain::from_mnemonic(&mnemonic, &passphrase);
         Ok(Arc::new(Self::from_keychain(Some(mnemonic), keychain)))

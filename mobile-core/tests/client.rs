@@ -338,12 +338,24 @@ async fn a_lying_server_is_passed_over_for_the_next_one() {
         .expect("publish");
 
     let proxy = tampering_proxy(&server.url, Tamper::SummaryPrice).await;
-    let client = Client::new(config(vec![proxy, server.url.clone()])).expect("client");
+    let lagging = RealServer::start().await;
+    let client =
+        Client::new(config(vec![lagging.url.clone(), proxy, server.url.clone()])).expect("client");
     let listing = client
         .get_listing(signed.id.clone())
         .await
         .expect("from the honest one");
     assert_eq!(listing.listing.price.amount, 2_400);
+    // The lagging server's "not found" and the proxy's forgery did not end the search.
+    let only_lagging = Client::new(config(vec![lagging.url.clone()])).expect("client");
+    assert_eq!(
+        only_lagging
+            .get_listing(signed.id.clone())
+            .await
+            .expect_err("not there")
+            .code(),
+        "not_found"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,9 +433,10 @@ async fn cursors_page_through_every_hit_once_on_the_server_that_made_them() {
             None => break,
         }
     }
+    assert_eq!(seen.len(), 7, "seven hits over the pages");
     seen.sort();
     seen.dedup();
-    assert_eq!(seen.len(), 7);
+    assert_eq!(seen.len(), 7, "each once");
     let bad = client
         .search(SearchQuery {
             cursor: Some("nonsense".into()),
@@ -474,7 +487,12 @@ fn bad_configuration_is_refused_with_a_reason() {
         Client::new(config(vec![])).expect_err("no servers").code(),
         "no_servers"
     );
-    for bad in ["ftp://example.org", "not a url", "https://example.org/?q=1"] {
+    for bad in [
+        "ftp://example.org",
+        "not a url",
+        "https://example.org/?q=1",
+        "http://index.example.org",
+    ] {
         let err = Client::new(config(vec![bad.into()])).expect_err(bad);
         assert_eq!(err.code(), "invalid_url", "{bad}: {err}");
     }
