@@ -134,45 +134,55 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
     );
 
     let mix = queries();
-    // Warm up: every query once.
-    for params in &mix {
-        let q = parse_search(params.clone(), now).expect("query");
-        run_search(&state, q).await.expect("search");
-    }
-    for clients in [1usize, 16] {
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for client in 0..clients {
-            let state = Arc::clone(&state);
-            let mix = mix.clone();
-            let per_client = a.queries_per_client;
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_client);
-                for i in 0..per_client {
-                    let params = mix[(i + client) % mix.len()].clone();
-                    let q = parse_search(params, now).expect("query");
-                    let t = Instant::now();
-                    run_search(&state, q).await.expect("search");
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            }));
+    // Every query computed (cache off), then with the result cache (the default): repeated
+    // identical queries within a second and without an index commit are served from it.
+    for cache in [0, souk_server::search::DEFAULT_RESULT_CACHE_ENTRIES] {
+        state.search.set_result_cache_entries(cache);
+        let mode = if cache == 0 {
+            "cache off"
+        } else {
+            "result cache on"
+        };
+        // Warm up: every query once.
+        for params in &mix {
+            let q = parse_search(params.clone(), now).expect("query");
+            run_search(&state, q).await.expect("search");
         }
-        let mut all = Vec::new();
-        for task in tasks {
-            all.extend(task.await.expect("task"));
+        for clients in [1usize, 16] {
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            for client in 0..clients {
+                let state = Arc::clone(&state);
+                let mix = mix.clone();
+                let per_client = a.queries_per_client;
+                tasks.push(tokio::spawn(async move {
+                    let mut latencies = Vec::with_capacity(per_client);
+                    for i in 0..per_client {
+                        let params = mix[(i + client) % mix.len()].clone();
+                        let q = parse_search(params, now).expect("query");
+                        let t = Instant::now();
+                        run_search(&state, q).await.expect("search");
+                        latencies.push(t.elapsed());
+                    }
+                    latencies
+                }));
+            }
+            let mut all = Vec::new();
+            for task in tasks {
+                all.extend(task.await.expect("task"));
+            }
+            let wall = started.elapsed();
+            all.sort();
+            #[allow(clippy::cast_precision_loss, reason = "rates")]
+            let qps = all.len() as f64 / wall.as_secs_f64();
+            println!(
+                "| {label} | search, {clients} client(s), {} listings, {mode} | p50 {:.2} ms, p99 {:.2} ms | **{qps:.0} queries/s** | {} queries |",
+                a.listings,
+                percentile(&all, 0.50),
+                percentile(&all, 0.99),
+                all.len()
+            );
         }
-        let wall = started.elapsed();
-        all.sort();
-        #[allow(clippy::cast_precision_loss, reason = "rates")]
-        let qps = all.len() as f64 / wall.as_secs_f64();
-        println!(
-            "| {label} | search, {clients} client(s), {} listings | p50 {:.2} ms, p99 {:.2} ms | **{qps:.0} queries/s** | {} queries |",
-            a.listings,
-            percentile(&all, 0.50),
-            percentile(&all, 0.99),
-            all.len()
-        );
     }
     println!(
         "| {label} | memory | resident set after ingest and search: **{:.0} MiB** | | |",

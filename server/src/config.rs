@@ -105,6 +105,10 @@ pub struct Options {
     /// Memory for the search index writer, in MiB. [default: 64]
     #[arg(long, env = "SOUK_SEARCH_MEMORY_MB", global = true)]
     pub search_memory_mb: Option<usize>,
+    /// Search results kept for repeated identical queries (served for at most a second and
+    /// never across an index commit); 0 turns the cache off. [default: 4096]
+    #[arg(long, env = "SOUK_SEARCH_CACHE_ENTRIES", global = true)]
+    pub search_cache_entries: Option<usize>,
     /// SQLite durability (`full` or `normal`). [default: full]
     #[arg(long, env = "SOUK_SQLITE_SYNC", global = true, value_enum)]
     pub sqlite_sync: Option<SqliteSync>,
@@ -135,6 +139,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Search writer memory in bytes.
     pub search_memory_bytes: usize,
+    /// Cached search results (0: off).
+    pub search_cache_entries: usize,
     /// SQLite durability.
     pub sqlite_sync: SqliteSync,
 }
@@ -184,6 +190,7 @@ impl Options {
             cors_origins: self.cors_origins.or(lower.cors_origins),
             log_format: self.log_format.or(lower.log_format),
             search_memory_mb: self.search_memory_mb.or(lower.search_memory_mb),
+            search_cache_entries: self.search_cache_entries.or(lower.search_cache_entries),
             sqlite_sync: self.sqlite_sync.or(lower.sqlite_sync),
         }
     }
@@ -225,6 +232,9 @@ impl Config {
                 .collect(),
             log_format: o.log_format.unwrap_or(LogFormat::Text),
             search_memory_bytes: o.search_memory_mb.unwrap_or(64) * 1024 * 1024,
+            search_cache_entries: o
+                .search_cache_entries
+                .unwrap_or(crate::search::DEFAULT_RESULT_CACHE_ENTRIES),
             sqlite_sync: o.sqlite_sync.unwrap_or(SqliteSync::Full),
         };
         config.check()?;

@@ -5,10 +5,12 @@
 //! outdated index is rebuilt from the store. One writer (behind a mutex) and a reader reloaded
 //! after every commit, so a reply to an ingest request is searchable the moment it is sent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::time::{Duration, Instant};
 
 use souk_protocol::summary::{condition_name, listing_type_name};
 use souk_protocol::{ObjectId, PublicKey, pb};
@@ -251,6 +253,22 @@ pub struct SearchIndex {
     writer: Mutex<IndexWriter>,
     fields: Fields,
     dir: PathBuf,
+    cache: Mutex<ResultCache>,
+    cache_capacity: AtomicUsize,
+}
+
+/// How long a cached result may be served: bounds how late a listing that just expired can
+/// still appear (no other change can be missed: every index commit empties the cache).
+pub const RESULT_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Default number of cached results.
+pub const DEFAULT_RESULT_CACHE_ENTRIES: usize = 4096;
+
+/// Recent results, valid for one reader generation: a commit (which happens before any ingest
+/// is acknowledged) starts a new generation and so empties the cache.
+#[derive(Default)]
+struct ResultCache {
+    generation: u64,
+    entries: HashMap<String, (Instant, SearchResult)>,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -346,6 +364,8 @@ impl SearchIndex {
             writer: Mutex::new(writer),
             fields,
             dir: dir.to_path_buf(),
+            cache: Mutex::new(ResultCache::default()),
+            cache_capacity: AtomicUsize::new(DEFAULT_RESULT_CACHE_ENTRIES),
         })
     }
 
@@ -577,12 +597,73 @@ impl SearchIndex {
         must
     }
 
+    /// How many results to cache (0 turns the cache off).
+    pub fn set_result_cache_entries(&self, entries: usize) {
+        self.cache_capacity.store(entries, AtomicOrdering::Relaxed);
+        if entries == 0 {
+            if let Ok(mut cache) = self.cache.lock() {
+                cache.entries.clear();
+            }
+        }
+    }
+
     /// Runs a search. Blocking: call it from `spawn_blocking`.
+    ///
+    /// Identical queries (same text, filters, sort and page) within [`RESULT_CACHE_TTL`] and
+    /// with no index commit in between are answered from a cache.
     ///
     /// # Errors
     /// [`SearchError`].
     pub fn search(&self, q: &SearchQuery) -> Result<SearchResult, SearchError> {
         let searcher = self.reader.searcher();
+        let generation = searcher.generation().generation_id();
+        let capacity = self.cache_capacity.load(AtomicOrdering::Relaxed);
+        if capacity == 0 {
+            return self.compute(&searcher, q);
+        }
+        // The clock is left out of the key: the TTL bounds how stale `now` may be.
+        let key = format!(
+            "{:?}",
+            SearchQuery {
+                now: 0,
+                ..q.clone()
+            }
+        );
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.generation != generation {
+                cache.generation = generation;
+                cache.entries.clear();
+            }
+            if let Some((at, result)) = cache.entries.get(&key) {
+                if at.elapsed() < RESULT_CACHE_TTL {
+                    metrics::counter!("souk_search_cache_total", "result" => "hit").increment(1);
+                    return Ok(result.clone());
+                }
+            }
+        }
+        metrics::counter!("souk_search_cache_total", "result" => "miss").increment(1);
+        let result = self.compute(&searcher, q)?;
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.generation == generation {
+                if cache.entries.len() >= capacity {
+                    cache
+                        .entries
+                        .retain(|_, (at, _)| at.elapsed() < RESULT_CACHE_TTL);
+                    if cache.entries.len() >= capacity {
+                        cache.entries.clear();
+                    }
+                }
+                cache.entries.insert(key, (Instant::now(), result.clone()));
+            }
+        }
+        Ok(result)
+    }
+
+    fn compute(
+        &self,
+        searcher: &tantivy::Searcher,
+        q: &SearchQuery,
+    ) -> Result<SearchResult, SearchError> {
         let text = self.text_query(&q.text);
         let has_text = text.is_some();
         let mut clauses = self.filters(q);

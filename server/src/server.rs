@@ -66,6 +66,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         tokio::task::spawn_blocking(move || SearchIndex::open(&index_dir, memory))
             .await?
             .context("cannot open the search index")?;
+    search.set_result_cache_entries(config.search_cache_entries);
     let search = Arc::new(search);
     ingest::catch_up(&store, &search, rebuild)
         .await

@@ -775,3 +775,26 @@ both!(
         );
     }
 );
+
+both!(
+    the_result_cache_never_hides_what_was_acknowledged,
+    |s: TestServer| async move {
+        let key = seller(9);
+        // The same query before and after each change: the second answer must show the change
+        // although the first one was cached.
+        assert!(s.titles("q=quince").await.is_empty());
+        let (status, _) = s
+            .publish(&listing(&key, "quince-jam", "Quince jam", 60))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(s.titles("q=quince").await, vec!["Quince jam".to_string()]);
+        let (status, _) = s
+            .publish(&listing(&key, "quince-jam", "Quince jelly", 30))
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(s.titles("q=quince").await, vec!["Quince jelly".to_string()]);
+        let (status, _) = s.publish(&tombstone(&key, "quince-jam", 10)).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert!(s.titles("q=quince").await.is_empty());
+    }
+);
