@@ -39,9 +39,9 @@ const KEY_BYTES: usize = 32;
 const TAG_BYTES: usize = 16;
 
 /// Largest parameters accepted from a file, so a hostile file cannot make us allocate
-/// gigabytes or spin for minutes.
+/// gigabytes or spin for long (1 GiB × 16 passes is the worst case).
 const MAX_MEMORY_KIB: u32 = 1024 * 1024;
-const MAX_ITERATIONS: u32 = 64;
+const MAX_ITERATIONS: u32 = 16;
 const MAX_PARALLELISM: u32 = 16;
 /// Largest ciphertext accepted (a 24-word phrase and a long BIP 39 passphrase fit easily).
 const MAX_CIPHERTEXT_BYTES: usize = 4096;

@@ -1121,17 +1121,26 @@ fn listing_publish(ctx: &Ctx, files: &[PathBuf]) -> Result<()> {
 
 fn listing_withdraw(ctx: &Ctx, slug: String, reason: String) -> Result<()> {
     let wallet = unlock(ctx)?;
-    let envelope = wallet
-        .sign_tombstone(slug.clone(), reason)
-        .map_err(|e| sign_error("withdrawal", e))?;
     let client = ctx.client()?;
-    if let Err(ClientError::NotFound { .. }) =
-        ctx.block_on(client.get_store_listing(wallet.identity_address(), slug.clone()))?
+    let current = match ctx
+        .block_on(client.get_store_listing(wallet.identity_address(), slug.clone()))?
     {
-        warn(&format!(
-            "your store has no current listing `{slug}` (a typo?); the withdrawal is published anyway and refuses older versions of it"
-        ));
+        Ok(current) => Some(current.created_at),
+        Err(ClientError::NotFound { .. }) => {
+            warn(&format!(
+                "your store has no current listing `{slug}` (a typo?); the withdrawal is published anyway and refuses older versions of it"
+            ));
+            None
+        }
+        Err(_) => None,
+    };
+    // A version published a moment ago may carry a stamp ahead of the clock (see
+    // `replacing_stamp`): the withdrawal must come after it.
+    let envelope = match replacing_stamp(current, unix_now()) {
+        Some(at) => wallet.sign_tombstone_at(slug.clone(), reason, at),
+        None => wallet.sign_tombstone(slug.clone(), reason),
     }
+    .map_err(|e| sign_error("withdrawal", e))?;
     let outcome = ctx.block_on(client.publish(envelope.bytes))??;
     warn_failed_servers(&outcome);
     if let PublishStatus::Stale { current } = &outcome.status {

@@ -271,17 +271,37 @@ impl Wallet {
         slug: String,
         reason: String,
     ) -> Result<SignedEnvelope, WalletError> {
-        self.sign_slot(
-            &format!("listing/{slug}"),
-            None,
-            "tombstone",
-            |created_at| {
-                Ok(Object::Tombstone(pb::Tombstone {
-                    created_at,
-                    slug: slug.clone(),
-                    reason,
-                }))
-            },
-        )
+        self.tombstone_at(slug, reason, None)
+    }
+
+    /// Signs a withdrawal with an explicit `created_at`, e.g. one second after the version a
+    /// server holds, so that it wins even when that version was stamped ahead of the clock.
+    ///
+    /// # Errors
+    /// [`WalletError::InvalidDraft`] for a bad slug, an over-long reason, or a bad time.
+    pub fn sign_tombstone_at(
+        &self,
+        slug: String,
+        reason: String,
+        created_at: u64,
+    ) -> Result<SignedEnvelope, WalletError> {
+        self.tombstone_at(slug, reason, Some(created_at))
+    }
+}
+
+impl Wallet {
+    fn tombstone_at(
+        &self,
+        slug: String,
+        reason: String,
+        at: Option<u64>,
+    ) -> Result<SignedEnvelope, WalletError> {
+        self.sign_slot(&format!("listing/{slug}"), at, "tombstone", |created_at| {
+            Ok(Object::Tombstone(pb::Tombstone {
+                created_at,
+                slug: slug.clone(),
+                reason,
+            }))
+        })
     }
 }
