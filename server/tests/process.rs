@@ -14,6 +14,13 @@ struct Running {
     base: String,
 }
 
+/// A plain-HTTP client. reqwest may be built without a default TLS provider (feature
+/// unification with mobile-core), so one is installed first.
+fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
@@ -33,7 +40,7 @@ async fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
         .spawn()
         .expect("spawn souk-server");
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = http_client();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(response) = client.get(format!("{base}/healthz")).send().await {
@@ -73,7 +80,7 @@ async fn acknowledged_envelopes_survive_kill_9() {
         })
         .collect();
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut writers = Vec::new();
     for worker in 0..4 {
         let mine: Vec<(String, Vec<u8>)> =
@@ -187,7 +194,7 @@ async fn rate_limits_cors_request_ids_and_graceful_shutdown_on_the_wire() {
         &["--rate-limit-per-second", "1", "--rate-limit-burst", "3"],
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = http_client();
     let mut limited = None;
     for _ in 0..20 {
         let response = client
