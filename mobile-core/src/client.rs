@@ -840,20 +840,57 @@ impl Client {
                 None => (None, None),
             };
             let params = search_params(&query, server_cursor.as_deref());
-            let (mut page, failed_servers) = inner
+            // A page on which every hit failed verification counts as that server failing:
+            // the next server is asked. If none does better, that page (with its report of
+            // dropped hits) is the answer.
+            let forged: Arc<Mutex<Option<SearchPage>>> = Arc::default();
+            let answer = inner
                 .first_success(first.as_ref(), |inner, server| {
                     let params = params.clone();
+                    let forged = Arc::clone(&forged);
                     async move {
                         let url = Inner::url(&server, "api/v1/listings/search")?;
                         let body = inner
                             .call_raw(&server, inner.http.get(url).query(&params))
                             .await?;
-                        read_search_page(&server_name(&server), &body, &ValidationContext::now())
+                        let page = read_search_page(
+                            &server_name(&server),
+                            &body,
+                            &ValidationContext::now(),
+                        )?;
+                        match page.dropped.first() {
+                            Some(first_dropped) if page.hits.is_empty() => {
+                                let error = ClientError::Tampered {
+                                    server: page.server.clone(),
+                                    id: first_dropped.id.clone(),
+                                    reason: format!(
+                                        "all {} hits on the page failed verification; the first: {}",
+                                        page.dropped.len(),
+                                        first_dropped.reason
+                                    ),
+                                };
+                                *forged.lock().unwrap_or_else(PoisonError::into_inner) =
+                                    Some(page);
+                                Err(error)
+                            }
+                            _ => Ok(page),
+                        }
                     }
                 })
-                .await?;
-            page.failed_servers = failed_servers;
-            Ok(page)
+                .await;
+            let kept = forged.lock().unwrap_or_else(PoisonError::into_inner).take();
+            match (answer, kept) {
+                (Ok((mut page, failed_servers)), _) => {
+                    page.failed_servers = failed_servers;
+                    Ok(page)
+                }
+                (Err(ClientError::AllServersFailed { failures }), Some(mut page)) => {
+                    page.failed_servers = failures;
+                    Ok(page)
+                }
+                (Err(ClientError::Tampered { .. }), Some(page)) => Ok(page),
+                (Err(e), _) => Err(e),
+            }
         })
         .await
     }

@@ -339,13 +339,27 @@ async fn a_lying_server_is_passed_over_for_the_next_one() {
 
     let proxy = tampering_proxy(&server.url, Tamper::SummaryPrice).await;
     let lagging = RealServer::start().await;
-    let client =
-        Client::new(config(vec![lagging.url.clone(), proxy, server.url.clone()])).expect("client");
+    let client = Client::new(config(vec![
+        lagging.url.clone(),
+        proxy.clone(),
+        server.url.clone(),
+    ]))
+    .expect("client");
     let listing = client
         .get_listing(signed.id.clone())
         .await
         .expect("from the honest one");
     assert_eq!(listing.listing.price.amount, 2_400);
+    // A page of forged hits sends the search on too; the forger is named.
+    let proxy_first = Client::new(config(vec![proxy, server.url.clone()])).expect("client");
+    let page = proxy_first.search(text("mug")).await.expect("search");
+    assert_eq!(page.server, server.url);
+    assert_eq!(page.hits.len(), 1);
+    assert!(
+        page.failed_servers.iter().any(|f| f.code == "tampered"),
+        "{:?}",
+        page.failed_servers
+    );
     // The lagging server's "not found" and the proxy's forgery did not end the search.
     let only_lagging = Client::new(config(vec![lagging.url.clone()])).expect("client");
     assert_eq!(
