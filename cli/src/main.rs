@@ -1110,13 +1110,30 @@ fn listing_publish(ctx: &Ctx, files: &[PathBuf]) -> Result<()> {
             .iter()
             .find_map(|r| r.error.as_ref().and_then(|e| e.hint.clone()))
             .unwrap_or_else(|| "fix what is named above and publish those files again".into());
-        return Err(fail(
+        let error = fail(
             "some_failed",
             format!("{} of {} listings failed", s.failed, files.len()),
             hint,
-        ));
+        );
+        // With --json the report above is the one document on stdout; it names each failure.
+        return Err(if ctx.json {
+            error.context(JsonPrinted)
+        } else {
+            error
+        });
     }
     Ok(())
+}
+
+/// Marks an error whose JSON document was already printed (so `report` prints only the
+/// human-readable lines on stderr).
+#[derive(Debug)]
+struct JsonPrinted;
+
+impl fmt::Display for JsonPrinted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the JSON report was printed")
+    }
 }
 
 fn listing_withdraw(ctx: &Ctx, slug: String, reason: String) -> Result<()> {
@@ -1411,7 +1428,14 @@ fn error_json(e: &anyhow::Error) -> ErrorJson {
 }
 
 fn report(e: &anyhow::Error, json: bool) {
-    let error = error_json(e);
+    let printed = e.downcast_ref::<JsonPrinted>().is_some();
+    let mut error = error_json(e);
+    if printed {
+        if let Some(f) = e.chain().find_map(|c| c.downcast_ref::<Fail>()) {
+            error.message.clone_from(&f.message);
+        }
+    }
+    let json = json && !printed;
     eprintln!("error: {}", error.message);
     if let Some(hint) = &error.hint {
         eprintln!("hint: {hint}");

@@ -580,6 +580,20 @@ fn bad_listing_files_name_the_problem() {
         "{out:#?}"
     );
     assert!(out.stderr.contains("2 of 2 listings failed"), "{out:#?}");
+
+    // With --json the report is the one document on stdout, and it names each failure.
+    let out = souk
+        .run(&[
+            "--json",
+            "listing",
+            "publish",
+            &upper.display().to_string(),
+            &broken.display().to_string(),
+        ])
+        .failed();
+    let report = out.json();
+    assert_eq!(report["summary"]["failed"], 2, "{report:#}");
+    assert!(out.stderr.contains("2 of 2 listings failed"), "{out:#?}");
 }
 
 #[test]
