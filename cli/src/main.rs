@@ -926,21 +926,28 @@ fn store_set(ctx: &Ctx, args: &StoreSetArgs) -> Result<()> {
     let outcome = ctx.block_on(client.publish(envelope.bytes))??;
     warn_failed_servers(&outcome);
     if ctx.json {
-        return ctx.print_json(&PublishedJson {
+        ctx.print_json(&PublishedJson {
             file: None,
             slug: None,
             kind: "profile",
             outcome: OutcomeJson::from(&outcome),
-        });
+        })?;
     }
     match &outcome.status {
         PublishStatus::Stale { current } => {
-            return Err(fail(
+            let error = fail(
                 "stale",
                 format!("the servers hold a newer profile ({current}); this one was not taken"),
                 "check this machine's clock",
-            ));
+            );
+            // The exit status is the same with and without --json.
+            return Err(if ctx.json {
+                error.context(JsonPrinted)
+            } else {
+                error
+            });
         }
+        _ if ctx.json => {}
         status => out!(
             "profile {}  {}\nstore     {}",
             status_word(status),
