@@ -509,11 +509,18 @@ impl Inner {
         }
     }
 
-    /// Decodes a client cursor, refusing one that names a server not configured here.
-    fn configured_cursor(&self, cursor: &str) -> Result<(Url, String), ClientError> {
+    /// Splits an optional client cursor into the server to ask first and that server's own
+    /// cursor, refusing one that names a server not configured here.
+    fn pin_cursor(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<(Option<Url>, Option<String>), ClientError> {
+        let Some(cursor) = cursor else {
+            return Ok((None, None));
+        };
         let (server, inner) = decode_cursor(cursor)?;
         if self.servers.contains(&server) {
-            Ok((server, inner))
+            Ok((Some(server), Some(inner)))
         } else {
             Err(ClientError::InvalidArgument {
                 name: "cursor".into(),
@@ -830,15 +837,7 @@ impl Client {
     pub async fn search(&self, query: SearchQuery) -> Result<SearchPage, ClientError> {
         let inner = Arc::clone(&self.inner);
         on_runtime(async move {
-            let pinned = query
-                .cursor
-                .as_deref()
-                .map(|c| inner.configured_cursor(c))
-                .transpose()?;
-            let (first, server_cursor) = match pinned {
-                Some((url, c)) => (Some(url), Some(c)),
-                None => (None, None),
-            };
+            let (first, server_cursor) = inner.pin_cursor(query.cursor.as_deref())?;
             let params = search_params(&query, server_cursor.as_deref());
             // A page on which every hit failed verification counts as that server failing:
             // the next server is asked. If none does better, that page (with its report of
@@ -985,14 +984,7 @@ impl Client {
         let key = parse_address(&seller, "seller")?;
         let inner = Arc::clone(&self.inner);
         on_runtime(async move {
-            let pinned = cursor
-                .as_deref()
-                .map(|c| inner.configured_cursor(c))
-                .transpose()?;
-            let (first, server_cursor) = match pinned {
-                Some((url, c)) => (Some(url), Some(c)),
-                None => (None, None),
-            };
+            let (first, server_cursor) = inner.pin_cursor(cursor.as_deref())?;
             let mut params: Vec<(&str, String)> = Vec::new();
             if let Some(l) = limit {
                 params.push(("limit", l.to_string()));
