@@ -11,6 +11,7 @@ const PROTO_FILES: &[&str] = &[
     "souk/v1/profile.proto",
     "souk/v1/listing.proto",
     "souk/v1/rating.proto",
+    "souk/v1/sync.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1437,10 +1437,8 @@ fn error_json(e: &anyhow::Error) -> ErrorJson {
 fn report(e: &anyhow::Error, json: bool) {
     let printed = e.downcast_ref::<JsonPrinted>().is_some();
     let mut error = error_json(e);
-    if printed {
-        if let Some(f) = e.chain().find_map(|c| c.downcast_ref::<Fail>()) {
-            error.message.clone_from(&f.message);
-        }
+    if printed && let Some(f) = e.chain().find_map(|c| c.downcast_ref::<Fail>()) {
+        error.message.clone_from(&f.message);
     }
     let json = json && !printed;
     eprintln!("error: {}", error.message);

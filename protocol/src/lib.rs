@@ -116,7 +116,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Hex (either case) to bytes; `None` for odd lengths or non-hex characters.
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     s.as_bytes()

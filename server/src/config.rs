@@ -112,6 +112,32 @@ pub struct Options {
     /// SQLite durability (`full` or `normal`). [default: full]
     #[arg(long, env = "SOUK_SQLITE_SYNC", global = true, value_enum)]
     pub sqlite_sync: Option<SqliteSync>,
+    /// Take part in the peer-to-peer network (gossip, sync, Kademlia). [default: true]
+    #[arg(long, env = "SOUK_P2P", global = true)]
+    pub p2p: Option<bool>,
+    /// Peer-to-peer listen addresses (multiaddrs, comma-separated; port 0 picks a free one).
+    /// [default: /ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1]
+    #[arg(long, env = "SOUK_P2P_LISTEN", global = true)]
+    pub p2p_listen: Option<String>,
+    /// Peers to join the network through, as multiaddrs ending in `/p2p/<peer id>`,
+    /// comma-separated. [default: none]
+    #[arg(long, env = "SOUK_P2P_BOOTSTRAP", global = true)]
+    pub p2p_bootstrap: Option<String>,
+    /// Addresses other peers should dial to reach this server (behind NAT with a forwarded
+    /// port), comma-separated multiaddrs. [default: none]
+    #[arg(long, env = "SOUK_P2P_EXTERNAL", global = true)]
+    pub p2p_external: Option<String>,
+    /// Dial peers found through Kademlia, beyond the bootstrap list; with `false` only the
+    /// bootstrap peers are dialled (others may still dial in). [default: true]
+    #[arg(long, env = "SOUK_P2P_DISCOVER", global = true)]
+    pub p2p_discover: Option<bool>,
+    /// Most peer-to-peer connections in all (each peer may hold two). [default: 128]
+    #[arg(long, env = "SOUK_P2P_MAX_CONNECTIONS", global = true)]
+    pub p2p_max_connections: Option<u32>,
+    /// Seconds between set reconciliations with each connected peer (one also runs on every
+    /// new connection). [default: 60]
+    #[arg(long, env = "SOUK_SYNC_INTERVAL_SECS", global = true)]
+    pub sync_interval_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -143,6 +169,27 @@ pub struct Config {
     pub search_cache_entries: usize,
     /// SQLite durability.
     pub sqlite_sync: SqliteSync,
+    /// Peer-to-peer settings.
+    pub p2p: P2pConfig,
+}
+
+/// Peer-to-peer settings.
+#[derive(Debug, Clone)]
+pub struct P2pConfig {
+    /// Whether the server joins the network at all.
+    pub enabled: bool,
+    /// Listen addresses.
+    pub listen: Vec<libp2p::Multiaddr>,
+    /// Bootstrap peers (each address ends in `/p2p/<peer id>`).
+    pub bootstrap: Vec<libp2p::Multiaddr>,
+    /// Addresses announced to peers.
+    pub external: Vec<libp2p::Multiaddr>,
+    /// Dial peers learnt through Kademlia.
+    pub discover: bool,
+    /// Connection limit.
+    pub max_connections: u32,
+    /// Time between sync rounds with each peer.
+    pub sync_interval: std::time::Duration,
 }
 
 /// Why the configuration could not be loaded.
@@ -192,6 +239,13 @@ impl Options {
             search_memory_mb: self.search_memory_mb.or(lower.search_memory_mb),
             search_cache_entries: self.search_cache_entries.or(lower.search_cache_entries),
             sqlite_sync: self.sqlite_sync.or(lower.sqlite_sync),
+            p2p: self.p2p.or(lower.p2p),
+            p2p_listen: self.p2p_listen.or(lower.p2p_listen),
+            p2p_bootstrap: self.p2p_bootstrap.or(lower.p2p_bootstrap),
+            p2p_external: self.p2p_external.or(lower.p2p_external),
+            p2p_discover: self.p2p_discover.or(lower.p2p_discover),
+            p2p_max_connections: self.p2p_max_connections.or(lower.p2p_max_connections),
+            sync_interval_secs: self.sync_interval_secs.or(lower.sync_interval_secs),
         }
     }
 }
@@ -236,6 +290,20 @@ impl Config {
                 .search_cache_entries
                 .unwrap_or(crate::search::DEFAULT_RESULT_CACHE_ENTRIES),
             sqlite_sync: o.sqlite_sync.unwrap_or(SqliteSync::Full),
+            p2p: P2pConfig {
+                enabled: o.p2p.unwrap_or(true),
+                listen: multiaddrs(
+                    "p2p-listen",
+                    o.p2p_listen
+                        .as_deref()
+                        .unwrap_or("/ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1"),
+                )?,
+                bootstrap: multiaddrs("p2p-bootstrap", o.p2p_bootstrap.as_deref().unwrap_or(""))?,
+                external: multiaddrs("p2p-external", o.p2p_external.as_deref().unwrap_or(""))?,
+                discover: o.p2p_discover.unwrap_or(true),
+                max_connections: o.p2p_max_connections.unwrap_or(128),
+                sync_interval: std::time::Duration::from_secs(o.sync_interval_secs.unwrap_or(60)),
+            },
         };
         config.check()?;
         Ok(config)
@@ -254,6 +322,23 @@ impl Config {
         }
         if self.search_memory_bytes < 16 * 1024 * 1024 {
             return invalid("search-memory-mb", "must be at least 16");
+        }
+        if self.p2p.enabled && self.p2p.listen.is_empty() {
+            return invalid("p2p-listen", "needs at least one address while p2p is on");
+        }
+        if self.p2p.max_connections < 2 {
+            return invalid("p2p-max-connections", "must be at least 2");
+        }
+        if self.p2p.sync_interval.is_zero() {
+            return invalid("sync-interval-secs", "must be at least 1");
+        }
+        if self
+            .p2p
+            .bootstrap
+            .iter()
+            .any(|a| !matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))))
+        {
+            return invalid("p2p-bootstrap", "every address must end in /p2p/<peer id>");
         }
         if !self.database_url.starts_with("sqlite:") && !self.database_url.starts_with("postgres") {
             return invalid("database-url", "must start with sqlite:// or postgres://");
@@ -278,8 +363,23 @@ impl Config {
         .unwrap_or_else(|e| unreachable!("defaults are valid: {e}"));
         config.rate_limit_per_second = 10_000;
         config.rate_limit_burst = 10_000;
+        config.p2p.enabled = false;
         config
     }
+}
+
+/// Parses a comma-separated list of multiaddrs.
+fn multiaddrs(name: &'static str, text: &str) -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse().map_err(|_| ConfigError::Invalid {
+                name,
+                reason: "not a multiaddr (for example /ip4/0.0.0.0/tcp/4001 or /dns4/example.org/tcp/4001/p2p/12D3Koo…)",
+            })
+        })
+        .collect()
 }
 
 fn read_file(path: &Path) -> Result<Options, ConfigError> {

@@ -6,11 +6,12 @@
 //! as one large one.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use souk_protocol::{Object, ObjectId, PublicKey, SignedObject, ValidationContext, open, pb};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::p2p::set::SyncSet;
 use crate::search::{Change, ListingDoc, SearchIndex};
 use crate::store::{Store, StoreError, WriteOutcome, decode_stored};
 
@@ -64,6 +65,30 @@ pub enum IngestError {
     ShuttingDown,
 }
 
+/// Where envelopes came from. Only envelopes first received here (over the public API) are
+/// gossiped by this server: gossip forwards what arrived by gossip itself, and what arrives by
+/// sync is already held by the peer it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client of this server (REST, later gRPC).
+    Local,
+    /// A gossipsub message from a peer.
+    Gossip,
+    /// A set-reconciliation transfer from a peer.
+    Sync,
+}
+
+/// An envelope this server accepted from a local client, for the network to gossip.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The envelope bytes.
+    pub bytes: Vec<u8>,
+    /// The object, for the network's own uses (inbox records come from profiles).
+    pub object: Object,
+    /// The signer.
+    pub signer: PublicKey,
+}
+
 struct Job {
     objects: Vec<SignedObject>,
     reply: oneshot::Sender<Result<Vec<WriteOutcome>, Arc<IngestError>>>,
@@ -73,6 +98,8 @@ struct Job {
 #[derive(Clone, Debug)]
 pub struct Ingestor {
     jobs: mpsc::Sender<Job>,
+    /// Where locally received, accepted envelopes go for gossip (set when the network starts).
+    published: Arc<OnceLock<mpsc::Sender<Published>>>,
 }
 
 impl std::fmt::Debug for Job {
@@ -85,19 +112,45 @@ impl std::fmt::Debug for Job {
 
 impl Ingestor {
     /// Starts the writer task.
+    ///
+    /// `sync_set`, when given, is kept equal to the store's set of current objects in the same
+    /// step as each commit (the peer-to-peer network reconciles it).
     #[must_use]
-    pub fn start(store: Store, search: Arc<SearchIndex>) -> Self {
+    pub fn start(store: Store, search: Arc<SearchIndex>, sync_set: Option<Arc<SyncSet>>) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(writer(queue, store, search));
-        Self { jobs }
+        tokio::spawn(writer(queue, store, search, sync_set));
+        Self {
+            jobs,
+            published: Arc::new(OnceLock::new()),
+        }
     }
 
-    /// Checks, stores and indexes `envelopes`, returning one result per envelope, in order.
+    /// Sends every envelope accepted from a local client to `sink` from now on. When the sink is
+    /// full the envelope is not gossiped (counted in `souk_gossip_dropped_total`); periodic sync
+    /// still delivers it to peers.
+    pub fn publish_to(&self, sink: mpsc::Sender<Published>) {
+        let _ = self.published.set(sink);
+    }
+
+    /// Checks, stores and indexes `envelopes` from a local client, returning one result per
+    /// envelope, in order.
     ///
     /// # Errors
     /// [`IngestError`] if the batch could not be stored (nothing of it was).
     pub async fn ingest(
         &self,
+        envelopes: Vec<Vec<u8>>,
+    ) -> Result<Vec<IngestResult>, Arc<IngestError>> {
+        self.ingest_from(Origin::Local, envelopes).await
+    }
+
+    /// [`Ingestor::ingest`] for envelopes from `origin`: the same checks, the same store.
+    ///
+    /// # Errors
+    /// [`IngestError`] if the batch could not be stored (nothing of it was).
+    pub async fn ingest_from(
+        &self,
+        origin: Origin,
         envelopes: Vec<Vec<u8>>,
     ) -> Result<Vec<IngestResult>, Arc<IngestError>> {
         let ctx = ValidationContext::now();
@@ -124,6 +177,18 @@ impl Ingestor {
         }
         if !accepted.is_empty() {
             let ids: Vec<ObjectId> = accepted.iter().map(SignedObject::id).collect();
+            let sink = self.published.get().filter(|_| origin == Origin::Local);
+            let to_publish: Vec<Published> = match sink {
+                Some(_) => accepted
+                    .iter()
+                    .map(|o| Published {
+                        bytes: o.envelope().bytes().to_vec(),
+                        object: o.object().clone(),
+                        signer: o.signer(),
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
             let (reply, answer) = oneshot::channel();
             self.jobs
                 .send(Job {
@@ -135,9 +200,16 @@ impl Ingestor {
             let outcomes = answer
                 .await
                 .map_err(|_| Arc::new(IngestError::ShuttingDown))??;
+            let mut to_publish = to_publish.into_iter();
             for ((position, id), outcome) in positions.into_iter().zip(ids).zip(outcomes) {
+                let publish = to_publish.next();
                 let (label, result) = match outcome {
                     WriteOutcome::Accepted { seq, .. } => {
+                        if let (Some(sink), Some(publish)) = (sink, publish)
+                            && sink.try_send(publish).is_err()
+                        {
+                            metrics::counter!("souk_gossip_dropped_total").increment(1);
+                        }
                         ("accepted", IngestResult::Accepted { id, seq })
                     }
                     WriteOutcome::Duplicate => ("duplicate", IngestResult::Duplicate { id }),
@@ -145,7 +217,7 @@ impl Ingestor {
                         ("stale", IngestResult::Stale { id, current })
                     }
                 };
-                metrics::counter!("souk_ingest_total", "result" => label).increment(1);
+                metrics::counter!("souk_ingest_total", "result" => label, "origin" => origin.label()).increment(1);
                 results[position] = Some(result);
             }
         }
@@ -158,6 +230,18 @@ impl Ingestor {
                 })
             })
             .collect())
+    }
+}
+
+impl Origin {
+    /// The metric label.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Origin::Local => "local",
+            Origin::Gossip => "gossip",
+            Origin::Sync => "sync",
+        }
     }
 }
 
@@ -190,7 +274,12 @@ async fn verify_parallel(
     Ok(out)
 }
 
-async fn writer(mut queue: mpsc::Receiver<Job>, store: Store, search: Arc<SearchIndex>) {
+async fn writer(
+    mut queue: mpsc::Receiver<Job>,
+    store: Store,
+    search: Arc<SearchIndex>,
+    sync_set: Option<Arc<SyncSet>>,
+) {
     while let Some(first) = queue.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < GROUP_COMMIT_JOBS {
@@ -204,7 +293,9 @@ async fn writer(mut queue: mpsc::Receiver<Job>, store: Store, search: Arc<Search
             .flat_map(|j| j.objects.iter().cloned())
             .collect();
         let started = std::time::Instant::now();
-        let result = commit(&store, &search, &objects).await.map_err(Arc::new);
+        let result = commit(&store, &search, sync_set.as_deref(), &objects)
+            .await
+            .map_err(Arc::new);
         metrics::histogram!("souk_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
         match result {
             Ok(outcomes) => {
@@ -228,6 +319,7 @@ async fn writer(mut queue: mpsc::Receiver<Job>, store: Store, search: Arc<Search
 async fn commit(
     store: &Store,
     search: &Arc<SearchIndex>,
+    sync_set: Option<&SyncSet>,
     objects: &[SignedObject],
 ) -> Result<Vec<WriteOutcome>, IngestError> {
     let outcomes = store.write_batch(objects).await?;
@@ -239,10 +331,24 @@ async fn commit(
             accepted.push((object.id(), object.signer(), object.object().clone()));
         }
     }
-    if max_seq > 0 {
-        let changes = index_changes(store, &mut HashMap::new(), accepted).await?;
-        apply(search, changes, max_seq).await?;
+    let indexed = if max_seq > 0 {
+        match index_changes(store, &mut HashMap::new(), accepted).await {
+            Ok(changes) => apply(search, changes, max_seq).await,
+            Err(error) => Err(error.into()),
+        }
+    } else {
+        Ok(())
+    };
+    // The sync set follows the store (committed above) whatever the index did, and only after
+    // the index, so a peer-visible object count never runs ahead of search.
+    if let Some(set) = sync_set {
+        for (object, outcome) in objects.iter().zip(&outcomes) {
+            if let WriteOutcome::Accepted { replaced, .. } = outcome {
+                set.replace(object.version().created_at, &object.id(), *replaced);
+            }
+        }
     }
+    indexed?;
     Ok(outcomes)
 }
 

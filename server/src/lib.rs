@@ -12,6 +12,7 @@ pub mod api;
 pub mod config;
 pub mod demo;
 pub mod ingest;
+pub mod p2p;
 pub mod search;
 pub mod server;
 pub mod store;

@@ -600,10 +600,10 @@ impl SearchIndex {
     /// How many results to cache (0 turns the cache off).
     pub fn set_result_cache_entries(&self, entries: usize) {
         self.cache_capacity.store(entries, AtomicOrdering::Relaxed);
-        if entries == 0 {
-            if let Ok(mut cache) = self.cache.lock() {
-                cache.entries.clear();
-            }
+        if entries == 0
+            && let Ok(mut cache) = self.cache.lock()
+        {
+            cache.entries.clear();
         }
     }
 
@@ -634,27 +634,27 @@ impl SearchIndex {
                 cache.generation = generation;
                 cache.entries.clear();
             }
-            if let Some((at, result)) = cache.entries.get(&key) {
-                if at.elapsed() < RESULT_CACHE_TTL {
-                    metrics::counter!("souk_search_cache_total", "result" => "hit").increment(1);
-                    return Ok(result.clone());
-                }
+            if let Some((at, result)) = cache.entries.get(&key)
+                && at.elapsed() < RESULT_CACHE_TTL
+            {
+                metrics::counter!("souk_search_cache_total", "result" => "hit").increment(1);
+                return Ok(result.clone());
             }
         }
         metrics::counter!("souk_search_cache_total", "result" => "miss").increment(1);
         let result = self.compute(&searcher, q)?;
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.generation == generation {
+        if let Ok(mut cache) = self.cache.lock()
+            && cache.generation == generation
+        {
+            if cache.entries.len() >= capacity {
+                cache
+                    .entries
+                    .retain(|_, (at, _)| at.elapsed() < RESULT_CACHE_TTL);
                 if cache.entries.len() >= capacity {
-                    cache
-                        .entries
-                        .retain(|_, (at, _)| at.elapsed() < RESULT_CACHE_TTL);
-                    if cache.entries.len() >= capacity {
-                        cache.entries.clear();
-                    }
+                    cache.entries.clear();
                 }
-                cache.entries.insert(key, (Instant::now(), result.clone()));
             }
+            cache.entries.insert(key, (Instant::now(), result.clone()));
         }
         Ok(result)
     }
@@ -734,10 +734,9 @@ impl SearchIndex {
             if let Some(id) = doc
                 .get_first(self.fields.id)
                 .and_then(|v| v.as_str().map(str::to_owned))
+                && let Ok(id) = id.parse::<ObjectId>()
             {
-                if let Ok(id) = id.parse::<ObjectId>() {
-                    ids.push(id);
-                }
+                ids.push(id);
             }
         }
         let counts = |fc: &tantivy::collector::FacetCounts, root: &str| -> BTreeMap<String, u64> {

@@ -18,6 +18,7 @@ use tower_governor::governor::GovernorConfigBuilder;
 use crate::api::{self, ApiError, AppState, SharedState};
 use crate::config::Config;
 use crate::ingest::{self, Ingestor};
+use crate::p2p::{self, set::SyncSet};
 use crate::search::SearchIndex;
 use crate::store::Store;
 
@@ -71,7 +72,32 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
     ingest::catch_up(&store, &search, rebuild)
         .await
         .context("cannot bring the search index up to date")?;
-    let ingestor = Ingestor::start(store.clone(), Arc::clone(&search));
+    let sync_set = if config.p2p.enabled {
+        let items = store
+            .current_ids()
+            .await
+            .context("cannot read the current objects")?;
+        Some(Arc::new(SyncSet::from_items(items)))
+    } else {
+        None
+    };
+    let ingestor = Ingestor::start(store.clone(), Arc::clone(&search), sync_set.clone());
+    let network = match sync_set {
+        Some(set) => Some(
+            p2p::start(
+                &config.p2p,
+                &config.data_dir,
+                p2p::Parts {
+                    store: store.clone(),
+                    ingestor: ingestor.clone(),
+                    set,
+                },
+            )
+            .await
+            .context("cannot start the peer-to-peer network")?,
+        ),
+        None => None,
+    };
     Ok(Arc::new(AppState {
         config,
         store,
@@ -80,6 +106,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         metrics: metrics_handle(),
         started: Instant::now(),
         ready: AtomicBool::new(true),
+        network,
     }))
 }
 

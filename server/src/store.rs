@@ -80,8 +80,8 @@ pub enum WriteOutcome {
     Accepted {
         /// Ingest sequence.
         seq: i64,
-        /// The version it replaced.
-        replaced: Option<ObjectId>,
+        /// The version it replaced, with that version's `created_at`.
+        replaced: Option<(ObjectId, u64)>,
     },
     /// Already stored.
     Duplicate,
@@ -304,7 +304,7 @@ impl Store {
                         outcomes.push(WriteOutcome::Stale { current: existing.id });
                         continue;
                     }
-                    Some(existing) => Some(existing.id),
+                    Some(existing) => Some((existing.id, existing.created_at)),
                     None => None,
                 };
                 next_seq += 1;
@@ -369,7 +369,7 @@ impl Store {
                 let signer = object.signer().as_bytes().to_vec();
                 match object.object() {
                     Object::Rating(rating) => {
-                        if let Some(old) = replaced {
+                        if let Some((old, _)) = replaced {
                             sqlx::query("DELETE FROM ratings WHERE id = $1")
                                 .bind(old.as_bytes().as_slice())
                                 .execute(&mut *tx)
@@ -550,6 +550,50 @@ impl Store {
             .await?;
             rows.into_iter()
                 .map(|r| Ok((r.try_get::<i64, _>("seq")?, r.try_get::<Vec<u8>, _>("bytes")?)))
+                .collect()
+        })
+    }
+
+    /// Every current object (including tombstones) after sequence `after`, in sequence order:
+    /// a page of this server's set for a peer that back-fills from scratch.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn current_page(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT c.seq, e.bytes FROM current c JOIN envelopes e ON e.seq = c.seq \
+                 WHERE c.seq > $1 ORDER BY c.seq LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter()
+                .map(|r| Ok((r.try_get::<i64, _>("seq")?, r.try_get::<Vec<u8>, _>("bytes")?)))
+                .collect()
+        })
+    }
+
+    /// `(created_at, id)` of every current object (including tombstones): the set that peers
+    /// reconcile.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn current_ids(&self) -> Result<Vec<(u64, ObjectId)>, StoreError> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query("SELECT created_at, id FROM current")
+                .fetch_all(pool)
+                .await?;
+            rows.into_iter()
+                .map(|r| {
+                    let created_at = u64::try_from(r.try_get::<i64, _>("created_at")?).unwrap_or(0);
+                    Ok((created_at, id_of(&r.try_get::<Vec<u8>, _>("id")?)?))
+                })
                 .collect()
         })
     }

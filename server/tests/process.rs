@@ -33,6 +33,7 @@ async fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
         .arg(data_dir)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
+        .args(["--p2p", "false"])
         .args(extra)
         .env("SOUK_LOG", "warn")
         .stdout(Stdio::null())
@@ -43,10 +44,10 @@ async fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
     let client = http_client();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(response) = client.get(format!("{base}/healthz")).send().await {
-            if response.status().is_success() {
-                break;
-            }
+        if let Ok(response) = client.get(format!("{base}/healthz")).send().await
+            && response.status().is_success()
+        {
+            break;
         }
         assert!(
             Instant::now() < deadline,

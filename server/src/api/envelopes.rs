@@ -205,31 +205,29 @@ pub async fn publish(
         ));
     }
     let results = state.ingestor.ingest(envelopes).await?;
-    if single {
-        if let Some(result) = results.first() {
-            match result {
-                IngestResult::Rejected { code, message } => {
-                    let status = match *code {
-                        "envelope_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-                        "envelope_malformed"
-                        | "envelope_not_canonical"
-                        | "payload_malformed"
-                        | "unknown_kind" => StatusCode::BAD_REQUEST,
-                        _ => StatusCode::UNPROCESSABLE_ENTITY,
-                    };
-                    return Err(ApiError::new(status, code, message.clone()));
-                }
-                IngestResult::Stale { id, current } => {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        "stale",
-                        format!(
-                            "{id} is older than the stored version {current} (or the listing was withdrawn)"
-                        ),
-                    ));
-                }
-                IngestResult::Accepted { .. } | IngestResult::Duplicate { .. } => {}
+    if single && let Some(result) = results.first() {
+        match result {
+            IngestResult::Rejected { code, message } => {
+                let status = match *code {
+                    "envelope_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+                    "envelope_malformed"
+                    | "envelope_not_canonical"
+                    | "payload_malformed"
+                    | "unknown_kind" => StatusCode::BAD_REQUEST,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                return Err(ApiError::new(status, code, message.clone()));
             }
+            IngestResult::Stale { id, current } => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "stale",
+                    format!(
+                        "{id} is older than the stored version {current} (or the listing was withdrawn)"
+                    ),
+                ));
+            }
+            IngestResult::Accepted { .. } | IngestResult::Duplicate { .. } => {}
         }
     }
     let response = tally(results);

@@ -260,57 +260,56 @@ pub fn parse_search(p: SearchParams, now: u64) -> Result<SearchQuery, ApiError> 
         "for_parts",
     ];
     let kind = p.kind.map(|k| k.to_ascii_lowercase());
-    if let Some(k) = &kind {
-        if !TYPES.contains(&k.as_str()) {
-            return Err(invalid("type", "must be physical, digital or service"));
-        }
+    if let Some(k) = &kind
+        && !TYPES.contains(&k.as_str())
+    {
+        return Err(invalid("type", "must be physical, digital or service"));
     }
     let condition = p.condition.map(|c| c.to_ascii_lowercase());
-    if let Some(c) = &condition {
-        if !CONDITIONS.contains(&c.as_str()) {
-            return Err(invalid(
-                "condition",
-                "must be new, used_like_new, used_good, used_fair, refurbished or for_parts",
-            ));
-        }
+    if let Some(c) = &condition
+        && !CONDITIONS.contains(&c.as_str())
+    {
+        return Err(invalid(
+            "condition",
+            "must be new, used_like_new, used_good, used_fair, refurbished or for_parts",
+        ));
     }
     let currency = p.currency.map(|c| c.to_ascii_uppercase());
-    if let Some(c) = &currency {
-        if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(invalid(
-                "currency",
-                "must be a three-letter code such as BTC or EUR",
-            ));
-        }
+    if let Some(c) = &currency
+        && (c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        return Err(invalid(
+            "currency",
+            "must be a three-letter code such as BTC or EUR",
+        ));
     }
     let ships_to = p.ships_to.map(|c| c.to_ascii_uppercase());
-    if let Some(c) = &ships_to {
-        if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(invalid("ships_to", "must be a two-letter country code"));
-        }
+    if let Some(c) = &ships_to
+        && (c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        return Err(invalid("ships_to", "must be a two-letter country code"));
     }
     let category = p
         .category
         .map(|c| c.trim_matches('/').to_ascii_lowercase())
         .filter(|c| !c.is_empty());
-    if let Some(c) = &category {
-        if c.len() > 128
+    if let Some(c) = &category
+        && (c.len() > 128
             || !c
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'/')
-        {
-            return Err(invalid("category", "must be a path like home/kitchen"));
-        }
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'/'))
+    {
+        return Err(invalid("category", "must be a path like home/kitchen"));
     }
     for (name, value) in [("price_min", p.price_min), ("price_max", p.price_max)] {
         if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
             return Err(invalid(name, "must be a non-negative number"));
         }
     }
-    if let (Some(min), Some(max)) = (p.price_min, p.price_max) {
-        if min > max {
-            return Err(invalid("price_min", "is above price_max"));
-        }
+    if let (Some(min), Some(max)) = (p.price_min, p.price_max)
+        && min > max
+    {
+        return Err(invalid("price_min", "is above price_max"));
     }
     if p.min_rating.is_some_and(|r| !(0.0..=5.0).contains(&r)) {
         return Err(invalid("min_rating", "must be between 0 and 5"));
@@ -421,7 +420,7 @@ fn parse_id(id: &str) -> Result<ObjectId, ApiError> {
     ObjectId::from_str(id).map_err(|_| invalid("id", "must be 64 hex digits"))
 }
 
-fn parse_key(text: &str, name: &str) -> Result<PublicKey, ApiError> {
+pub(super) fn parse_key(text: &str, name: &str) -> Result<PublicKey, ApiError> {
     PublicKey::from_str(text)
         .map_err(|_| invalid(name, "must be a souk1… address or 64 hex digits"))
 }
@@ -661,18 +660,17 @@ pub async fn moderators(
 ) -> Result<Json<Vec<ModeratorView>>, ApiError> {
     let Query(params) = params.map_err(|r| query_rejection(&r))?;
     let limit = page_limit(params.limit, 50)?;
-    if let Some(language) = &params.language {
-        if language.is_empty()
+    if let Some(language) = &params.language
+        && (language.is_empty()
             || language.len() > 35
             || !language
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(invalid(
-                "language",
-                "must be a BCP 47 tag such as en or pt-BR",
-            ));
-        }
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    {
+        return Err(invalid(
+            "language",
+            "must be a BCP 47 tag such as en or pt-BR",
+        ));
     }
     let rows = state
         .store

@@ -6,6 +6,7 @@
 pub mod envelopes;
 pub mod error;
 pub mod listings;
+pub mod network;
 pub mod ob;
 pub mod ops;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub started: Instant,
     /// Whether the search index has caught up with the store.
     pub ready: AtomicBool,
+    /// The peer-to-peer network (None when switched off).
+    pub network: Option<crate::p2p::Network>,
 }
 
 /// Shared state.
@@ -64,6 +67,7 @@ pub type SharedState = Arc<AppState>;
         (name = "envelopes", description = "Publishing signed objects"),
         (name = "listings", description = "Search and read listings"),
         (name = "stores", description = "Profiles, moderators and ratings"),
+        (name = "network", description = "The peer-to-peer network: status and inbox records"),
         (name = "operations", description = "Health, readiness, metrics, status")
     )
 )]
@@ -80,6 +84,7 @@ pub fn api_router() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
         .merge(envelopes::router())
         .merge(listings::router())
         .merge(ops::router())
+        .merge(network::router())
         .merge(ob::router())
         .split_for_parts()
 }
