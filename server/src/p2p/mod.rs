@@ -13,7 +13,7 @@
 //!   what is missing moves, in bounded batches, through the same ingest path ([`sync`]).
 //! - **Kademlia**: peer discovery beyond the bootstrap list, and inbox records ([`inbox`]).
 //!
-//! The swarm lives in one task ([`run`]); everything else talks to it through [`Network`]
+//! The swarm lives in one task (started by [`start`]); everything else talks to it through [`Network`]
 //! (commands over a bounded channel). Work that may take long (ingest, store reads) runs in
 //! spawned tasks that report back, so the swarm loop never waits on the database.
 

@@ -17,7 +17,7 @@
 //! Every envelope that arrives is checked exactly like one posted over REST. Ids that turned out
 //! useless (stale, rejected) are remembered so later rounds do not fetch them again.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -48,6 +48,8 @@ const MAX_EXCHANGES: u32 = 256;
 const MAX_NEED: usize = 2_000_000;
 /// Most `Dump` pages in one round.
 const MAX_DUMP_PAGES: u32 = 100_000;
+/// Batches being stored at once during a round.
+const PIPELINE: usize = 4;
 /// Envelopes read from the store at a time while answering (bounds memory per answer).
 const READ_CHUNK: usize = 100;
 
@@ -299,39 +301,50 @@ impl Round {
         }
     }
 
+    /// Starts storing `envelopes` through the ingest path and queues the task in `pending`;
+    /// when [`PIPELINE`] batches are in flight, waits for the oldest first. The writer commits
+    /// queued batches together, so a back-fill pays for one commit per few batches, while
+    /// memory stays bounded by `PIPELINE` answers.
     async fn store(
         &self,
         envelopes: Vec<Vec<u8>>,
+        pending: &mut VecDeque<tokio::task::JoinHandle<Result<u64, RoundError>>>,
         report: &mut RoundReport,
     ) -> Result<(), RoundError> {
         if envelopes.is_empty() {
             return Ok(());
         }
-        let ids: Vec<[u8; 32]> = envelopes
-            .iter()
-            .map(|bytes| ObjectId::of(bytes).0)
-            .collect();
-        let results = self
-            .parts
-            .ingestor
-            .ingest_from(Origin::Sync, envelopes)
-            .await
-            .map_err(|e| RoundError::Ingest(e.to_string()))?;
-        let mut futile = self
-            .futile
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (id, result) in ids.into_iter().zip(results) {
-            match result {
-                IngestResult::Accepted { .. } => report.accepted += 1,
-                IngestResult::Duplicate { .. } => {}
-                IngestResult::Stale { .. } | IngestResult::Rejected { .. } => {
-                    if futile.len() >= FUTILE_MAX {
-                        futile.clear();
+        let ingestor = self.parts.ingestor.clone();
+        let futile = Arc::clone(&self.futile);
+        pending.push_back(tokio::spawn(async move {
+            let ids: Vec<[u8; 32]> = envelopes
+                .iter()
+                .map(|bytes| ObjectId::of(bytes).0)
+                .collect();
+            let results = ingestor
+                .ingest_from(Origin::Sync, envelopes)
+                .await
+                .map_err(|e| RoundError::Ingest(e.to_string()))?;
+            let mut accepted = 0;
+            let mut futile = futile
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (id, result) in ids.into_iter().zip(results) {
+                match result {
+                    IngestResult::Accepted { .. } => accepted += 1,
+                    IngestResult::Duplicate { .. } => {}
+                    IngestResult::Stale { .. } | IngestResult::Rejected { .. } => {
+                        if futile.len() >= FUTILE_MAX {
+                            futile.clear();
+                        }
+                        futile.insert(id);
                     }
-                    futile.insert(id);
                 }
             }
+            Ok(accepted)
+        }));
+        while pending.len() >= PIPELINE {
+            drain_one(pending, report).await?;
         }
         Ok(())
     }
@@ -345,6 +358,7 @@ impl Round {
         use pb::sync_response::Response;
         let started = Instant::now();
         let mut report = RoundReport::default();
+        let mut pending = VecDeque::new();
 
         // 1. A server with nothing pages through the peer's set.
         if self.parts.set.is_empty() {
@@ -371,11 +385,16 @@ impl Round {
                 report.dumped += page.envelopes.len() as u64;
                 metrics::counter!("souk_sync_objects_total", "direction" => "dumped")
                     .increment(page.envelopes.len() as u64);
-                self.store(page.envelopes, &mut report).await?;
+                self.store(page.envelopes, &mut pending, &mut report)
+                    .await?;
                 if page.next == 0 || page.next <= after {
                     break;
                 }
                 after = page.next;
+            }
+            // Reconcile against what is stored, dump included.
+            while !pending.is_empty() {
+                drain_one(&mut pending, &mut report).await?;
             }
         }
 
@@ -475,14 +494,30 @@ impl Round {
             report.fetched += envelopes.len() as u64;
             metrics::counter!("souk_sync_objects_total", "direction" => "fetched")
                 .increment(envelopes.len() as u64);
-            self.store(envelopes, &mut report).await?;
+            self.store(envelopes, &mut pending, &mut report).await?;
             rest = &rest[considered..];
         }
 
+        while !pending.is_empty() {
+            drain_one(&mut pending, &mut report).await?;
+        }
         report.peer_lacks = have.len() as u64;
         report.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Ok(report)
     }
+}
+
+/// Waits for the oldest batch in flight and counts what it stored.
+async fn drain_one(
+    pending: &mut VecDeque<tokio::task::JoinHandle<Result<u64, RoundError>>>,
+    report: &mut RoundReport,
+) -> Result<(), RoundError> {
+    if let Some(task) = pending.pop_front() {
+        report.accepted += task
+            .await
+            .map_err(|e| RoundError::Ingest(e.to_string()))??;
+    }
+    Ok(())
 }
 
 /// Feeds `data` to every parser of a peer's sync traffic: the codec (as a request and as a
