@@ -597,6 +597,8 @@ async fn every_route_is_in_the_openapi_document() {
         "/api/v1/listings/search",
         "/api/v1/listings/{id}",
         "/api/v1/moderators",
+        "/api/v1/network",
+        "/api/v1/network/inbox/{person}",
         "/api/v1/openapi.json",
         "/api/v1/ratings/{subject}",
         "/api/v1/status",
@@ -617,12 +619,24 @@ async fn every_route_is_in_the_openapi_document() {
             .replace("{id}", &"0".repeat(64))
             .replace("{seller}", &key.to_string())
             .replace("{subject}", &key.to_string())
+            .replace("{person}", &key.to_string())
             .replace("{slug}", "x");
         if path == "/api/v1/envelopes" {
             let (status, _) = s.post("application/json", b"{}".to_vec()).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "POST is routed");
         } else {
-            let (status, _) = s.get(&concrete).await;
+            let (status, body) = s.get(&concrete).await;
+            if path.starts_with("/api/v1/network") {
+                // The test servers stay off the peer-to-peer network.
+                if path.contains('{') {
+                    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+                    assert_eq!(body["error"]["code"], "p2p_disabled");
+                } else {
+                    assert_eq!(status, StatusCode::OK);
+                    assert_eq!(body["enabled"], false);
+                }
+                continue;
+            }
             assert!(
                 status == StatusCode::OK || status == StatusCode::NOT_FOUND && path.contains('{'),
                 "{path}: {status}"
