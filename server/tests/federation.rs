@@ -9,22 +9,12 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{b64, listing, now, profile, seller, tombstone};
+use common::{b64, free_port, http_client, listing, now, profile, seller, tombstone};
 use serde_json::Value;
 use souk_protocol::samples;
 
 /// How long any one condition may take to become true.
 const DEADLINE: Duration = Duration::from_secs(90);
-
-fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
 
 /// One running server.
 struct Node {

@@ -14,18 +14,6 @@ struct Running {
     base: String,
 }
 
-/// A plain-HTTP client. reqwest may be built without a default TLS provider (feature
-/// unification with mobile-core), so one is installed first.
-fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
 async fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_souk-server"))

@@ -86,6 +86,13 @@ fn prefix(length: usize) -> Vec<u8> {
     }
 }
 
+/// Bytes `message` takes on a stream: its length prefix and its encoding.
+#[must_use]
+pub fn framed_len(message: &impl Message) -> u64 {
+    let body = message.encoded_len();
+    (prefix(body).len() + body) as u64
+}
+
 impl SyncCodec {
     async fn write<T: AsyncWrite + Unpin + Send, M: Message>(
         &self,

@@ -23,10 +23,10 @@ use std::time::Instant;
 
 use libp2p::PeerId;
 use negentropy::{Id, Negentropy};
-use prost::Message;
 use serde::Serialize;
 use souk_protocol::{ObjectId, pb};
 
+use super::codec::framed_len;
 use super::{Network, Parts};
 use crate::ingest::{IngestResult, Origin};
 
@@ -256,17 +256,6 @@ pub struct Round {
     pub futile: Arc<Mutex<HashSet<[u8; 32]>>>,
 }
 
-fn frame_len(message: &impl Message) -> u64 {
-    let body = message.encoded_len();
-    let mut prefix = 1;
-    let mut rest = body >> 7;
-    while rest > 0 {
-        prefix += 1;
-        rest >>= 7;
-    }
-    (prefix + body) as u64
-}
-
 impl Round {
     async fn ask(
         &self,
@@ -278,9 +267,9 @@ impl Round {
             request: Some(request),
         };
         report.round_trips += 1;
-        report.bytes_sent += frame_len(&request);
-        metrics::counter!("souk_sync_bytes_total", "direction" => "sent")
-            .increment(frame_len(&request));
+        let sent = framed_len(&request);
+        report.bytes_sent += sent;
+        metrics::counter!("souk_sync_bytes_total", "direction" => "sent").increment(sent);
         let response = self.network.request(peer, request).await.map_err(|e| {
             if e == UNSUPPORTED {
                 RoundError::Unsupported
@@ -288,9 +277,9 @@ impl Round {
                 RoundError::Transport(e)
             }
         })?;
-        report.bytes_received += frame_len(&response);
-        metrics::counter!("souk_sync_bytes_total", "direction" => "received")
-            .increment(frame_len(&response));
+        let received = framed_len(&response);
+        report.bytes_received += received;
+        metrics::counter!("souk_sync_bytes_total", "direction" => "received").increment(received);
         match response.response {
             Some(pb::sync_response::Response::Error(error)) => Err(RoundError::Refused {
                 code: error.code,

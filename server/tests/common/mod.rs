@@ -339,6 +339,19 @@ impl TestServer {
     }
 }
 
+/// A plain-HTTP client for tests that talk to a server process. reqwest may be built without a
+/// default TLS provider (feature unification with mobile-core), so one is installed first.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// A loopback port that was free a moment ago (for a server process to listen on).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
 pub fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
