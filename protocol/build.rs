@@ -12,6 +12,7 @@ const PROTO_FILES: &[&str] = &[
     "souk/v1/listing.proto",
     "souk/v1/rating.proto",
     "souk/v1/sync.proto",
+    "souk/v1/message.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

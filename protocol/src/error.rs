@@ -224,6 +224,88 @@ impl ValidationError {
     }
 }
 
+/// Why a private message could not be sealed or opened (SPEC.md, "Private messages"). Variants
+/// are listed in the order the checks run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The sealed message is larger than
+    /// [`MAX_SEALED_MESSAGE_BYTES`](crate::limits::MAX_SEALED_MESSAGE_BYTES).
+    #[error("sealed message is {size} bytes, more than the limit of {max}")]
+    TooLarge {
+        /// Size of what was received (or would have been produced).
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not a protobuf `SealedMessage`, or a field has the wrong length.
+    #[error("not a valid sealed message: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The sealed message's recipient is not a usable ed25519 public key.
+    #[error("recipient is not a valid ed25519 public key ({reason})")]
+    InvalidRecipient {
+        /// Why.
+        reason: &'static str,
+    },
+    /// The message is sealed to someone else.
+    #[error("the message is sealed to another key")]
+    WrongRecipient,
+    /// Decryption failed: the ciphertext or its header was altered, or it was not made for this
+    /// key.
+    #[error("the message cannot be decrypted (altered, or not made for this key)")]
+    Undecryptable,
+    /// The decrypted bytes are not a `SignedMessage` carrying a `Message`.
+    #[error("decrypted message is malformed: {reason}")]
+    MalformedPlaintext {
+        /// What the decoder said.
+        reason: String,
+    },
+    /// The signer is not a usable ed25519 public key.
+    #[error("signer is not a valid ed25519 public key ({reason})")]
+    InvalidSigner {
+        /// Why.
+        reason: &'static str,
+    },
+    /// The signature does not verify for this signer and payload.
+    #[error("message signature does not verify")]
+    BadSignature,
+    /// The signed message names a different recipient than the one it was sealed to.
+    #[error("the signed message is addressed to another key than it was sealed to")]
+    RecipientMismatch,
+    /// The message breaks a validation rule.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The operating system's random number generator failed while sealing.
+    #[error("no randomness available to seal a message: {reason}")]
+    Randomness {
+        /// What the operating system said.
+        reason: String,
+    },
+}
+
+impl MessageError {
+    /// The stable machine-readable code of this error.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "message_too_large",
+            Self::Malformed { .. } => "message_malformed",
+            Self::InvalidRecipient { .. } => "invalid_recipient",
+            Self::WrongRecipient => "wrong_recipient",
+            Self::Undecryptable => "undecryptable",
+            Self::MalformedPlaintext { .. } => "plaintext_malformed",
+            Self::InvalidSigner { .. } => "invalid_signer",
+            Self::BadSignature => "bad_signature",
+            Self::RecipientMismatch => "recipient_mismatch",
+            Self::Invalid(inner) => inner.code(),
+            Self::Randomness { .. } => "randomness_unavailable",
+        }
+    }
+}
+
 /// Why a mnemonic, key or address was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -492,6 +492,12 @@ impl PublicKey {
         crate::hex(self.as_bytes())
     }
 
+    /// This key's X25519 (Montgomery u-coordinate) form, the birational map of RFC 7748 §4.1.
+    #[must_use]
+    pub fn to_x25519(&self) -> [u8; 32] {
+        self.key.to_montgomery().to_bytes()
+    }
+
     pub(crate) fn verifying_key(&self) -> &VerifyingKey {
         &self.key
     }
@@ -575,6 +581,12 @@ impl IdentityKey {
     #[must_use]
     pub fn public_key(&self) -> PublicKey {
         self.public
+    }
+
+    /// The X25519 secret that pairs with [`PublicKey::to_x25519`]: the first half of
+    /// `SHA-512(secret)` (RFC 8032 §5.1.5); X25519 clamps it exactly as ed25519 does.
+    pub(crate) fn x25519_secret(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.signing.to_scalar_bytes())
     }
 
     /// Signs a 32-byte digest.

@@ -49,7 +49,9 @@ mod error;
 pub mod fuzzing;
 pub mod identity;
 pub mod limits;
+pub mod message;
 mod object;
+pub mod order;
 pub mod samples;
 pub mod summary;
 mod validate;
@@ -76,7 +78,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub use envelope::{
     ObjectId, ParseObjectIdError, RawEnvelope, SIGNATURE_DOMAIN, open, signing_digest, verify_batch,
 };
-pub use error::{EnvelopeError, IdentityError, ValidationError};
+pub use error::{EnvelopeError, IdentityError, MessageError, ValidationError};
 pub use identity::{IdentityKey, Keychain, Mnemonic, PublicKey, Seed, WordCount};
 pub use object::{
     Object, RATING_PERMIT_DOMAIN, ReplaceKey, SignedObject, Slot, Version, compare_versions,

@@ -101,3 +101,27 @@ pub const MAX_LANGUAGES: usize = 10;
 
 /// Lowest and highest rating score.
 pub const RATING_SCORES: core::ops::RangeInclusive<u32> = 1..=5;
+
+// ---- private messages (SPEC.md, "Private messages" and "Orders") -----------------------------
+
+/// Largest `SealedMessage` accepted, in bytes. Room for a dispute that quotes the order (which
+/// carries the listing envelope, up to [`MAX_ENVELOPE_BYTES`]) and the confirmation.
+pub const MAX_SEALED_MESSAGE_BYTES: usize = 192 * 1024;
+/// Largest PSBT carried in a message, in bytes.
+pub const MAX_PSBT_BYTES: usize = 32 * 1024;
+/// Largest free text of a message (chat, notes, evidence, decisions), in bytes.
+pub const MAX_MESSAGE_TEXT_BYTES: usize = 8 * 1024;
+/// Largest shipping address, in bytes.
+pub const MAX_ADDRESS_BYTES: usize = 1024;
+/// Largest Bitcoin address string, in bytes (a bech32m address is at most 90 characters).
+pub const MAX_BITCOIN_ADDRESS_BYTES: usize = 100;
+/// Most lines in one order.
+pub const MAX_ORDER_ITEMS: usize = 20;
+/// Largest quantity of one order line.
+pub const MAX_ORDER_QUANTITY: u32 = 1_000_000;
+/// Most earlier messages quoted in one piece of evidence.
+pub const MAX_EVIDENCE_MESSAGES: usize = 20;
+/// Largest quoted message (a `SignedMessage` encoding) in a dispute or evidence, in bytes.
+pub const MAX_QUOTED_MESSAGE_BYTES: usize = 80 * 1024;
+/// Most attachments in one piece of evidence.
+pub const MAX_EVIDENCE_ATTACHMENTS: usize = 10;

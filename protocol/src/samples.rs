@@ -216,3 +216,117 @@ pub fn rating(
         review: "Beautiful mug, well packed.".into(),
     }
 }
+
+/// One valid private message of every body type, from a buyer's or seller's point of view as the
+/// body requires, addressed to `recipient` at [`SAMPLE_TIME`]. `listing` is the signed listing
+/// envelope an order refers to; addresses are regtest.
+#[must_use]
+pub fn messages(recipient: &PublicKey, listing: &[u8]) -> Vec<pb::Message> {
+    use pb::message::Body;
+    const ADDRESS: &str = "bcrt1q6rz28mcfaxtmd6v789l9rrlrusdprr9pz3cppk";
+    const TXID: [u8; 32] = [0xab; 32];
+    const PSBT: &[u8] = b"psbt\xff\x01\x00";
+    let order_id = vec![0x0d; 32];
+    let key = |n: u8| IdentityKey::from_secret_bytes(&[n; 32]).public_key();
+    let bodies = vec![
+        Body::Order(pb::OrderRequest {
+            listing: listing.to_vec(),
+            items: vec![pb::OrderItem {
+                sku: 0,
+                quantity: 1,
+            }],
+            shipping_option: "Germany".into(),
+            shipping_service: "DHL Paket".into(),
+            shipping_address: "Hauptstrasse 1\n10115 Berlin".into(),
+            payment: pb::PaymentMethod::Moderated as i32,
+            moderator: key(3).as_bytes().to_vec(),
+            buyer_escrow_key: {
+                let mut k = vec![0x02];
+                k.extend_from_slice(&[
+                    0x79, 0xbe, 0x66, 0x7e, 0xf9, 0xdc, 0xbb, 0xac, 0x55, 0xa0, 0x62, 0x95, 0xce,
+                    0x87, 0x0b, 0x07, 0x02, 0x9b, 0xfc, 0xdb, 0x2d, 0xce, 0x28, 0xd9, 0x59, 0xf2,
+                    0x81, 0x5b, 0x16, 0xf8, 0x17, 0x98,
+                ]);
+                k
+            },
+            refund_address: ADDRESS.into(),
+            amount_sats: 150_000,
+            rating_key: key(4).as_bytes().to_vec(),
+            reply_inbox_servers: vec!["https://inbox.example.org".into()],
+            network: "regtest".into(),
+            memo: "Gift wrap, please.".into(),
+        }),
+        Body::Confirmation(pb::OrderConfirmation {
+            seller_escrow_key: Vec::new(),
+            payment_address: ADDRESS.into(),
+            amount_sats: 150_000,
+            escrow_timeout_blocks: 0,
+            payout_address: ADDRESS.into(),
+            rating_permit: vec![7; 64],
+        }),
+        Body::Decline(pb::OrderDecline {
+            reason: "Sold out, sorry.".into(),
+        }),
+        Body::Payment(pb::PaymentNotice {
+            txid: TXID.to_vec(),
+            vout: 1,
+            amount_sats: 150_000,
+        }),
+        Body::Fulfillment(pb::Fulfillment {
+            note: "Posted today.".into(),
+            carrier: "DHL".into(),
+            tracking: "00340434161094042557".into(),
+            release_psbt: PSBT.to_vec(),
+        }),
+        Body::Completion(pb::Completion {
+            txid: TXID.to_vec(),
+            note: "Arrived, thank you!".into(),
+        }),
+        Body::Cancel(pb::Cancellation {
+            reason: "Changed my mind.".into(),
+            refund_psbt: Vec::new(),
+            refund_txid: Vec::new(),
+        }),
+        Body::Dispute(pb::DisputeOpen {
+            reason: "Never arrived.".into(),
+            order: b"quoted order".to_vec(),
+            confirmation: b"quoted confirmation".to_vec(),
+            funding_txid: TXID.to_vec(),
+            funding_vout: 0,
+            funding_sats: 150_000,
+        }),
+        Body::Evidence(pb::Evidence {
+            text: "The tracking page says returned to sender.".into(),
+            messages: vec![b"quoted message".to_vec()],
+            attachments: Vec::new(),
+        }),
+        Body::Decision(pb::Decision {
+            buyer_share_bps: 7_000,
+            moderator_fee_sats: 5_000,
+            payout_psbt: PSBT.to_vec(),
+            rating_permit: vec![9; 64],
+            reason: "Seller shipped late; 70/30.".into(),
+            fee_address: ADDRESS.into(),
+        }),
+        Body::Psbt(pb::PsbtToSign {
+            purpose: pb::PsbtPurpose::Refund as i32,
+            psbt: PSBT.to_vec(),
+        }),
+        Body::Chat(pb::Chat {
+            text: "Is the blue one still available?".into(),
+        }),
+    ];
+    bodies
+        .into_iter()
+        .map(|body| pb::Message {
+            created_at: SAMPLE_TIME,
+            recipient: recipient.as_bytes().to_vec(),
+            order_id: if matches!(body, Body::Order(_) | Body::Chat(_)) {
+                Vec::new()
+            } else {
+                order_id.clone()
+            },
+            body: Some(body),
+        })
+        .collect()
+}

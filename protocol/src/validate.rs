@@ -500,6 +500,303 @@ pub(crate) fn tombstone(t: &pb::Tombstone, ctx: &ValidationContext) -> Result {
     paragraph(&t.reason, "tombstone.reason", MAX_REASON_BYTES)
 }
 
+// ---- private messages ------------------------------------------------------------------------
+
+/// The rules of SPEC.md, "Private messages": one message's own fields. Whether a message fits
+/// the order it is about (amounts, keys, who may send it now) is the order state machine's
+/// business ([`crate::order`]).
+pub(crate) fn message(m: &pb::Message, ctx: &ValidationContext) -> Result {
+    use pb::message::Body;
+    created_at(m.created_at, ctx)?;
+    public_key(&m.recipient, "message.recipient")?;
+    let Some(body) = &m.body else {
+        return Err(E::Missing {
+            field: "message.body",
+        });
+    };
+    match body {
+        Body::Order(_) => {
+            if !m.order_id.is_empty() {
+                return Err(E::Inconsistent {
+                    field: "message.order_id",
+                    reason: "an order request defines its own id and carries none",
+                });
+            }
+        }
+        Body::Chat(_) => {
+            if !m.order_id.is_empty() {
+                fixed_len(&m.order_id, "message.order_id", 32, "empty or 32 bytes")?;
+            }
+        }
+        _ => fixed_len(&m.order_id, "message.order_id", 32, "32 bytes")?,
+    }
+    match body {
+        Body::Order(o) => order_request(o),
+        Body::Confirmation(c) => {
+            if !c.seller_escrow_key.is_empty() {
+                escrow_key(&c.seller_escrow_key, "confirmation.seller_escrow_key")?;
+            }
+            bitcoin_address(&c.payment_address, "confirmation.payment_address")?;
+            range(c.amount_sats, "confirmation.amount_sats", 1, MAX_AMOUNT)?;
+            if c.escrow_timeout_blocks != 0 {
+                range(
+                    u64::from(c.escrow_timeout_blocks),
+                    "confirmation.escrow_timeout_blocks",
+                    u64::from(MIN_ESCROW_TIMEOUT_BLOCKS),
+                    u64::from(MAX_ESCROW_TIMEOUT_BLOCKS),
+                )?;
+            }
+            bitcoin_address(&c.payout_address, "confirmation.payout_address")?;
+            fixed_len(
+                &c.rating_permit,
+                "confirmation.rating_permit",
+                64,
+                "64 bytes",
+            )
+        }
+        Body::Decline(d) => paragraph(&d.reason, "decline.reason", MAX_REASON_BYTES),
+        Body::Payment(p) => {
+            fixed_len(&p.txid, "payment.txid", 32, "32 bytes")?;
+            range(p.amount_sats, "payment.amount_sats", 1, MAX_AMOUNT)
+        }
+        Body::Fulfillment(f) => {
+            paragraph(&f.note, "fulfillment.note", MAX_MESSAGE_TEXT_BYTES)?;
+            line(&f.carrier, "fulfillment.carrier", MAX_SHORT_TEXT_BYTES)?;
+            line(&f.tracking, "fulfillment.tracking", MAX_SHORT_TEXT_BYTES)?;
+            max_bytes(&f.release_psbt, "fulfillment.release_psbt", MAX_PSBT_BYTES)
+        }
+        Body::Completion(c) => {
+            if !c.txid.is_empty() {
+                fixed_len(&c.txid, "completion.txid", 32, "empty or 32 bytes")?;
+            }
+            paragraph(&c.note, "completion.note", MAX_MESSAGE_TEXT_BYTES)
+        }
+        Body::Cancel(c) => {
+            paragraph(&c.reason, "cancel.reason", MAX_REASON_BYTES)?;
+            max_bytes(&c.refund_psbt, "cancel.refund_psbt", MAX_PSBT_BYTES)?;
+            if !c.refund_txid.is_empty() {
+                fixed_len(
+                    &c.refund_txid,
+                    "cancel.refund_txid",
+                    32,
+                    "empty or 32 bytes",
+                )?;
+            }
+            Ok(())
+        }
+        Body::Dispute(d) => {
+            required(&d.reason, "dispute.reason")?;
+            paragraph(&d.reason, "dispute.reason", MAX_MESSAGE_TEXT_BYTES)?;
+            quoted(&d.order, "dispute.order")?;
+            quoted(&d.confirmation, "dispute.confirmation")?;
+            fixed_len(&d.funding_txid, "dispute.funding_txid", 32, "32 bytes")?;
+            range(d.funding_sats, "dispute.funding_sats", 1, MAX_AMOUNT)
+        }
+        Body::Evidence(e) => {
+            paragraph(&e.text, "evidence.text", MAX_MESSAGE_TEXT_BYTES)?;
+            at_most(e.messages.len(), "evidence.messages", MAX_EVIDENCE_MESSAGES)?;
+            for quote in &e.messages {
+                quoted(quote, "evidence.messages")?;
+            }
+            at_most(
+                e.attachments.len(),
+                "evidence.attachments",
+                MAX_EVIDENCE_ATTACHMENTS,
+            )?;
+            for attachment in &e.attachments {
+                image_ref(attachment, "evidence.attachments")?;
+            }
+            Ok(())
+        }
+        Body::Decision(d) => {
+            range(
+                u64::from(d.buyer_share_bps),
+                "decision.buyer_share_bps",
+                0,
+                u64::from(MAX_BASIS_POINTS),
+            )?;
+            range(
+                d.moderator_fee_sats,
+                "decision.moderator_fee_sats",
+                0,
+                MAX_AMOUNT,
+            )?;
+            if d.payout_psbt.is_empty() {
+                return Err(E::Missing {
+                    field: "decision.payout_psbt",
+                });
+            }
+            max_bytes(&d.payout_psbt, "decision.payout_psbt", MAX_PSBT_BYTES)?;
+            fixed_len(&d.rating_permit, "decision.rating_permit", 64, "64 bytes")?;
+            paragraph(&d.reason, "decision.reason", MAX_MESSAGE_TEXT_BYTES)?;
+            if d.moderator_fee_sats > 0 {
+                bitcoin_address(&d.fee_address, "decision.fee_address")?;
+            } else if !d.fee_address.is_empty() {
+                return Err(E::Inconsistent {
+                    field: "decision.fee_address",
+                    reason: "a fee address without a fee",
+                });
+            }
+            Ok(())
+        }
+        Body::Psbt(p) => {
+            if pb::PsbtPurpose::try_from(p.purpose)
+                .map_or(true, |purpose| purpose == pb::PsbtPurpose::Unspecified)
+            {
+                return Err(E::BadFormat {
+                    field: "psbt.purpose",
+                    expected: "a known PSBT purpose",
+                });
+            }
+            if p.psbt.is_empty() {
+                return Err(E::Missing { field: "psbt.psbt" });
+            }
+            max_bytes(&p.psbt, "psbt.psbt", MAX_PSBT_BYTES)
+        }
+        Body::Chat(c) => {
+            required(&c.text, "chat.text")?;
+            paragraph(&c.text, "chat.text", MAX_MESSAGE_TEXT_BYTES)
+        }
+    }
+}
+
+fn order_request(o: &pb::OrderRequest) -> Result {
+    if o.listing.is_empty() {
+        return Err(E::Missing {
+            field: "order.listing",
+        });
+    }
+    max_bytes(&o.listing, "order.listing", MAX_ENVELOPE_BYTES)?;
+    if o.items.is_empty() {
+        return Err(E::Missing {
+            field: "order.items",
+        });
+    }
+    at_most(o.items.len(), "order.items", MAX_ORDER_ITEMS)?;
+    distinct(o.items.iter().map(|item| item.sku), "order.items")?;
+    for item in &o.items {
+        range(
+            u64::from(item.quantity),
+            "order.items.quantity",
+            1,
+            u64::from(MAX_ORDER_QUANTITY),
+        )?;
+    }
+    line(
+        &o.shipping_option,
+        "order.shipping_option",
+        MAX_SHORT_TEXT_BYTES,
+    )?;
+    line(
+        &o.shipping_service,
+        "order.shipping_service",
+        MAX_SHORT_TEXT_BYTES,
+    )?;
+    paragraph(
+        &o.shipping_address,
+        "order.shipping_address",
+        MAX_ADDRESS_BYTES,
+    )?;
+    match pb::PaymentMethod::try_from(o.payment) {
+        Ok(pb::PaymentMethod::Direct) => {
+            if !o.moderator.is_empty() || !o.buyer_escrow_key.is_empty() {
+                return Err(E::Inconsistent {
+                    field: "order.payment",
+                    reason: "a direct payment names no moderator and no escrow key",
+                });
+            }
+        }
+        Ok(pb::PaymentMethod::Moderated) => {
+            public_key(&o.moderator, "order.moderator")?;
+            escrow_key(&o.buyer_escrow_key, "order.buyer_escrow_key")?;
+        }
+        _ => {
+            return Err(E::BadFormat {
+                field: "order.payment",
+                expected: "direct or moderated",
+            });
+        }
+    }
+    bitcoin_address(&o.refund_address, "order.refund_address")?;
+    range(o.amount_sats, "order.amount_sats", 1, MAX_AMOUNT)?;
+    public_key(&o.rating_key, "order.rating_key")?;
+    if o.reply_inbox_servers.is_empty() {
+        return Err(E::Missing {
+            field: "order.reply_inbox_servers",
+        });
+    }
+    at_most(
+        o.reply_inbox_servers.len(),
+        "order.reply_inbox_servers",
+        MAX_INBOX_SERVERS,
+    )?;
+    for server in &o.reply_inbox_servers {
+        url(
+            server,
+            "order.reply_inbox_servers",
+            &["https://", "http://"],
+        )?;
+    }
+    distinct(o.reply_inbox_servers.iter(), "order.reply_inbox_servers")?;
+    if crate::order::parse_network(&o.network).is_none() {
+        return Err(E::BadFormat {
+            field: "order.network",
+            expected: "bitcoin, testnet, signet or regtest",
+        });
+    }
+    paragraph(&o.memo, "order.memo", MAX_MESSAGE_TEXT_BYTES)
+}
+
+fn fixed_len(bytes: &[u8], field: &'static str, len: usize, expected: &'static str) -> Result {
+    if bytes.len() == len {
+        Ok(())
+    } else {
+        Err(E::BadFormat { field, expected })
+    }
+}
+
+fn max_bytes(bytes: &[u8], field: &'static str, max: usize) -> Result {
+    if bytes.len() > max {
+        Err(E::TooLong {
+            field,
+            max,
+            actual: bytes.len(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+fn quoted(bytes: &[u8], field: &'static str) -> Result {
+    if bytes.is_empty() {
+        return Err(E::Missing { field });
+    }
+    max_bytes(bytes, field, MAX_QUOTED_MESSAGE_BYTES)
+}
+
+fn escrow_key(bytes: &[u8], field: &'static str) -> Result {
+    bitcoin::secp256k1::PublicKey::from_slice(bytes)
+        .ok()
+        .filter(|_| bytes.len() == 33)
+        .map(|_| ())
+        .ok_or(E::BadFormat {
+            field,
+            expected: "a 33-byte compressed secp256k1 public key",
+        })
+}
+
+fn bitcoin_address(value: &str, field: &'static str) -> Result {
+    required(value, field)?;
+    line(value, field, MAX_BITCOIN_ADDRESS_BYTES)?;
+    value
+        .parse::<bitcoin::Address<bitcoin::address::NetworkUnchecked>>()
+        .map(|_| ())
+        .map_err(|_| E::BadFormat {
+            field,
+            expected: "a Bitcoin address",
+        })
+}
+
 // ---- building blocks -------------------------------------------------------------------------
 
 fn created_at(t: u64, ctx: &ValidationContext) -> Result {

@@ -44,6 +44,10 @@ PROTOCOL_EPOCH = 1735689600
 MAX_FUTURE_SKEW_SECS = 900
 ENVELOPE_TAG = b"souk/v1/envelope\0"
 PERMIT_TAG = b"souk/v1/rating-permit\0"
+MESSAGE_TAG = b"souk/v1/message\0"
+SEAL_TAG = b"souk/v1/seal\0"
+ORDER_TAG = b"souk/v1/order\0"
+INBOX_AUTH_TAG = b"souk/v1/inbox-auth\0"
 KIND_MESSAGE = {1: "Profile", 2: "Listing", 3: "Rating", 4: "Tombstone"}
 
 # network name -> (SLIP-44 coin type, xpub version bytes, segwit hrp)
@@ -1322,6 +1326,82 @@ def check_invalid(g, doc, valid_doc, schema, structural):
 
 # ------------------------------------------------------------------------------------------------
 
+def hkdf_sha256(salt, ikm, info, length):
+    """RFC 5869."""
+    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+    out, block, i = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes([i]), hashlib.sha256).digest()
+        out += block
+        i += 1
+    return out[:length]
+
+
+def check_messages(g, doc, identity_vectors):
+    """SPEC 'Private messages': signature, X25519 form of the recipient, HKDF, XChaCha20-Poly1305,
+    the SealedMessage bytes, its id and the order id; then the inbox challenge answer."""
+    secrets = known_secrets(identity_vectors, None)
+    for v in doc["vectors"]:
+        t = v["name"]
+        sender = bytes.fromhex(v["sender_hex"])
+        recipient = bytes.fromhex(v["recipient_hex"])
+        payload = bytes.fromhex(v["payload_hex"])
+        sig = bytes.fromhex(v["signature_hex"])
+        digest = sha256(MESSAGE_TAG + payload)
+        g.eq("%s message digest" % t, digest.hex(), v["message_digest_hex"])
+        g.check("%s signature verifies (strict)" % t, ed25519_verify(sender, digest, sig))
+        if sender in secrets:
+            g.eq("%s re-signed by the sender" % t,
+                 ed25519_sign(secrets[sender][0], digest).hex(), v["signature_hex"])
+        else:
+            g.skip("%s re-signing" % t, "sender key not derivable from identity.json")
+        signed = enc_bytes_field(1, payload) + enc_bytes_field(2, sender) + enc_bytes_field(3, sig)
+        g.eq("%s SignedMessage bytes" % t, signed.hex(), v["signed_hex"])
+        rx = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(recipient)
+        g.eq("%s recipient X25519 form" % t, rx.hex(), v["recipient_x25519_hex"])
+        e = bytes.fromhex(v["ephemeral_secret_hex"])
+        epub = nacl.bindings.crypto_scalarmult_base(e)
+        g.eq("%s ephemeral public key" % t, epub.hex(), v["ephemeral_public_hex"])
+        shared = nacl.bindings.crypto_scalarmult(e, rx)
+        g.eq("%s shared secret (sender side)" % t, shared.hex(), v["shared_secret_hex"])
+        if recipient in secrets:
+            rsec = secrets[recipient][0]
+            full = nacl.bindings.crypto_sign_seed_keypair(rsec)[1]
+            rsk = nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(full)
+            g.eq("%s shared secret (recipient side)" % t,
+                 nacl.bindings.crypto_scalarmult(rsk, epub).hex(), v["shared_secret_hex"])
+        else:
+            g.skip("%s recipient side" % t, "recipient key not derivable from identity.json")
+        key = hkdf_sha256(SEAL_TAG, shared, epub + rx + recipient, 32)
+        nonce = bytes.fromhex(v["nonce_hex"])
+        ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+            signed, recipient + epub, nonce, key)
+        g.eq("%s ciphertext" % t, ct.hex(), v["ciphertext_hex"])
+        pt = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            ct, recipient + epub, nonce, key)
+        g.eq("%s decrypts to the signed message" % t, pt.hex(), v["signed_hex"])
+        sealed = (enc_bytes_field(1, recipient) + enc_bytes_field(2, epub)
+                  + enc_bytes_field(3, nonce) + enc_bytes_field(4, ct))
+        g.eq("%s SealedMessage bytes" % t, sealed.hex(), v["sealed_hex"])
+        g.eq("%s sealed id" % t, sha256(sealed).hex(), v["sealed_id"])
+        if v["order_id_hex"] is not None:
+            g.eq("%s order id" % t, sha256(ORDER_TAG + signed).hex(), v["order_id_hex"])
+        tampered = bytearray(ct)
+        tampered[0] ^= 1
+        try:
+            nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                bytes(tampered), recipient + epub, nonce, key)
+            g.check("%s tampered ciphertext refused" % t, False)
+        except nacl.exceptions.CryptoError:
+            g.check("%s tampered ciphertext refused" % t, True)
+    a = doc["inbox_auth"]
+    recipient = bytes.fromhex(a["recipient_hex"])
+    digest = sha256(INBOX_AUTH_TAG + bytes.fromhex(a["challenge_hex"]) + recipient)
+    g.eq("inbox auth digest", digest.hex(), a["digest_hex"])
+    g.check("inbox auth signature verifies (strict)",
+            ed25519_verify(recipient, digest, bytes.fromhex(a["signature_hex"])))
+
+
 def main():
     vdir = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
     proto_dir = os.path.join(vdir, os.pardir, "proto", "souk", "v1")
@@ -1333,6 +1413,7 @@ def main():
     identity = load("identity.json")["vectors"]
     envelopes = load("envelopes.json")
     invalid = load("invalid-envelopes.json")
+    messages = load("messages.json")
     schema = Schema(proto_dir) if os.path.isdir(proto_dir) else None
 
     r = Report()
@@ -1354,6 +1435,8 @@ def main():
           check_invalid, invalid, envelopes, schema, True)
     r.run("invalid-envelopes.json: payload / validation / proof codes (steps 7, 8, 10)",
           check_invalid, invalid, envelopes, schema, False)
+    r.run("messages.json: signatures, X25519, HKDF, XChaCha20-Poly1305, sealed bytes, ids",
+          check_messages, messages, identity)
     ok = r.summary()
     sys.exit(0 if ok else 1)
 

@@ -8,6 +8,7 @@ use prost::Message;
 use serde_json::{Value, json};
 use souk_protocol::bitcoin::Network;
 use souk_protocol::limits::{MAX_ENVELOPE_BYTES, MAX_FUTURE_SKEW_SECS};
+use souk_protocol::message;
 use souk_protocol::samples::{self, SAMPLE_TIME, TEST_MNEMONIC};
 use souk_protocol::{
     IdentityKey, Keychain, Kind, Mnemonic, RawEnvelope, ValidationContext, open, pb,
@@ -300,6 +301,130 @@ fn invalid_vectors() -> Value {
     })
 }
 
+fn message_vector(
+    name: &str,
+    note: &str,
+    (sender, sender_key): (&IdentityKey, &str),
+    (recipient, recipient_key): (&IdentityKey, &str),
+    message: &pb::Message,
+    ephemeral_secret: [u8; 32],
+    nonce: [u8; 24],
+) -> Value {
+    let ctx = ValidationContext::at(SAMPLE_TIME);
+    let signed = sender
+        .sign_message(message, &ctx)
+        .expect("vector must be valid");
+    let outer = pb::SignedMessage::decode(signed.as_slice()).expect("decodes");
+    let sealed =
+        message::seal_signed_with(&signed, &recipient.public_key(), &ephemeral_secret, &nonce)
+            .expect("seals");
+    let parts = pb::SealedMessage::decode(sealed.as_slice()).expect("decodes");
+    let opened = recipient.open_message(&sealed, &ctx).expect("opens");
+    assert_eq!(opened.sender(), sender.public_key());
+    let ephemeral_public =
+        x25519_dalek::x25519(ephemeral_secret, x25519_dalek::X25519_BASEPOINT_BYTES);
+    let shared = x25519_dalek::x25519(ephemeral_secret, recipient.public_key().to_x25519());
+    json!({
+        "name": name,
+        "note": note,
+        "sender_hex": sender.public_key().to_hex(),
+        "sender_key": sender_key,
+        "recipient_hex": recipient.public_key().to_hex(),
+        "recipient_key": recipient_key,
+        "recipient_x25519_hex": hex(&recipient.public_key().to_x25519()),
+        "payload_hex": hex(&outer.payload),
+        "message_digest_hex": hex(&message::message_digest(&outer.payload)),
+        "signature_hex": hex(&outer.signature),
+        "signed_hex": hex(&signed),
+        "ephemeral_secret_hex": hex(&ephemeral_secret),
+        "ephemeral_public_hex": hex(&ephemeral_public),
+        "shared_secret_hex": hex(&shared),
+        "nonce_hex": hex(&nonce),
+        "ciphertext_hex": hex(&parts.ciphertext),
+        "sealed_hex": hex(&sealed),
+        "sealed_id": message::SealedId::of(&sealed).to_string(),
+        "order_id_hex": opened.order_id().map(|id| hex(&id)),
+    })
+}
+
+fn message_vectors() -> Value {
+    let seller = seller();
+    let buyer = moderator(); // the 24-word identity plays the buyer here
+    let buyer_keys = keychain(SECOND_MNEMONIC, SECOND_PASSPHRASE);
+    let listing = seller
+        .seal(
+            &souk_protocol::Object::Listing(samples::listing(SAMPLE_TIME, "mug", None)),
+            &ValidationContext::at(SAMPLE_TIME),
+        )
+        .expect("sample listing");
+    let order = pb::Message {
+        created_at: SAMPLE_TIME,
+        recipient: seller.public_key().as_bytes().to_vec(),
+        order_id: Vec::new(),
+        body: Some(pb::message::Body::Order(pb::OrderRequest {
+            listing: listing.envelope().bytes().to_vec(),
+            items: vec![pb::OrderItem {
+                sku: 1,
+                quantity: 1,
+            }],
+            shipping_option: "Germany".into(),
+            shipping_service: "DHL Paket".into(),
+            shipping_address: "Hauptstrasse 1\n10115 Berlin".into(),
+            payment: pb::PaymentMethod::Direct as i32,
+            moderator: Vec::new(),
+            buyer_escrow_key: Vec::new(),
+            refund_address: buyer_keys
+                .payout_address(Network::Regtest, 0)
+                .expect("derive")
+                .to_string(),
+            amount_sats: 42_000,
+            rating_key: buyer_rating_key().public_key().as_bytes().to_vec(),
+            reply_inbox_servers: vec!["https://inbox.example.org".into()],
+            network: "regtest".into(),
+            memo: String::new(),
+        })),
+    };
+    let chat = pb::Message {
+        created_at: SAMPLE_TIME,
+        recipient: buyer.public_key().as_bytes().to_vec(),
+        order_id: Vec::new(),
+        body: Some(pb::message::Body::Chat(pb::Chat {
+            text: "Yes, the blue mug is still available.".into(),
+        })),
+    };
+    let challenge = [0x5a; 32];
+    json!({
+        "description": "Private messages (SPEC.md, Private messages): signed, then sealed with a fixed one-time X25519 secret and nonce so that the bytes are reproducible. Real senders draw both at random.",
+        "now": SAMPLE_TIME,
+        "vectors": [
+            message_vector(
+                "order_request",
+                "a direct order for the sample listing; its order id is SHA-256(\"souk/v1/order\\0\" || signed)",
+                (&buyer, "identity key of identity.json's 24-word mnemonic (passphrase \"TREZOR\")"),
+                (&seller, SELLER_IDENTITY),
+                &order,
+                [0x11; 32],
+                [0x22; 24],
+            ),
+            message_vector(
+                "chat",
+                "chat outside any order",
+                (&seller, SELLER_IDENTITY),
+                (&buyer, "identity key of identity.json's 24-word mnemonic (passphrase \"TREZOR\")"),
+                &chat,
+                [0x33; 32],
+                [0x44; 24],
+            ),
+        ],
+        "inbox_auth": {
+            "recipient_hex": seller.public_key().to_hex(),
+            "challenge_hex": hex(&challenge),
+            "digest_hex": hex(&message::inbox_auth_digest(&challenge, &seller.public_key())),
+            "signature_hex": hex(&seller.sign_inbox_challenge(&challenge)),
+        },
+    })
+}
+
 fn vector_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-vectors")
 }
@@ -327,6 +452,11 @@ fn identity_vectors_match_the_committed_file() {
 #[test]
 fn envelope_vectors_match_the_committed_file() {
     check_file("envelopes.json", &envelope_vectors());
+}
+
+#[test]
+fn message_vectors_match_the_committed_file() {
+    check_file("messages.json", &message_vectors());
 }
 
 #[test]
