@@ -320,6 +320,12 @@ pub struct ModeratorOffer {
     #[serde(default)]
     #[uniffi(default)]
     pub description: String,
+    /// The moderation account xpub (`Keychain::moderation_xpub`) from which buyers and sellers
+    /// derive the moderator's escrow key of each order; required to be chosen for escrowed
+    /// orders.
+    #[serde(default)]
+    #[uniffi(default)]
+    pub escrow_xpub: String,
 }
 
 /// A store profile to sign, or a verified profile received.
@@ -781,6 +787,7 @@ impl ProfileDraft {
                 terms: m.terms.clone(),
                 accepted_currencies: m.accepted_currencies.clone(),
                 description: m.description.clone(),
+                escrow_xpub: m.escrow_xpub.clone(),
             }),
         })
     }
@@ -825,6 +832,7 @@ impl ProfileDraft {
                     terms: m.terms.clone(),
                     accepted_currencies: m.accepted_currencies.clone(),
                     description: m.description.clone(),
+                    escrow_xpub: m.escrow_xpub.clone(),
                 }
             }),
         }

@@ -35,6 +35,8 @@ pub const SOUK_PURPOSE: u32 = 0x534F_554B;
 pub const IDENTITY_BRANCH: u32 = 0;
 /// Branch under [`SOUK_PURPOSE`] for per-order escrow keys.
 pub const ESCROW_BRANCH: u32 = 1;
+/// Account of the escrow branch whose keys a moderator uses, one per moderated order.
+pub const MODERATION_ACCOUNT: u32 = 1;
 /// Branch under [`SOUK_PURPOSE`] for per-order rating keys.
 pub const RATING_BRANCH: u32 = 2;
 /// The BIP 84 purpose used for payout and refund addresses.
@@ -299,6 +301,50 @@ impl Keychain {
         })
     }
 
+    fn moderation_account_path(network: Network) -> [ChildNumber; 4] {
+        [
+            hardened(SOUK_PURPOSE),
+            hardened(ESCROW_BRANCH),
+            hardened(coin_type(network)),
+            hardened(MODERATION_ACCOUNT),
+        ]
+    }
+
+    /// The extended public key of the moderation account, `m/1397708107'/1'/coin'/1'`, which a
+    /// moderator publishes in its offer (`ModeratorOffer.escrow_xpub`).
+    ///
+    /// # Errors
+    /// [`IdentityError::Derivation`] in the negligible case of an invalid child key.
+    pub fn moderation_xpub(&self, network: Network) -> Result<Xpub, IdentityError> {
+        let xpriv = self.derive_xpriv(network, &Self::moderation_account_path(network))?;
+        Ok(Xpub::from_priv(&self.secp, &xpriv))
+    }
+
+    /// The moderator's escrow key for the order `order_id`:
+    /// `m/1397708107'/1'/coin'/1'/i` with `i =` [`moderation_index`]`(order_id)`. Its public key
+    /// equals [`moderation_key_from_xpub`] of [`Self::moderation_xpub`].
+    ///
+    /// # Errors
+    /// [`IdentityError::Derivation`] in the negligible case of an invalid child key.
+    pub fn moderation_key(
+        &self,
+        network: Network,
+        order_id: &[u8; 32],
+    ) -> Result<EscrowKey, IdentityError> {
+        let index = moderation_index(order_id);
+        let mut path = Self::moderation_account_path(network).to_vec();
+        path.push(ChildNumber::Normal { index });
+        let xpriv = self.derive_xpriv(network, &path)?;
+        let secret = xpriv.private_key;
+        let public =
+            CompressedPublicKey(secp256k1::PublicKey::from_secret_key(&self.secp, &secret));
+        Ok(EscrowKey {
+            index,
+            secret,
+            public,
+        })
+    }
+
     /// The payout (and refund) address with index `index`: native SegWit (P2WPKH) at the BIP 84
     /// receive path `m/84'/coin'/0'/0/index`.
     ///
@@ -321,6 +367,38 @@ impl Keychain {
         ));
         Ok(Address::p2wpkh(&public, network))
     }
+}
+
+/// The moderation index of an order: its id's first four bytes, big-endian, with the top bit
+/// cleared (a non-hardened BIP 32 index).
+#[must_use]
+pub fn moderation_index(order_id: &[u8; 32]) -> u32 {
+    u32::from_be_bytes([order_id[0], order_id[1], order_id[2], order_id[3]]) & 0x7fff_ffff
+}
+
+/// A moderator's escrow public key for the order `order_id`, from the xpub in its offer (what a
+/// buyer and a seller compute; the moderator derives the same with [`Keychain::moderation_key`]).
+///
+/// # Errors
+/// [`IdentityError::InvalidAddress`] if `xpub` does not parse; [`IdentityError::Derivation`] in
+/// the negligible case of an invalid child key.
+pub fn moderation_key_from_xpub(
+    xpub: &str,
+    order_id: &[u8; 32],
+) -> Result<CompressedPublicKey, IdentityError> {
+    let xpub: Xpub = xpub.parse().map_err(|_| IdentityError::InvalidAddress {
+        reason: "not a BIP 32 extended public key".into(),
+    })?;
+    let secp = Secp256k1::verification_only();
+    let child = xpub
+        .derive_pub(
+            &secp,
+            &[ChildNumber::Normal {
+                index: moderation_index(order_id),
+            }],
+        )
+        .map_err(derivation_error)?;
+    Ok(CompressedPublicKey(child.public_key))
 }
 
 /// One order's escrow key pair. `secp256k1::SecretKey` is not zeroed on drop, so callers derive

@@ -180,8 +180,27 @@ pub fn profile(created_at: u64) -> pb::Profile {
             terms: "I decide within 72 hours of receiving both sides' evidence.".into(),
             accepted_currencies: vec!["BTC".into()],
             description: "Ceramics and crafts disputes.".into(),
+            escrow_xpub: test_moderation_xpub(),
         }),
     }
+}
+
+/// The regtest moderation xpub of [`TEST_MNEMONIC`] (computed once).
+#[must_use]
+pub fn test_moderation_xpub() -> String {
+    static XPUB: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    XPUB.get_or_init(|| {
+        crate::Mnemonic::parse(TEST_MNEMONIC)
+            .ok()
+            .and_then(|m| {
+                crate::Keychain::from_mnemonic(&m, "")
+                    .moderation_xpub(bitcoin::Network::Regtest)
+                    .ok()
+            })
+            .map(|x| x.to_string())
+            .unwrap_or_default()
+    })
+    .clone()
 }
 
 /// A tombstone withdrawing `slug`.

@@ -163,7 +163,18 @@ fn moderator_offer(offer: &pb::ModeratorOffer) -> Result {
         &offer.description,
         "profile.moderator.description",
         MAX_ABOUT_BYTES,
-    )
+    )?;
+    if !offer.escrow_xpub.is_empty() {
+        line(&offer.escrow_xpub, "profile.moderator.escrow_xpub", 120)?;
+        offer
+            .escrow_xpub
+            .parse::<bitcoin::bip32::Xpub>()
+            .map_err(|_| E::BadFormat {
+                field: "profile.moderator.escrow_xpub",
+                expected: "a BIP 32 extended public key (xpub or tpub)",
+            })?;
+    }
+    Ok(())
 }
 
 pub(crate) fn listing(l: &pb::Listing, ctx: &ValidationContext) -> Result {

@@ -354,6 +354,31 @@ def secp_pubkey(k):
     return bytes([2 + (y & 1)]) + x.to_bytes(32, "big")
 
 
+def secp_decompress(pub):
+    x = int.from_bytes(pub[1:], "big")
+    y = pow((x * x * x + 7) % SECP_P, (SECP_P + 1) // 4, SECP_P)
+    if (y * y - x * x * x - 7) % SECP_P != 0:
+        raise ValueError("not on the curve")
+    if (y & 1) != (pub[0] & 1):
+        y = SECP_P - y
+    return (x, y)
+
+
+def ckd_pub(pub, chain, index):
+    """BIP 32 public child derivation (non-hardened): from an xpub's key and chain code only."""
+    assert not index & HARDENED
+    i = hmac.new(chain, pub + u32_be(index), hashlib.sha512).digest()
+    il = int.from_bytes(i[:32], "big")
+    if il >= SECP_N:
+        raise ValueError("invalid child (BIP 32: skip this index)")
+    a = secp_mul(il)
+    b = secp_decompress(pub)
+    s = _jac_add((a[0], a[1], 1), (b[0], b[1], 1))
+    zi = pow(s[2], -1, SECP_P)
+    x, y = s[0] * zi * zi % SECP_P, s[1] * zi * zi * zi % SECP_P
+    return bytes([2 + (y & 1)]) + x.to_bytes(32, "big")
+
+
 class XPriv:
     __slots__ = ("key", "chain", "depth", "parent_fp", "child", "_pub")
 
@@ -1163,6 +1188,18 @@ def check_networks(g, vectors):
                 pub = tree.derive(payout_path(coin, i)).pub
                 g.eq("%s payout %d address" % (t, i), segwit_v0_address(hrp, hash160(pub)),
                      pa["address"])
+            mpath = "m/1397708107'/1'/%d'/1'" % coin
+            g.eq("%s moderation_account_path" % t, n["moderation_account_path"], mpath)
+            macct = tree.derive(mpath)
+            g.eq("%s moderation_xpub" % t, macct.xpub(version), n["moderation_xpub"])
+            mk = n["moderation_key"]
+            order_id = bytes.fromhex(mk["order_id_hex"])
+            index = struct.unpack(">I", order_id[:4])[0] & 0x7FFFFFFF
+            g.eq("%s moderation index" % t, mk["index"], index)
+            g.eq("%s moderation key (from the xpub: public derivation)" % t,
+                 ckd_pub(macct.pub, macct.chain, index).hex(), mk["public_key_hex"])
+            g.eq("%s moderation key (private derivation)" % t,
+                 tree.derive(mpath + "/%d" % index).pub.hex(), mk["public_key_hex"])
             g.eq("%s escrow indices" % t, [e["index"] for e in n["escrow_keys"]], [0, 1, 2])
             g.eq("%s payout indices" % t, [e["index"] for e in n["payout_addresses"]], [0, 1, 2])
 

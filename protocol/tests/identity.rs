@@ -313,3 +313,38 @@ fn raw_keys_must_be_valid_non_weak_points() {
     let err = PublicKey::from_bytes(&non_canonical).expect_err("non-canonical");
     assert!(err.to_string().contains("canonical"), "{err}");
 }
+
+#[test]
+fn a_moderators_key_for_an_order_comes_from_its_offer_alone_and_differs_per_order() {
+    use souk_protocol::identity::{moderation_index, moderation_key_from_xpub};
+    let keys = Keychain::from_mnemonic(
+        &Mnemonic::parse(souk_protocol::samples::TEST_MNEMONIC).expect("valid"),
+        "",
+    );
+    let xpub = keys
+        .moderation_xpub(Network::Regtest)
+        .expect("derive")
+        .to_string();
+    assert!(xpub.starts_with("tpub"));
+    assert_eq!(xpub, souk_protocol::samples::test_moderation_xpub());
+    let mut seen = std::collections::HashSet::new();
+    for n in 0u8..16 {
+        let order_id = [n.wrapping_mul(37).wrapping_add(1); 32];
+        let secret_side = keys
+            .moderation_key(Network::Regtest, &order_id)
+            .expect("derive");
+        let public_side = moderation_key_from_xpub(&xpub, &order_id).expect("derive");
+        assert_eq!(secret_side.public, public_side);
+        assert_eq!(secret_side.index, moderation_index(&order_id));
+        assert!(seen.insert(public_side), "one key per order");
+        // Never one of the moderator's own escrow keys (another account).
+        assert_ne!(
+            keys.escrow_key(Network::Regtest, secret_side.index)
+                .expect("derive")
+                .public,
+            public_side
+        );
+    }
+    assert_eq!(moderation_index(&[0xff; 32]), 0x7fff_ffff, "never hardened");
+    assert!(moderation_key_from_xpub("xpub-nonsense", &[0; 32]).is_err());
+}

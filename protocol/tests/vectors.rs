@@ -52,12 +52,27 @@ fn identity_vectors() -> Value {
                         json!({ "index": i, "path": format!("m/84'/{}'/0'/0/{i}", souk_protocol::identity::coin_type(network)), "address": keys.payout_address(network, i).expect("derive").to_string() })
                     })
                     .collect();
+                let order_id = [0xa5u8; 32];
+                let moderation_key = keys.moderation_key(network, &order_id).expect("derive");
+                let moderation_xpub = keys.moderation_xpub(network).expect("derive").to_string();
+                assert_eq!(
+                    souk_protocol::identity::moderation_key_from_xpub(&moderation_xpub, &order_id)
+                        .expect("derive"),
+                    moderation_key.public
+                );
                 let value = json!({
                     "coin_type": souk_protocol::identity::coin_type(network),
                     "escrow_account_path": format!("m/1397708107'/1'/{}'/0'", souk_protocol::identity::coin_type(network)),
                     "escrow_xpub": keys.escrow_xpub(network).expect("derive").to_string(),
                     "escrow_keys": escrow,
                     "payout_addresses": payout,
+                    "moderation_account_path": format!("m/1397708107'/1'/{}'/1'", souk_protocol::identity::coin_type(network)),
+                    "moderation_xpub": moderation_xpub,
+                    "moderation_key": {
+                        "order_id_hex": hex(&order_id),
+                        "index": moderation_key.index,
+                        "public_key_hex": hex(&moderation_key.public.to_bytes()),
+                    },
                 });
                 (name.to_string(), value)
             })
