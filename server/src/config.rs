@@ -138,6 +138,25 @@ pub struct Options {
     /// new connection). [default: 60]
     #[arg(long, env = "SOUK_SYNC_INTERVAL_SECS", global = true)]
     pub sync_interval_secs: Option<u64>,
+    /// This server's public base URL (for example https://souk.example.org), as people list it
+    /// among their inbox servers; used to tell itself apart from the other inbox servers it
+    /// replicates messages to. [default: none]
+    #[arg(long, env = "SOUK_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+    /// Days an unfetched inbox message is kept. [default: 30]
+    #[arg(long, env = "SOUK_INBOX_TTL_DAYS", global = true)]
+    pub inbox_ttl_days: Option<u64>,
+    /// Most messages held for one recipient. [default: 1000]
+    #[arg(long, env = "SOUK_INBOX_MAX_MESSAGES", global = true)]
+    pub inbox_max_messages: Option<u32>,
+    /// Most MiB held for one recipient. [default: 32]
+    #[arg(long, env = "SOUK_INBOX_MAX_MB", global = true)]
+    pub inbox_max_mb: Option<u32>,
+    /// Replicate inbox messages to inbox servers at loopback, private or link-local addresses
+    /// (test networks, a LAN). Off, a profile cannot make this server post to internal
+    /// addresses. [default: false]
+    #[arg(long, env = "SOUK_INBOX_REPLICATE_PRIVATE", global = true)]
+    pub inbox_replicate_private: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -171,6 +190,23 @@ pub struct Config {
     pub sqlite_sync: SqliteSync,
     /// Peer-to-peer settings.
     pub p2p: P2pConfig,
+    /// Inbox settings.
+    pub inbox: InboxConfig,
+}
+
+/// Inbox (mailbox) settings.
+#[derive(Debug, Clone)]
+pub struct InboxConfig {
+    /// This server's public base URL, without a trailing slash.
+    pub public_url: Option<String>,
+    /// How long an unfetched message is kept.
+    pub ttl: std::time::Duration,
+    /// Most messages per recipient.
+    pub max_messages: u32,
+    /// Most bytes per recipient.
+    pub max_bytes: u64,
+    /// Replicate to private and loopback addresses too.
+    pub replicate_private: bool,
 }
 
 /// Peer-to-peer settings.
@@ -246,6 +282,13 @@ impl Options {
             p2p_discover: self.p2p_discover.or(lower.p2p_discover),
             p2p_max_connections: self.p2p_max_connections.or(lower.p2p_max_connections),
             sync_interval_secs: self.sync_interval_secs.or(lower.sync_interval_secs),
+            public_url: self.public_url.or(lower.public_url),
+            inbox_ttl_days: self.inbox_ttl_days.or(lower.inbox_ttl_days),
+            inbox_max_messages: self.inbox_max_messages.or(lower.inbox_max_messages),
+            inbox_max_mb: self.inbox_max_mb.or(lower.inbox_max_mb),
+            inbox_replicate_private: self
+                .inbox_replicate_private
+                .or(lower.inbox_replicate_private),
         }
     }
 }
@@ -304,6 +347,18 @@ impl Config {
                 max_connections: o.p2p_max_connections.unwrap_or(128),
                 sync_interval: std::time::Duration::from_secs(o.sync_interval_secs.unwrap_or(60)),
             },
+            inbox: InboxConfig {
+                public_url: o
+                    .public_url
+                    .map(|u| u.trim().trim_end_matches('/').to_string())
+                    .filter(|u| !u.is_empty()),
+                ttl: std::time::Duration::from_secs(
+                    o.inbox_ttl_days.unwrap_or(30).saturating_mul(24 * 60 * 60),
+                ),
+                max_messages: o.inbox_max_messages.unwrap_or(1_000),
+                max_bytes: u64::from(o.inbox_max_mb.unwrap_or(32)) * 1024 * 1024,
+                replicate_private: o.inbox_replicate_private.unwrap_or(false),
+            },
         };
         config.check()?;
         Ok(config)
@@ -339,6 +394,20 @@ impl Config {
             .any(|a| !matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))))
         {
             return invalid("p2p-bootstrap", "every address must end in /p2p/<peer id>");
+        }
+        if self.inbox.ttl.is_zero() || self.inbox.ttl.as_secs() > 365 * 24 * 60 * 60 {
+            return invalid("inbox-ttl-days", "must be between 1 and 365");
+        }
+        if self.inbox.max_messages == 0 {
+            return invalid("inbox-max-messages", "must be at least 1");
+        }
+        if self.inbox.max_bytes < souk_protocol::limits::MAX_SEALED_MESSAGE_BYTES as u64 {
+            return invalid("inbox-max-mb", "must be at least 1");
+        }
+        if let Some(url) = &self.inbox.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return invalid("public-url", "must start with https:// or http://");
         }
         if !self.database_url.starts_with("sqlite:") && !self.database_url.starts_with("postgres") {
             return invalid("database-url", "must start with sqlite:// or postgres://");

@@ -2,7 +2,8 @@
 //!
 //! A Souk index server. It accepts signed envelopes (REST today; gRPC and P2P call the same
 //! [`ingest::Ingestor`]), keeps them byte for byte in SQLite or PostgreSQL ([`store`]), indexes
-//! current listings with tantivy ([`search`]), and serves the public REST API ([`api`]).
+//! current listings with tantivy ([`search`]), holds sealed private messages for offline
+//! recipients ([`mailbox`]), and serves the public REST API ([`api`]).
 //!
 //! Errors by layer: `StoreError` (database), `SearchError` (index), `IngestError` (a batch that
 //! could not be stored), all converted into [`api::ApiError`] at the HTTP edge; `anyhow` only in
@@ -12,6 +13,7 @@ pub mod api;
 pub mod config;
 pub mod demo;
 pub mod ingest;
+pub mod mailbox;
 pub mod p2p;
 pub mod search;
 pub mod server;

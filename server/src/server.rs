@@ -18,6 +18,7 @@ use tower_governor::governor::GovernorConfigBuilder;
 use crate::api::{self, ApiError, AppState, SharedState};
 use crate::config::Config;
 use crate::ingest::{self, Ingestor};
+use crate::mailbox::{Mailbox, Replicator, StoreAndNetwork};
 use crate::p2p::{self, set::SyncSet};
 use crate::search::SearchIndex;
 use crate::store::Store;
@@ -98,6 +99,20 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         ),
         None => None,
     };
+    let replicator = Replicator::start(
+        StoreAndNetwork {
+            store: store.clone(),
+            network: network.clone(),
+        },
+        &config.inbox,
+    )
+    .context("cannot set up inbox replication")?;
+    let mailbox = Arc::new(Mailbox::new(
+        store.clone(),
+        config.inbox.clone(),
+        Some(replicator),
+    ));
+    mailbox.spawn_sweeper(Duration::from_secs(60));
     Ok(Arc::new(AppState {
         config,
         store,
@@ -107,6 +122,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         started: Instant::now(),
         ready: AtomicBool::new(true),
         network,
+        mailbox,
     }))
 }
 

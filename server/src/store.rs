@@ -92,6 +92,56 @@ pub enum WriteOutcome {
     },
 }
 
+/// What happened to a message posted to an inbox ([`Store::inbox_put`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxPut {
+    /// Filed; held until acknowledged or `expires_at`.
+    Stored {
+        /// Unix seconds.
+        expires_at: i64,
+    },
+    /// Already held.
+    Duplicate {
+        /// Unix seconds.
+        expires_at: i64,
+    },
+    /// Already fetched and acknowledged by the recipient; not stored again.
+    Delivered,
+    /// The recipient's inbox is at its quota.
+    Full {
+        /// Messages held for the recipient.
+        messages: i64,
+        /// Their total size.
+        bytes: i64,
+    },
+}
+
+/// One held message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxMessage {
+    /// Arrival position (the paging cursor).
+    pub seq: i64,
+    /// SHA-256 of the sealed bytes.
+    pub id: [u8; 32],
+    /// The `SealedMessage`.
+    pub bytes: Vec<u8>,
+    /// Unix seconds.
+    pub received_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// What the inboxes hold in all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct InboxStats {
+    /// Messages held.
+    pub messages: i64,
+    /// Their total size in bytes.
+    pub bytes: i64,
+    /// Distinct recipients.
+    pub recipients: i64,
+}
+
 /// Aggregated ratings of one person in one role.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct RatingSummary {
@@ -612,6 +662,189 @@ impl Store {
             rows.into_iter()
                 .map(|r| Ok((r.try_get::<i64, _>("seq")?, r.try_get::<Vec<u8>, _>("bytes")?)))
                 .collect()
+        })
+    }
+
+    /// Files a sealed message for `recipient`, unless it is already here, was already delivered,
+    /// or the recipient's inbox is over its quota (`max_messages` messages or `max_bytes` bytes,
+    /// counting what has not expired). One transaction.
+    ///
+    /// # Errors
+    /// [`StoreError`]; then nothing is stored.
+    #[allow(clippy::too_many_arguments, reason = "one flat call from the mailbox")]
+    pub async fn inbox_put(
+        &self,
+        id: &[u8; 32],
+        recipient: &PublicKey,
+        bytes: &[u8],
+        now: i64,
+        expires_at: i64,
+        max_messages: i64,
+        max_bytes: i64,
+    ) -> Result<InboxPut, StoreError> {
+        let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if let Some(row) = sqlx::query("SELECT expires_at FROM inbox WHERE id = $1")
+                .bind(id.as_slice())
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                return Ok(InboxPut::Duplicate { expires_at: row.try_get("expires_at")? });
+            }
+            if sqlx::query("SELECT 1 AS one FROM inbox_delivered WHERE id = $1")
+                .bind(id.as_slice())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some()
+            {
+                return Ok(InboxPut::Delivered);
+            }
+            let usage = sqlx::query(
+                "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS b \
+                 FROM inbox WHERE recipient = $1 AND expires_at > $2",
+            )
+            .bind(recipient.as_bytes().as_slice())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let (count, used): (i64, i64) = (usage.try_get("n")?, usage.try_get("b")?);
+            if count >= max_messages {
+                return Ok(InboxPut::Full { messages: count, bytes: used });
+            }
+            if used.saturating_add(size) > max_bytes {
+                return Ok(InboxPut::Full { messages: count, bytes: used });
+            }
+            sqlx::query(
+                "INSERT INTO inbox (id, recipient, bytes, size, received_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id.as_slice())
+            .bind(recipient.as_bytes().as_slice())
+            .bind(bytes)
+            .bind(size)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(InboxPut::Stored { expires_at })
+        })
+    }
+
+    /// Unexpired messages for `recipient` after position `after`, in arrival order.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn inbox_list(
+        &self,
+        recipient: &PublicKey,
+        after: i64,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<InboxMessage>, StoreError> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT seq, id, bytes, received_at, expires_at FROM inbox \
+                 WHERE recipient = $1 AND seq > $2 AND expires_at > $3 ORDER BY seq LIMIT $4",
+            )
+            .bind(recipient.as_bytes().as_slice())
+            .bind(after)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter()
+                .map(|r| {
+                    let id: Vec<u8> = r.try_get("id")?;
+                    Ok(InboxMessage {
+                        seq: r.try_get("seq")?,
+                        id: <[u8; 32]>::try_from(id.as_slice())
+                            .map_err(|_| StoreError::Corrupt("inbox id".into()))?,
+                        bytes: r.try_get("bytes")?,
+                        received_at: r.try_get("received_at")?,
+                        expires_at: r.try_get("expires_at")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Deletes acknowledged messages of `recipient` and remembers every acknowledged id until
+    /// `remember_until`, so a late copy is not delivered again. Returns how many messages were
+    /// deleted (ids not held here are remembered all the same).
+    ///
+    /// # Errors
+    /// [`StoreError`]; then nothing is deleted.
+    pub async fn inbox_ack(
+        &self,
+        recipient: &PublicKey,
+        ids: &[[u8; 32]],
+        remember_until: i64,
+    ) -> Result<u64, StoreError> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut deleted = 0;
+            for id in ids {
+                let gone = sqlx::query("DELETE FROM inbox WHERE id = $1 AND recipient = $2")
+                    .bind(id.as_slice())
+                    .bind(recipient.as_bytes().as_slice())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                deleted += gone;
+                sqlx::query(
+                    "INSERT INTO inbox_delivered (id, recipient, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id.as_slice())
+                .bind(recipient.as_bytes().as_slice())
+                .bind(remember_until)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(deleted)
+        })
+    }
+
+    /// Deletes expired messages and expired delivery records; returns (messages, records).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn inbox_sweep(&self, now: i64) -> Result<(u64, u64), StoreError> {
+        with_pool!(self, pool => {
+            let messages = sqlx::query("DELETE FROM inbox WHERE expires_at <= $1")
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            let records = sqlx::query("DELETE FROM inbox_delivered WHERE expires_at <= $1")
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            Ok((messages, records))
+        })
+    }
+
+    /// Messages held, their total size and how many recipients they are for.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn inbox_stats(&self) -> Result<InboxStats, StoreError> {
+        with_pool!(self, pool => {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS b, \
+                 COUNT(DISTINCT recipient) AS r FROM inbox",
+            )
+            .fetch_one(pool)
+            .await?;
+            Ok(InboxStats {
+                messages: row.try_get("n")?,
+                bytes: row.try_get("b")?,
+                recipients: row.try_get("r")?,
+            })
         })
     }
 

@@ -237,3 +237,155 @@ async fn rate_limits_cors_request_ids_and_graceful_shutdown_on_the_wire() {
         }
     }
 }
+
+/// Two inbox servers on real sockets: a message posted at one is copied to the other (the one
+/// its recipient's profile lists), where the recipient, offline when it was sent, fetches it
+/// after proving its key, and acknowledges it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_posted_at_one_inbox_server_is_fetched_from_another() {
+    use souk_protocol::{IdentityKey, ValidationContext, pb};
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let flags = ["--inbox-replicate-private", "true"];
+    let a = start(dir_a.path(), &flags).await;
+    let b = start(dir_b.path(), &flags).await;
+    let client = http_client();
+    let (alice, bob) = (
+        IdentityKey::from_secret_bytes(&[1; 32]),
+        IdentityKey::from_secret_bytes(&[2; 32]),
+    );
+
+    // Bob's profile names both servers; A has it.
+    let profile = profile(&bob, |p| {
+        p.inbox_servers = vec![a.base.clone(), b.base.clone()]
+    });
+    let response = client
+        .post(format!("{}/api/v1/envelopes", a.base))
+        .json(&serde_json::json!({ "envelope": b64(profile.envelope().bytes()) }))
+        .send()
+        .await
+        .expect("publish");
+    assert!(response.status().is_success());
+
+    // Alice writes to Bob at A only.
+    let message = pb::Message {
+        created_at: now(),
+        recipient: bob.public_key().as_bytes().to_vec(),
+        order_id: Vec::new(),
+        body: Some(pb::message::Body::Chat(pb::Chat {
+            text: "Sent while you were away".into(),
+        })),
+    };
+    let sealed = alice
+        .seal_message(&message, &ValidationContext::at(now()))
+        .expect("valid");
+    let response = client
+        .post(format!("{}/api/v1/inbox", a.base))
+        .header("content-type", "application/x-protobuf")
+        .body(sealed.bytes.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 201);
+
+    // Bob comes online and asks B.
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let login = |base: String| {
+        let client = client.clone();
+        let bob = bob.clone();
+        async move {
+            let address = bob.public_key().to_address();
+            let body: serde_json::Value = client
+                .post(format!("{base}/api/v1/inbox/{address}/challenge"))
+                .send()
+                .await
+                .expect("challenge")
+                .json()
+                .await
+                .expect("json");
+            let text = body["challenge"].as_str().expect("challenge");
+            let challenge: [u8; 32] = (0..32)
+                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex"))
+                .collect::<Vec<_>>()
+                .try_into()
+                .expect("32 bytes");
+            let signature = bob.sign_inbox_challenge(&challenge);
+            let body: serde_json::Value = client
+                .post(format!("{base}/api/v1/inbox/{address}/session"))
+                .json(&serde_json::json!({
+                    "challenge": text,
+                    "signature": signature.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                }))
+                .send()
+                .await
+                .expect("session")
+                .json()
+                .await
+                .expect("json");
+            body["token"].as_str().expect("token").to_string()
+        }
+    };
+    let address = bob.public_key().to_address();
+    let list = |base: String, token: String| {
+        let (client, address) = (client.clone(), address.clone());
+        async move {
+            client
+                .get(format!("{base}/api/v1/inbox/{address}/messages"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("list")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let token = login(b.base.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        let page = list(b.base.clone(), token.clone()).await;
+        if page["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+            break page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the message did not reach the second inbox server within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    use base64::Engine;
+    let received = base64::engine::general_purpose::STANDARD
+        .decode(page["messages"][0]["sealed"].as_str().expect("sealed"))
+        .expect("base64");
+    assert_eq!(
+        received, sealed.bytes,
+        "the copy is byte for byte the original"
+    );
+    let opened = bob
+        .open_message(&received, &ValidationContext::at(now()))
+        .expect("bob opens it");
+    assert_eq!(opened.sender(), alice.public_key());
+    assert_eq!(page["messages"][0]["id"], hex(&sealed.id.0));
+
+    // Acknowledged at B, it is gone there; A still holds its copy until Bob acknowledges it there.
+    let response = client
+        .post(format!("{}/api/v1/inbox/{address}/ack", b.base))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "ids": [hex(&sealed.id.0)] }))
+        .send()
+        .await
+        .expect("ack");
+    assert_eq!(response.status(), 200);
+    let empty = list(b.base.clone(), token.clone()).await;
+    assert_eq!(empty["messages"].as_array().map(Vec::len), Some(0));
+    let token_a = login(a.base.clone()).await;
+    let at_a = list(a.base.clone(), token_a).await;
+    assert_eq!(at_a["messages"].as_array().map(Vec::len), Some(1));
+
+    for mut server in [a, b] {
+        let _ = server.child.kill();
+        let _ = server.child.wait();
+    }
+}

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::ingest::IngestError;
+use crate::mailbox::MailboxError;
 use crate::search::SearchError;
 use crate::store::StoreError;
 
@@ -132,6 +133,28 @@ impl From<Arc<IngestError>> for ApiError {
                 )
             }
         }
+    }
+}
+
+impl From<MailboxError> for ApiError {
+    fn from(error: MailboxError) -> Self {
+        let error = match error {
+            MailboxError::Store(inner) => return inner.into(),
+            other => other,
+        };
+        let status = match &error {
+            MailboxError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            MailboxError::Message(souk_protocol::MessageError::TooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            MailboxError::Message(_) | MailboxError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            MailboxError::Full { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            MailboxError::BadChallenge | MailboxError::BadAnswer | MailboxError::Unauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
+            MailboxError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, error.code(), error.to_string())
     }
 }
 

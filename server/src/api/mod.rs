@@ -5,6 +5,7 @@
 
 pub mod envelopes;
 pub mod error;
+pub mod inbox;
 pub mod listings;
 pub mod network;
 pub mod ob;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// The peer-to-peer network (None when switched off).
     pub network: Option<crate::p2p::Network>,
+    /// The inboxes of sealed private messages.
+    pub mailbox: Arc<crate::mailbox::Mailbox>,
 }
 
 /// Shared state.
@@ -68,10 +71,33 @@ pub type SharedState = Arc<AppState>;
         (name = "listings", description = "Search and read listings"),
         (name = "stores", description = "Profiles, moderators and ratings"),
         (name = "network", description = "The peer-to-peer network: status and inbox records"),
+        (name = "inbox", description = "Sealed private messages held for their recipients"),
         (name = "operations", description = "Health, readiness, metrics, status")
-    )
+    ),
+    modifiers(&BearerScheme)
 )]
 struct ApiDoc;
+
+/// Declares the `bearer` security scheme (inbox session tokens).
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An inbox session token from POST /api/v1/inbox/{person}/session",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// Base64 (standard alphabet, with padding) as used for envelope bytes in JSON.
 pub(crate) fn b64(bytes: &[u8]) -> String {
@@ -85,6 +111,7 @@ pub fn api_router() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
         .merge(listings::router())
         .merge(ops::router())
         .merge(network::router())
+        .merge(inbox::router())
         .merge(ob::router())
         .split_for_parts()
 }
@@ -116,7 +143,10 @@ pub fn router(state: SharedState) -> Router {
 fn cors(origins: &[String]) -> CorsLayer {
     let layer = CorsLayer::new()
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers([axum::http::header::CONTENT_TYPE])
+        .allow_headers([
+            axum::http::header::CONTENT_TYPE,
+            axum::http::header::AUTHORIZATION,
+        ])
         .max_age(Duration::from_secs(3600));
     if origins.iter().any(|o| o == "*") {
         layer.allow_origin(AllowOrigin::any())

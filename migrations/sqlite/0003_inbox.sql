@@ -1,0 +1,23 @@
+-- Inboxes: sealed private messages held for their recipients until fetched and acknowledged.
+-- The server never sees plaintext; it files each message by recipient and keeps it until the
+-- recipient acknowledges it or it expires.
+CREATE TABLE inbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT, -- arrival order, for paging
+    id          BLOB    NOT NULL UNIQUE,           -- SHA-256 of the sealed bytes
+    recipient   BLOB    NOT NULL,                  -- 32-byte identity key
+    bytes       BLOB    NOT NULL,                  -- the SealedMessage, as received
+    size        INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX inbox_recipient_seq ON inbox (recipient, seq);
+CREATE INDEX inbox_expires_at ON inbox (expires_at);
+
+-- Ids of acknowledged messages, kept until the message would have expired, so that a late copy
+-- (a retry, or a replica from another inbox server) is not delivered twice.
+CREATE TABLE inbox_delivered (
+    id         BLOB    PRIMARY KEY,
+    recipient  BLOB    NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX inbox_delivered_expires_at ON inbox_delivered (expires_at);
