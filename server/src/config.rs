@@ -138,7 +138,7 @@ pub struct Options {
     /// new connection). [default: 60]
     #[arg(long, env = "SOUK_SYNC_INTERVAL_SECS", global = true)]
     pub sync_interval_secs: Option<u64>,
-    /// This server's public base URL (for example https://souk.example.org), as people list it
+    /// This server's public base URL (for example `https://souk.example.org`), as people list it
     /// among their inbox servers; used to tell itself apart from the other inbox servers it
     /// replicates messages to. [default: none]
     #[arg(long, env = "SOUK_PUBLIC_URL", global = true)]
