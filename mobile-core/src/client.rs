@@ -266,7 +266,7 @@ async fn on_runtime<T: Send + 'static>(
         })?
 }
 
-fn parse_server(text: &str) -> Result<Url, ClientError> {
+pub(crate) fn parse_server(text: &str) -> Result<Url, ClientError> {
     let bad = |reason: &str| ClientError::InvalidUrl {
         url: text.into(),
         reason: reason.into(),
@@ -298,6 +298,19 @@ fn parse_server(text: &str) -> Result<Url, ClientError> {
     Ok(url)
 }
 
+/// An HTTP client as the core builds them: ring for TLS, the compiled-in roots, no redirects.
+pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .tls_certs_only(root_certificates())
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .timeout(timeout)
+        .user_agent(concat!("souk-mobile-core/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot set up HTTP: {e}"))
+}
+
 fn install_crypto_provider() {
     // reqwest is built without a default provider (that would pull in aws-lc); ring is smaller
     // and builds everywhere. If the host app installed one already, that one is used.
@@ -312,6 +325,24 @@ fn root_certificates() -> Vec<reqwest::Certificate> {
 }
 
 impl Client {
+    /// The HTTP client (for the inbox calls in `inbox.rs`).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// One JSON request to one server, with the client's limits and error mapping.
+    pub(crate) async fn call<T: for<'de> Deserialize<'de>>(
+        &self,
+        server: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        self.inner.call(server, request).await
+    }
+
+    pub(crate) fn url(server: &Url, path: &str) -> Result<Url, ClientError> {
+        Inner::url(server, path)
+    }
+
     /// A client for `config` (the Rust-side constructor; foreign code calls `Client(config)`).
     ///
     /// # Errors
@@ -389,7 +420,7 @@ enum ResultJson {
     Rejected { error: ErrorDetailJson },
 }
 
-fn server_name(url: &Url) -> String {
+pub(crate) fn server_name(url: &Url) -> String {
     url.as_str().trim_end_matches('/').to_owned()
 }
 

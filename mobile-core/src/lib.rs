@@ -39,9 +39,12 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod chain;
 mod client;
 mod drafts;
 mod error;
+mod inbox;
+pub mod orders;
 mod verify;
 mod wallet;
 
@@ -55,6 +58,7 @@ pub use drafts::{
     ModeratorOffer, Price, ProfileDraft, ShippingOption, ShippingService, Sku, Tax, VariantOption,
 };
 pub use error::{ClientError, ServerFailure, WalletError};
+pub use inbox::{Delivery, HeldMessage, InboxBatch, MAX_INBOX_PAGES, SendReport};
 pub use verify::{DroppedHit, VerifiedListing, VerifiedStore};
 pub use wallet::{SignedEnvelope, Wallet};
 

@@ -576,6 +576,15 @@ impl PublicKey {
         self.key.to_montgomery().to_bytes()
     }
 
+    /// Whether `signature` is this key's strict ed25519 signature over `digest` (the rule every
+    /// Souk signature follows: canonical `S`, no small-order `R` or key).
+    #[must_use]
+    pub fn verify_digest(&self, digest: &[u8; 32], signature: &[u8; 64]) -> bool {
+        self.key
+            .verify_strict(digest, &ed25519_dalek::Signature::from_bytes(signature))
+            .is_ok()
+    }
+
     pub(crate) fn verifying_key(&self) -> &VerifyingKey {
         &self.key
     }

@@ -64,6 +64,7 @@ mod validate;
 #[allow(
     clippy::doc_markdown,
     clippy::doc_lazy_continuation,
+    clippy::large_enum_variant,
     reason = "generated code"
 )]
 pub mod pb {

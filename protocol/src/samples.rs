@@ -274,6 +274,7 @@ pub fn messages(recipient: &PublicKey, listing: &[u8]) -> Vec<pb::Message> {
             reply_inbox_servers: vec!["https://inbox.example.org".into()],
             network: "regtest".into(),
             memo: "Gift wrap, please.".into(),
+            moderator_profile: listing.to_vec(),
         }),
         Body::Confirmation(pb::OrderConfirmation {
             seller_escrow_key: Vec::new(),

@@ -710,7 +710,10 @@ fn order_request(o: &pb::OrderRequest) -> Result {
     )?;
     match pb::PaymentMethod::try_from(o.payment) {
         Ok(pb::PaymentMethod::Direct) => {
-            if !o.moderator.is_empty() || !o.buyer_escrow_key.is_empty() {
+            if !o.moderator.is_empty()
+                || !o.buyer_escrow_key.is_empty()
+                || !o.moderator_profile.is_empty()
+            {
                 return Err(E::Inconsistent {
                     field: "order.payment",
                     reason: "a direct payment names no moderator and no escrow key",
@@ -720,6 +723,16 @@ fn order_request(o: &pb::OrderRequest) -> Result {
         Ok(pb::PaymentMethod::Moderated) => {
             public_key(&o.moderator, "order.moderator")?;
             escrow_key(&o.buyer_escrow_key, "order.buyer_escrow_key")?;
+            if o.moderator_profile.is_empty() {
+                return Err(E::Missing {
+                    field: "order.moderator_profile",
+                });
+            }
+            max_bytes(
+                &o.moderator_profile,
+                "order.moderator_profile",
+                MAX_ENVELOPE_BYTES,
+            )?;
         }
         _ => {
             return Err(E::BadFormat {

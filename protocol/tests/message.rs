@@ -80,6 +80,7 @@ fn order(buyer: u8, seller: &IdentityKey, moderator: &IdentityKey) -> pb::Messag
             reply_inbox_servers: vec!["http://127.0.0.1:8080".into()],
             network: "regtest".into(),
             memo: String::new(),
+            moderator_profile: b"the moderator's signed profile".to_vec(),
         })),
     }
 }

@@ -397,6 +397,7 @@ fn message_vectors() -> Value {
             reply_inbox_servers: vec!["https://inbox.example.org".into()],
             network: "regtest".into(),
             memo: String::new(),
+            moderator_profile: Vec::new(),
         })),
     };
     let chat = pb::Message {
