@@ -1253,7 +1253,15 @@ impl Orders {
                 souk_escrow::check(&psbt, &terms).map_err(escrow_error)?;
                 record.pending_psbt = Some(f.release_psbt.clone());
             }
-            pb::message::Body::Cancel(c) if !c.refund_psbt.is_empty() => {
+            pb::message::Body::Cancel(c)
+                if event_for_message(record.order.state(), &body) == Some(Event::Refund)
+                    && record.order.payment() == Payment::Moderated =>
+            {
+                // A refund after payment: the seller's PSBT must give the buyer everything
+                // (less the capped miner fee) at the refund address of the order.
+                let psbt = souk_escrow::parse_psbt(&c.refund_psbt).map_err(escrow_error)?;
+                let terms = self.terms(&record, &Self::full_refund(&record)?)?;
+                souk_escrow::check(&psbt, &terms).map_err(escrow_error)?;
                 record.pending_psbt = Some(c.refund_psbt.clone());
             }
             pb::message::Body::Decision(d) => {
@@ -1721,6 +1729,94 @@ impl Orders {
             at,
         )?;
         Ok(vec![to_buyer, to_seller])
+    }
+
+    fn full_refund(record: &OrderRecord) -> Result<Spend, FlowError> {
+        let network = record.network()?;
+        Ok(Spend::Refund {
+            buyer: parse_address(&record.request.refund_address, network)?
+                .as_unchecked()
+                .clone(),
+            seller: Self::seller_payout(record)?.as_unchecked().clone(),
+            buyer_bp: souk_escrow::FULL_SHARE_BP,
+        })
+    }
+
+    /// The seller calls off a paid order and gives the buyer the money back. Moderated: the
+    /// seller signs a refund of the whole escrow (less the miner fee) to the order's refund
+    /// address, and the buyer completes it with [`Orders::execute_refund`]. Direct: the seller
+    /// has paid the buyer back from its own wallet and names that transaction.
+    ///
+    /// # Errors
+    /// [`FlowError`].
+    pub fn refund(
+        &self,
+        id: &[u8; 32],
+        reason: &str,
+        direct_refund_txid: Option<Txid>,
+        fee_rate: FeeRate,
+        at: u64,
+    ) -> Result<Outgoing, FlowError> {
+        let mut record = self.get(id)?;
+        record.order.check(Event::Refund, Actor::Seller)?;
+        let (refund_psbt, refund_txid) = match record.order.payment() {
+            Payment::Moderated => {
+                let (psbt, _) =
+                    self.sign_spend(&record, None, &Self::full_refund(&record)?, fee_rate)?;
+                (psbt.serialize(), Vec::new())
+            }
+            Payment::Direct => {
+                let txid = direct_refund_txid.ok_or_else(|| {
+                    mismatch("a direct order is refunded from the seller's wallet: name the txid")
+                })?;
+                (
+                    Vec::new(),
+                    souk_escrow::bitcoin::hashes::Hash::to_byte_array(txid).to_vec(),
+                )
+            }
+        };
+        let (outgoing, signed) = self.seal(
+            *id,
+            record.buyer,
+            record.buyer_servers(),
+            pb::message::Body::Cancel(pb::Cancellation {
+                reason: reason.into(),
+                refund_psbt,
+                refund_txid,
+            }),
+            at,
+        )?;
+        self.commit(
+            &mut record,
+            Some((Event::Refund, Actor::Seller)),
+            Some(("out", &signed)),
+            at,
+        )?;
+        Ok(outgoing)
+    }
+
+    /// The buyer completes a moderated refund: checks the seller's refund PSBT again, adds its
+    /// signature, finalizes and broadcasts.
+    ///
+    /// # Errors
+    /// [`FlowError`].
+    pub async fn execute_refund(&self, id: &[u8; 32], chain: &Chain) -> Result<Txid, FlowError> {
+        let record = self.get(id)?;
+        if record.order.state() != OrderState::Refunded || record.role != Role::Buyer {
+            return Err(mismatch("there is no refund to complete"));
+        }
+        let psbt = record
+            .pending_psbt
+            .clone()
+            .ok_or_else(|| mismatch("no refund PSBT from the seller"))?;
+        let (psbt, terms) = self.sign_spend(
+            &record,
+            Some(&psbt),
+            &Self::full_refund(&record)?,
+            FeeRate::from_sat_per_vb_u32(1),
+        )?;
+        let tx = souk_escrow::finalize(psbt, &terms).map_err(escrow_error)?;
+        Ok(chain.broadcast(&tx).await?)
     }
 
     /// A party carries out the moderator's decision: checks the payout PSBT against the terms

@@ -495,6 +495,43 @@ async fn a_declined_order_ends_without_payment() {
     assert_eq!(late.code(), "order_finished");
 }
 
+/// (c) After payment, the seller cannot fulfil: it signs a full refund, the buyer completes it,
+/// and the interpreter accepts it; the buyer gets the price back less the miner fee.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seller_who_cannot_fulfil_refunds_the_buyer() {
+    let w = world().await;
+    let id = w.funded_order(true).await;
+    let refund = w
+        .seller
+        .orders
+        .refund(
+            &id,
+            "Broke it while packing, sorry",
+            None,
+            FeeRate::from_sat_per_vb_u32(2),
+            now(),
+        )
+        .expect("refund");
+    send(&w.seller, refund).await;
+    assert!(matches!(
+        w.buyer.sync().await.as_slice(),
+        [Ok(Received::Moved {
+            state: OrderState::Refunded,
+            ..
+        })]
+    ));
+    let txid = w
+        .buyer
+        .orders
+        .execute_refund(&id, &chain_client(&w.chain))
+        .await
+        .expect("the refund is valid");
+    assert!(w.chain.transaction(&txid).is_some());
+    let back = w.balance(&payout_address(&w.buyer.keys, 0));
+    assert!(back > PRICE - 5_000 && back < PRICE, "buyer got {back}");
+    assert_eq!(w.seller.state(&id), OrderState::Refunded);
+}
+
 /// (d) Dispute: the moderator decides 70/30; the buyer carries out the decision; the payout is
 /// valid and pays the moderator's fee; the buyer rates the moderator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
