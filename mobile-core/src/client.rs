@@ -228,7 +228,7 @@ struct Inner {
     max_response_bytes: u64,
 }
 
-fn runtime() -> Result<&'static tokio::runtime::Runtime, ClientError> {
+pub(crate) fn runtime() -> Result<&'static tokio::runtime::Runtime, ClientError> {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     static INIT: Mutex<()> = Mutex::new(());
     if let Some(rt) = RUNTIME.get() {
@@ -254,7 +254,7 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, ClientError> {
 }
 
 /// Runs `fut` on the core's runtime and waits for it from whatever executor polls us.
-async fn on_runtime<T: Send + 'static>(
+pub(crate) async fn on_runtime<T: Send + 'static>(
     fut: impl Future<Output = Result<T, ClientError>> + Send + 'static,
 ) -> Result<T, ClientError> {
     runtime()?
@@ -325,6 +325,13 @@ fn root_certificates() -> Vec<reqwest::Certificate> {
 }
 
 impl Client {
+    /// Another handle on the same client (for work moved onto the core's runtime).
+    pub(crate) fn handle(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
     /// The HTTP client (for the inbox calls in `inbox.rs`).
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.inner.http

@@ -10,7 +10,9 @@ use base64::Engine;
 use serde::Deserialize;
 use souk_protocol::message::inspect_sealed;
 
-use crate::client::{Client, parse_server, server_name};
+use std::sync::Arc;
+
+use crate::client::{Client, on_runtime, parse_server, server_name};
 use crate::error::ClientError;
 use crate::wallet::Wallet;
 
@@ -118,15 +120,60 @@ fn bad(server: &str, reason: impl Into<String>) -> ClientError {
     }
 }
 
+#[uniffi::export]
 impl Client {
     /// Posts a sealed message to each of `inbox_servers` (the recipient's, from its profile or
     /// its order). Succeeds when at least one server holds it; the report says what each did.
+    /// Keep the message and try again later while `delivered` is false.
     ///
     /// # Errors
     /// [`ClientError::InvalidArgument`] if `sealed` is not a well-formed sealed message or no
-    /// server is given. Servers that fail are reported in the result (`delivered` is false when
-    /// all did), not as an error, so the caller keeps the message and retries.
+    /// server is given.
     pub async fn send_message(
+        &self,
+        inbox_servers: Vec<String>,
+        sealed: Vec<u8>,
+    ) -> Result<SendReport, ClientError> {
+        let client = self.handle();
+        on_runtime(async move { client.send_message_here(inbox_servers, sealed).await }).await
+    }
+
+    /// Opens the wallet's inbox at `server` (answering its challenge with the identity key) and
+    /// reads every held message, up to [`MAX_INBOX_PAGES`] pages. Nothing is deleted: call
+    /// `acknowledge` with the ids once they are stored.
+    ///
+    /// # Errors
+    /// [`ClientError`] for a server that cannot be reached, refuses the answer, or answers
+    /// nonsense.
+    pub async fn fetch_inbox(
+        &self,
+        wallet: Arc<Wallet>,
+        server: String,
+    ) -> Result<InboxBatch, ClientError> {
+        let client = self.handle();
+        on_runtime(async move { client.fetch_inbox_here(&wallet, server).await }).await
+    }
+
+    /// Acknowledges messages the wallet has stored: the server deletes them and will not take
+    /// them again. Returns how many it deleted.
+    ///
+    /// # Errors
+    /// [`ClientError`]; [`ClientError::InvalidArgument`] for an id that is not 64 hex digits.
+    pub async fn acknowledge(
+        &self,
+        wallet: Arc<Wallet>,
+        server: String,
+        token: String,
+        ids: Vec<String>,
+    ) -> Result<u64, ClientError> {
+        let client = self.handle();
+        on_runtime(async move { client.acknowledge_here(&wallet, server, token, ids).await }).await
+    }
+}
+
+impl Client {
+    /// `send_message`, on the caller's runtime.
+    async fn send_message_here(
         &self,
         inbox_servers: Vec<String>,
         sealed: Vec<u8>,
@@ -182,14 +229,8 @@ impl Client {
         })
     }
 
-    /// Opens the wallet's inbox at `server` (answering its challenge with the identity key) and
-    /// reads every held message, up to [`MAX_INBOX_PAGES`] pages. Nothing is deleted: call
-    /// [`Client::acknowledge`] with the ids once they are stored.
-    ///
-    /// # Errors
-    /// [`ClientError`] for a server that cannot be reached, refuses the answer, or answers
-    /// nonsense.
-    pub async fn fetch_inbox(
+    /// `fetch_inbox`, on the caller's runtime.
+    async fn fetch_inbox_here(
         &self,
         wallet: &Wallet,
         server: String,
@@ -265,12 +306,8 @@ impl Client {
         })
     }
 
-    /// Acknowledges messages the wallet has stored: the server deletes them and will not take
-    /// them again. Returns how many it deleted.
-    ///
-    /// # Errors
-    /// [`ClientError`]; [`ClientError::InvalidArgument`] for an id that is not 64 hex digits.
-    pub async fn acknowledge(
+    /// `acknowledge`, on the caller's runtime.
+    async fn acknowledge_here(
         &self,
         wallet: &Wallet,
         batch_server: String,

@@ -44,6 +44,7 @@ mod client;
 mod drafts;
 mod error;
 mod inbox;
+mod order_book;
 pub mod orders;
 mod verify;
 mod wallet;
@@ -59,6 +60,9 @@ pub use drafts::{
 };
 pub use error::{ClientError, ServerFailure, WalletError};
 pub use inbox::{Delivery, HeldMessage, InboxBatch, MAX_INBOX_PAGES, SendReport};
+pub use order_book::{
+    OrderBook, OrderDraft, OrderFlowError, OrderSummary, OutgoingMessage, ReceivedMessage,
+};
 pub use verify::{DroppedHit, VerifiedListing, VerifiedStore};
 pub use wallet::{SignedEnvelope, Wallet};
 

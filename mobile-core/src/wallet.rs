@@ -29,7 +29,7 @@ pub struct SignedEnvelope {
 }
 
 impl SignedEnvelope {
-    fn from_sealed(sealed: &SignedObject, kind: &str) -> Self {
+    pub(crate) fn from_sealed(sealed: &SignedObject, kind: &str) -> Self {
         Self {
             id: sealed.id().to_string(),
             bytes: sealed.envelope().bytes().to_vec(),

@@ -169,7 +169,7 @@ impl Person {
         for server in &self.inbox {
             let batch = self
                 .client
-                .fetch_inbox(&self.wallet, server.clone())
+                .fetch_inbox(std::sync::Arc::clone(&self.wallet), server.clone())
                 .await
                 .expect("inbox reachable");
             let mut taken = Vec::new();
@@ -183,7 +183,7 @@ impl Person {
             if !taken.is_empty() {
                 self.client
                     .acknowledge(
-                        &self.wallet,
+                        std::sync::Arc::clone(&self.wallet),
                         batch.server.clone(),
                         batch.token.clone(),
                         taken,

@@ -205,6 +205,8 @@ impl fmt::Debug for Seed {
 }
 
 /// Derives every key of one person from their seed. See the module documentation for the paths.
+/// Cloning copies the seed (zeroed on drop in every copy).
+#[derive(Clone)]
 pub struct Keychain {
     seed: Seed,
     secp: Secp256k1<secp256k1::All>,

@@ -145,6 +145,34 @@ fun main() {
         }
     }
 
+    // Orders: placed, delivered through a live inbox, confirmed, answered.
+    val buyer = Wallet.generate(12u, "")
+    val listing = wallet.signListing(draft("cedar-box"))
+    LiveServer().use { server ->
+        val client = Client(ClientConfig(servers = listOf(server.url), timeoutMs = 5000uL))
+        val dir = java.nio.file.Files.createTempDirectory("souk-orders")
+        val buyerBook = OrderBook.open(dir.resolve("buyer.db").toString(), buyer)
+        val sellerBook = OrderBook.open(dir.resolve("seller.db").toString(), wallet)
+        runBlocking {
+            val order = buyerBook.placeOrder(OrderDraft(
+                listing = listing.bytes, skus = listOf(0u), quantities = listOf(1u),
+                amountSats = 90_000uL, sellerInbox = listOf(server.url), replyInbox = listOf(server.url)))
+            checkThat("order sent", client.sendMessage(order.servers, order.sealed).delivered)
+            val batch = client.fetchInbox(wallet, server.url)
+            val got = batch.messages.map { sellerBook.receive(it.sealed) }
+            checkThat("the seller received the order", got.map { it.outcome } == listOf("new_order")) { "$got" }
+            client.acknowledge(wallet, server.url, batch.token, batch.messages.map { it.id })
+            val confirmation = sellerBook.confirm(order.orderId)
+            client.sendMessage(confirmation.servers, confirmation.sealed)
+            val answer = client.fetchInbox(buyer, server.url).messages.map { buyerBook.receive(it.sealed) }
+            checkThat("the buyer's order awaits payment", answer.map { it.state } == listOf("awaiting_payment")) { "$answer" }
+            val refused = throws<OrderFlowException.Refused>("confirming twice is refused") {
+                sellerBook.confirm(order.orderId)
+            }
+            checkThat("with a stable code", refused?.code == "illegal_transition") { "${refused?.code}" }
+        }
+    }
+
     if (failures > 0) {
         println("$failures check(s) failed")
         exitProcess(1)

@@ -140,5 +140,68 @@ class BindingsTest(unittest.TestCase):
             asyncio.run(flow())
 
 
+class OrderBindingsTest(unittest.TestCase):
+    """An order placed, delivered through a live inbox, confirmed and answered, from Python."""
+
+    def test_an_order_travels_through_the_inbox_and_is_confirmed(self):
+        seller = souk.Wallet.restore(vector()["mnemonic"], "")
+        buyer = souk.Wallet.generate(12, "")
+        listing = seller.sign_listing(draft("oak-stool"))
+        with LiveServer() as server, tempfile.TemporaryDirectory() as tmp:
+            client = souk.Client(souk.ClientConfig(servers=[server.url], timeout_ms=5000))
+            buyer_book = souk.OrderBook.open(os.path.join(tmp, "buyer.db"), buyer)
+            seller_book = souk.OrderBook.open(os.path.join(tmp, "seller.db"), seller)
+            self.assertEqual(buyer_book.list(), [])
+
+            async def deliver(message):
+                report = await client.send_message(message.servers, message.sealed)
+                self.assertTrue(report.delivered, report.deliveries)
+
+            async def read(wallet, book):
+                batch = await client.fetch_inbox(wallet, server.url)
+                outcomes = [book.receive(m.sealed) for m in batch.messages]
+                await client.acknowledge(wallet, server.url, batch.token,
+                                         [m.id for m in batch.messages])
+                return outcomes
+
+            async def flow():
+                order = buyer_book.place_order(souk.OrderDraft(
+                    listing=listing.bytes, skus=[0], quantities=[1],
+                    shipping_address="Rua Augusta 1, Lisboa", amount_sats=120_000,
+                    seller_inbox=[server.url], reply_inbox=[server.url]))
+                self.assertEqual(order.recipient, seller.identity_address())
+                await deliver(order)
+                [got] = await read(seller, seller_book)
+                self.assertEqual(got.outcome, "new_order")
+                self.assertEqual(got.order_id, order.order_id)
+                await deliver(seller_book.confirm(order.order_id))
+                [answer] = await read(buyer, buyer_book)
+                self.assertEqual((answer.outcome, answer.state), ("moved", "awaiting_payment"))
+                [mine] = buyer_book.list()
+                self.assertEqual((mine.role, mine.state, mine.payment), ("buyer", "awaiting_payment", "direct"))
+                self.assertEqual(mine.payment_address, buyer_book.payment_address(order.order_id))
+                # Acknowledged messages are gone from the inbox.
+                self.assertEqual((await client.fetch_inbox(buyer, server.url)).messages, [])
+                with self.assertRaises(souk.OrderFlowError.Refused) as caught:
+                    seller_book.confirm(order.order_id)
+                self.assertEqual(caught.exception.code, "illegal_transition")
+
+            asyncio.run(flow())
+
+    def test_order_errors_are_typed_with_stable_codes(self):
+        wallet = souk.Wallet.generate(12, "")
+        with tempfile.TemporaryDirectory() as tmp:
+            book = souk.OrderBook.open(os.path.join(tmp, "orders.db"), wallet)
+            with self.assertRaises(souk.OrderFlowError.Refused) as caught:
+                book.receive(b"\xff\xff")
+            self.assertEqual(caught.exception.code, "message_malformed")
+            with self.assertRaises(souk.OrderFlowError.Refused) as caught:
+                book.confirm("00" * 32)
+            self.assertEqual(caught.exception.code, "unknown_order")
+            with self.assertRaises(souk.OrderFlowError.Refused) as caught:
+                book.confirm("not-an-id")
+            self.assertEqual(caught.exception.code, "invalid_argument")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
