@@ -192,14 +192,23 @@ impl std::fmt::Debug for OrderBook {
 
 #[uniffi::export]
 impl OrderBook {
-    /// Opens (creating) the order book file at `path` for `wallet`'s person. Keep it in the
-    /// app's private storage; it holds order messages in plaintext.
+    /// Opens (creating) the order book file at `path` for `wallet`'s person, placing orders on
+    /// `network` (`bitcoin`, `testnet`, `signet` or `regtest`). Keep it in the app's private
+    /// storage; it holds order messages in plaintext.
     ///
     /// # Errors
-    /// [`OrderFlowError`] with code `storage`.
+    /// [`OrderFlowError`] with code `storage`, or `order_mismatch` for an unknown network.
     #[uniffi::constructor]
-    pub fn open(path: String, wallet: Arc<Wallet>) -> Result<Arc<Self>, OrderFlowError> {
-        let orders = Orders::open(std::path::Path::new(&path), wallet.keychain().clone())?;
+    pub fn open(
+        path: String,
+        wallet: Arc<Wallet>,
+        network: String,
+    ) -> Result<Arc<Self>, OrderFlowError> {
+        let orders = Orders::open(
+            std::path::Path::new(&path),
+            wallet.keychain().clone(),
+            &network,
+        )?;
         Ok(Arc::new(Self {
             inner: Arc::new(orders),
         }))

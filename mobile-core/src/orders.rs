@@ -259,6 +259,8 @@ impl OrderRecord {
 pub struct Orders {
     db: Mutex<Connection>,
     keychain: Keychain,
+    /// The network new orders are placed on (a name `parse_network` knows).
+    network: String,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -320,11 +322,17 @@ fn max_fee(total: u64) -> Amount {
 }
 
 impl Orders {
-    /// Opens (creating if needed) the order database at `path` for the person of `keychain`.
+    /// Opens (creating if needed) the order database at `path` for the person of `keychain`,
+    /// placing new orders on `network` (`"bitcoin"`, `"testnet"`, `"signet"` or `"regtest"`;
+    /// orders received carry their own network and are refused if it differs).
     ///
     /// # Errors
-    /// [`FlowError::Storage`] if the file cannot be opened or is from a newer version.
-    pub fn open(path: &Path, keychain: Keychain) -> Result<Self, FlowError> {
+    /// [`FlowError::Storage`] if the file cannot be opened or is from a newer version;
+    /// [`FlowError::Mismatch`] for an unknown network.
+    pub fn open(path: &Path, keychain: Keychain, network: &str) -> Result<Self, FlowError> {
+        let network_name = network.to_string();
+        souk_protocol::order::parse_network(network)
+            .ok_or_else(|| mismatch(format!("unknown network {network:.20}")))?;
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -369,6 +377,7 @@ impl Orders {
         Ok(Self {
             db: Mutex::new(conn),
             keychain,
+            network: network_name,
         })
     }
 
@@ -933,8 +942,9 @@ impl Orders {
         let Object::Listing(l) = listing.object() else {
             return Err(mismatch("that envelope is not a listing"));
         };
-        let network_name = "regtest";
-        let network = Network::Regtest;
+        let network_name = self.network.as_str();
+        let network = souk_protocol::order::parse_network(network_name)
+            .ok_or_else(|| mismatch("unknown network"))?;
         let (payment, moderator, buyer_escrow_key, escrow_index) = match &order.moderator_profile {
             Some(profile) => {
                 let (moderator, _offer) = moderator_offer(profile, at)?;
@@ -1078,6 +1088,12 @@ impl Orders {
         at: u64,
     ) -> Result<Received, FlowError> {
         let me = self.identity().public_key();
+        if request.network != self.network {
+            return Err(mismatch(format!(
+                "the order is for {}, this book is on {}",
+                request.network, self.network
+            )));
+        }
         check_request(&me, opened, &request)?;
         let id = opened
             .order_id()

@@ -120,7 +120,8 @@ impl Person {
         let wallet = Wallet::restore(phrase.clone(), String::new()).expect("wallet");
         let keys = || Keychain::from_mnemonic(&Mnemonic::parse(&phrase).expect("valid"), "");
         let dir = tempfile::tempdir().expect("temp dir");
-        let orders = Orders::open(&dir.path().join("orders.db"), keys()).expect("order db");
+        let orders =
+            Orders::open(&dir.path().join("orders.db"), keys(), "regtest").expect("order db");
         let client = Client::new(ClientConfig::new(vec![index.url.clone()])).expect("client");
         Self {
             wallet,
@@ -130,6 +131,12 @@ impl Person {
             inbox: inbox.iter().map(|s| s.url.clone()).collect(),
             _dir: dir,
         }
+    }
+
+    /// The app is killed and started again: the order book is reopened from its file.
+    fn restart(&mut self) {
+        let path = self._dir.path().join("orders.db");
+        self.orders = Orders::open(&path, self.keys.clone(), "regtest").expect("reopens");
     }
 
     fn identity(&self) -> souk_protocol::IdentityKey {
@@ -799,4 +806,47 @@ async fn a_phone_refuses_to_sign_a_psbt_that_pays_other_than_agreed() {
         .await
         .expect_err("nothing to complete");
     assert_eq!(not_shipped.code(), "illegal_transition");
+}
+
+/// An app restarted in the middle of an order resumes it from its order book: state, history,
+/// the seller's escrow key index and the funding all come back, and the order completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_app_resumes_every_open_order() {
+    let mut w = world().await;
+    let id = w.funded_order(true).await;
+    let before = w.seller.orders.get(&id).expect("order");
+    w.seller.restart();
+    w.buyer.restart();
+    let after = w.seller.orders.get(&id).expect("order survives");
+    assert_eq!(after.order.state(), OrderState::Confirmed);
+    assert_eq!(after.order.history(), before.order.history());
+    assert_eq!(after.escrow_index, before.escrow_index);
+    assert_eq!(after.funding, before.funding);
+    // The next order gets fresh keys: indices were persisted, not reset.
+    let next = w
+        .buyer
+        .orders
+        .place_order(w.order(true), now())
+        .expect("order");
+    let next = w.buyer.orders.get(&next.order_id).expect("second order");
+    let first = w.buyer.orders.get(&id).expect("first order");
+    assert_ne!(next.escrow_index, first.escrow_index);
+    assert_ne!(next.rating_index, first.rating_index);
+    // And the first order goes on to the end.
+    let fulfilment = w
+        .seller
+        .orders
+        .ship(&id, "Posted", FeeRate::from_sat_per_vb_u32(2), now())
+        .expect("ship");
+    send(&w.seller, fulfilment).await;
+    w.buyer.sync().await;
+    let (done, _) = w
+        .buyer
+        .orders
+        .complete(&id, &chain_client(&w.chain), now())
+        .await
+        .expect("complete");
+    send(&w.buyer, done).await;
+    w.seller.sync().await;
+    assert_eq!(w.seller.state(&id), OrderState::Completed);
 }

@@ -151,8 +151,8 @@ fun main() {
     LiveServer().use { server ->
         val client = Client(ClientConfig(servers = listOf(server.url), timeoutMs = 5000uL))
         val dir = java.nio.file.Files.createTempDirectory("souk-orders")
-        val buyerBook = OrderBook.open(dir.resolve("buyer.db").toString(), buyer)
-        val sellerBook = OrderBook.open(dir.resolve("seller.db").toString(), wallet)
+        val buyerBook = OrderBook.open(dir.resolve("buyer.db").toString(), buyer, "regtest")
+        val sellerBook = OrderBook.open(dir.resolve("seller.db").toString(), wallet, "regtest")
         runBlocking {
             val order = buyerBook.placeOrder(OrderDraft(
                 listing = listing.bytes, skus = listOf(0u), quantities = listOf(1u),

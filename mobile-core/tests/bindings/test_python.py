@@ -149,8 +149,8 @@ class OrderBindingsTest(unittest.TestCase):
         listing = seller.sign_listing(draft("oak-stool"))
         with LiveServer() as server, tempfile.TemporaryDirectory() as tmp:
             client = souk.Client(souk.ClientConfig(servers=[server.url], timeout_ms=5000))
-            buyer_book = souk.OrderBook.open(os.path.join(tmp, "buyer.db"), buyer)
-            seller_book = souk.OrderBook.open(os.path.join(tmp, "seller.db"), seller)
+            buyer_book = souk.OrderBook.open(os.path.join(tmp, "buyer.db"), buyer, "regtest")
+            seller_book = souk.OrderBook.open(os.path.join(tmp, "seller.db"), seller, "regtest")
             self.assertEqual(buyer_book.list(), [])
 
             async def deliver(message):
@@ -191,7 +191,10 @@ class OrderBindingsTest(unittest.TestCase):
     def test_order_errors_are_typed_with_stable_codes(self):
         wallet = souk.Wallet.generate(12, "")
         with tempfile.TemporaryDirectory() as tmp:
-            book = souk.OrderBook.open(os.path.join(tmp, "orders.db"), wallet)
+            book = souk.OrderBook.open(os.path.join(tmp, "orders.db"), wallet, "regtest")
+            with self.assertRaises(souk.OrderFlowError.Refused) as caught:
+                souk.OrderBook.open(os.path.join(tmp, "other.db"), wallet, "mainnet")
+            self.assertEqual(caught.exception.code, "order_mismatch")
             with self.assertRaises(souk.OrderFlowError.Refused) as caught:
                 book.receive(b"\xff\xff")
             self.assertEqual(caught.exception.code, "message_malformed")
