@@ -246,6 +246,23 @@ impl OrderBook {
             .collect())
     }
 
+    /// Messages made here that no inbox server has taken yet (a send failed, or the app stopped
+    /// before sending): send each again with `Client.sendMessage`, then call `delivered`.
+    ///
+    /// # Errors
+    /// [`OrderFlowError`].
+    pub fn outbox(&self) -> Result<Vec<OutgoingMessage>, OrderFlowError> {
+        Ok(self.inner.outbox()?.into_iter().map(Into::into).collect())
+    }
+
+    /// Takes a message out of the outbox once `sendMessage` reported it delivered.
+    ///
+    /// # Errors
+    /// [`OrderFlowError`].
+    pub fn delivered(&self, sealed: Vec<u8>) -> Result<(), OrderFlowError> {
+        Ok(self.inner.delivered(&sealed)?)
+    }
+
     /// Places an order; post the result to the seller's inbox servers.
     ///
     /// # Errors

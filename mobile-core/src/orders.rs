@@ -353,7 +353,10 @@ impl Orders {
              CREATE TABLE IF NOT EXISTS messages (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT, order_id BLOB NOT NULL,
                  direction TEXT NOT NULL, signed BLOB NOT NULL, at INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS seen (id BLOB PRIMARY KEY);",
+             CREATE TABLE IF NOT EXISTS seen (id BLOB PRIMARY KEY);
+             CREATE TABLE IF NOT EXISTS outbox (
+                 id BLOB PRIMARY KEY, order_id BLOB NOT NULL, recipient BLOB NOT NULL,
+                 servers TEXT NOT NULL, sealed BLOB NOT NULL, created_at INTEGER NOT NULL);",
         )?;
         let version: Option<i64> = conn
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
@@ -657,6 +660,19 @@ impl Orders {
         message: Option<(&str, &[u8])>,
         at: u64,
     ) -> Result<(), FlowError> {
+        self.commit_with(record, event, message, &[], at)
+    }
+
+    /// [`Self::commit`], and in the same transaction puts `outbox` messages in the outbox, where
+    /// they stay until [`Orders::delivered`] is called for them.
+    fn commit_with(
+        &self,
+        record: &mut OrderRecord,
+        event: Option<(Event, Actor)>,
+        message: Option<(&str, &[u8])>,
+        outbox: &[&Outgoing],
+        at: u64,
+    ) -> Result<(), FlowError> {
         if let Some((event, actor)) = event {
             record.order.apply(event, actor, at)?;
         }
@@ -715,6 +731,22 @@ impl Orders {
                 params![record.id.as_slice(), direction, signed, at_i],
             )?;
         }
+        for outgoing in outbox {
+            tx.execute(
+                "INSERT INTO outbox (id, order_id, recipient, servers, sealed, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+                params![
+                    souk_protocol::message::SealedId::of(&outgoing.sealed)
+                        .0
+                        .as_slice(),
+                    outgoing.order_id.as_slice(),
+                    outgoing.recipient.as_bytes().as_slice(),
+                    outgoing.servers.join("\n"),
+                    outgoing.sealed,
+                    at_i,
+                ],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -752,6 +784,54 @@ impl Orders {
             .query_map(params![id.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// Messages made by this device that no inbox server has confirmed holding yet, oldest
+    /// first: send each again and call [`Orders::delivered`] once a server took it.
+    ///
+    /// # Errors
+    /// [`FlowError::Storage`].
+    pub fn outbox(&self) -> Result<Vec<Outgoing>, FlowError> {
+        let db = self.db();
+        let mut statement = db.prepare(
+            "SELECT order_id, recipient, servers, sealed FROM outbox ORDER BY created_at, rowid",
+        )?;
+        let rows = statement
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(order_id, recipient, servers, sealed)| {
+                Ok(Outgoing {
+                    order_id: order_id
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| FlowError::Storage("outbox order id".into()))?,
+                    recipient: PublicKey::from_bytes(&recipient)
+                        .map_err(|e| FlowError::Storage(e.to_string()))?,
+                    servers: servers.lines().map(str::to_owned).collect(),
+                    sealed,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes a message out of the outbox: an inbox server holds it.
+    ///
+    /// # Errors
+    /// [`FlowError::Storage`].
+    pub fn delivered(&self, sealed: &[u8]) -> Result<(), FlowError> {
+        self.db().execute(
+            "DELETE FROM outbox WHERE id = ?1",
+            params![souk_protocol::message::SealedId::of(sealed).0.as_slice()],
+        )?;
+        Ok(())
     }
 
     // ---- escrow -------------------------------------------------------------------------
@@ -1033,12 +1113,13 @@ impl Orders {
             decision: None,
             seller_servers: outgoing.servers.clone(),
         };
-        self.insert(&record, at)?;
-        self.commit(&mut record, None, Some(("out", &signed)), at)?;
-        Ok(Outgoing {
+        let outgoing = Outgoing {
             order_id: id,
             ..outgoing
-        })
+        };
+        self.insert(&record, at)?;
+        self.commit_with(&mut record, None, Some(("out", &signed)), &[&outgoing], at)?;
+        Ok(outgoing)
     }
 
     /// Reads a sealed message fetched from an inbox: opens it, checks it against its order and
@@ -1054,6 +1135,12 @@ impl Orders {
         }
         let me = self.identity();
         let opened = me.open_message(sealed, &ValidationContext::at(at))?;
+        // The same signed message may come sealed twice (a sender's retry): one id for both.
+        let signed_id = souk_protocol::message::SealedId::of(opened.signed_bytes()).0;
+        if self.was_seen(&signed_id)? {
+            self.mark_seen(&header.id.0)?;
+            return Ok(Received::AlreadySeen);
+        }
         let body = opened
             .message()
             .body
@@ -1067,6 +1154,7 @@ impl Orders {
             body => self.receive_update(&opened, body, at)?,
         };
         self.mark_seen(&header.id.0)?;
+        self.mark_seen(&signed_id)?;
         Ok(outcome)
     }
 
@@ -1366,10 +1454,11 @@ impl Orders {
             at,
         )?;
         record.confirmation = Some((signed.clone(), confirmation));
-        self.commit(
+        self.commit_with(
             &mut record,
             Some((Event::Confirm, Actor::Seller)),
             Some(("out", &signed)),
+            &[&outgoing],
             at,
         )?;
         Ok(outgoing)
@@ -1391,10 +1480,11 @@ impl Orders {
             }),
             at,
         )?;
-        self.commit(
+        self.commit_with(
             &mut record,
             Some((Event::Decline, Actor::Seller)),
             Some(("out", &signed)),
+            &[&outgoing],
             at,
         )?;
         Ok(outgoing)
@@ -1506,10 +1596,11 @@ impl Orders {
             }),
             at,
         )?;
-        self.commit(
+        self.commit_with(
             &mut record,
             Some((Event::Ship, Actor::Seller)),
             Some(("out", &signed)),
+            &[&outgoing],
             at,
         )?;
         Ok(outgoing)
@@ -1562,10 +1653,11 @@ impl Orders {
             at,
         )?;
         record.pending_psbt = None;
-        self.commit(
+        self.commit_with(
             &mut record,
             Some((Event::Complete, Actor::Buyer)),
             Some(("out", &signed)),
+            &[&outgoing],
             at,
         )?;
         Ok((outgoing, txid))
@@ -1591,10 +1683,11 @@ impl Orders {
             }),
             at,
         )?;
-        self.commit(
+        self.commit_with(
             &mut record,
             Some((Event::Cancel, actor)),
             Some(("out", &signed)),
+            &[&outgoing],
             at,
         )?;
         Ok(outgoing)
@@ -1647,10 +1740,11 @@ impl Orders {
             pb::message::Body::Dispute(dispute),
             at,
         )?;
-        self.commit(
+        self.commit_with(
             &mut record,
             Some((Event::OpenDispute, actor)),
             Some(("out", &signed)),
+            &[&to_moderator, &to_party],
             at,
         )?;
         Ok(vec![to_moderator, to_party])
@@ -1738,10 +1832,11 @@ impl Orders {
             at,
         )?;
         record.decision = Some(decision);
-        self.commit(
+        self.commit_with(
             &mut record,
             Some((Event::Resolve, Actor::Moderator)),
             Some(("out", &signed)),
+            &[&to_buyer, &to_seller],
             at,
         )?;
         Ok(vec![to_buyer, to_seller])
@@ -1802,10 +1897,11 @@ impl Orders {
             }),
             at,
         )?;
-        self.commit(
+        self.commit_with(
             &mut record,
             Some((Event::Refund, Actor::Seller)),
             Some(("out", &signed)),
+            &[&outgoing],
             at,
         )?;
         Ok(outgoing)

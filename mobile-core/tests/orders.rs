@@ -210,10 +210,11 @@ impl Person {
 async fn send(from: &Person, outgoing: Outgoing) {
     let report = from
         .client
-        .send_message(outgoing.servers.clone(), outgoing.sealed)
+        .send_message(outgoing.servers.clone(), outgoing.sealed.clone())
         .await
         .expect("sendable");
     assert!(report.delivered, "not delivered: {:?}", report.deliveries);
+    from.orders.delivered(&outgoing.sealed).expect("outbox");
 }
 
 fn chain_client(chain: &Esplora) -> Chain {
@@ -814,11 +815,17 @@ async fn a_phone_refuses_to_sign_a_psbt_that_pays_other_than_agreed() {
 async fn a_restarted_app_resumes_every_open_order() {
     let mut w = world().await;
     let id = w.funded_order(true).await;
+    // A message whose sending failed stays in the outbox across the restart, and is sent then.
+    let unsent = w
+        .seller
+        .orders
+        .ship(&id, "Posted", FeeRate::from_sat_per_vb_u32(2), now())
+        .expect("ship");
     let before = w.seller.orders.get(&id).expect("order");
     w.seller.restart();
     w.buyer.restart();
     let after = w.seller.orders.get(&id).expect("order survives");
-    assert_eq!(after.order.state(), OrderState::Confirmed);
+    assert_eq!(after.order.state(), OrderState::Shipped);
     assert_eq!(after.order.history(), before.order.history());
     assert_eq!(after.escrow_index, before.escrow_index);
     assert_eq!(after.funding, before.funding);
@@ -832,13 +839,14 @@ async fn a_restarted_app_resumes_every_open_order() {
     let first = w.buyer.orders.get(&id).expect("first order");
     assert_ne!(next.escrow_index, first.escrow_index);
     assert_ne!(next.rating_index, first.rating_index);
-    // And the first order goes on to the end.
-    let fulfilment = w
-        .seller
-        .orders
-        .ship(&id, "Posted", FeeRate::from_sat_per_vb_u32(2), now())
-        .expect("ship");
-    send(&w.seller, fulfilment).await;
+    // And the first order goes on to the end, starting with the message left in the outbox.
+    let pending = w.seller.orders.outbox().expect("outbox");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].sealed, unsent.sealed);
+    for outgoing in pending {
+        send(&w.seller, outgoing).await;
+    }
+    assert!(w.seller.orders.outbox().expect("outbox").is_empty());
     w.buyer.sync().await;
     let (done, _) = w
         .buyer

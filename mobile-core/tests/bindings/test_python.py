@@ -153,9 +153,10 @@ class OrderBindingsTest(unittest.TestCase):
             seller_book = souk.OrderBook.open(os.path.join(tmp, "seller.db"), seller, "regtest")
             self.assertEqual(buyer_book.list(), [])
 
-            async def deliver(message):
+            async def deliver(book, message):
                 report = await client.send_message(message.servers, message.sealed)
                 self.assertTrue(report.delivered, report.deliveries)
+                book.delivered(message.sealed)
 
             async def read(wallet, book):
                 batch = await client.fetch_inbox(wallet, server.url)
@@ -170,11 +171,13 @@ class OrderBindingsTest(unittest.TestCase):
                     shipping_address="Rua Augusta 1, Lisboa", amount_sats=120_000,
                     seller_inbox=[server.url], reply_inbox=[server.url]))
                 self.assertEqual(order.recipient, seller.identity_address())
-                await deliver(order)
+                self.assertEqual([m.sealed for m in buyer_book.outbox()], [order.sealed])
+                await deliver(buyer_book, order)
+                self.assertEqual(buyer_book.outbox(), [])
                 [got] = await read(seller, seller_book)
                 self.assertEqual(got.outcome, "new_order")
                 self.assertEqual(got.order_id, order.order_id)
-                await deliver(seller_book.confirm(order.order_id))
+                await deliver(seller_book, seller_book.confirm(order.order_id))
                 [answer] = await read(buyer, buyer_book)
                 self.assertEqual((answer.outcome, answer.state), ("moved", "awaiting_payment"))
                 [mine] = buyer_book.list()
