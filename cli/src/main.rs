@@ -53,7 +53,10 @@ fn emit(text: &str) {
     }
 }
 
+mod orders;
+
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+const DEFAULT_ESPLORA: &str = "https://mempool.space/api";
 const PASSPHRASE_ENV: &str = "SOUK_PASSPHRASE";
 const MNEMONIC_ENV: &str = "SOUK_MNEMONIC";
 const BIP39_PASSPHRASE_ENV: &str = "SOUK_BIP39_PASSPHRASE";
@@ -120,6 +123,29 @@ struct Cli {
     )]
     passphrase_file: Option<PathBuf>,
 
+    /// Esplora API for payments and broadcasts (mempool.space, Blockstream, or your own)
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SOUK_ESPLORA",
+        default_value = DEFAULT_ESPLORA,
+        global = true,
+        help_heading = "Global options"
+    )]
+    esplora: String,
+
+    /// Bitcoin network of new orders: bitcoin, testnet, signet or regtest
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "SOUK_NETWORK",
+        default_value = "bitcoin",
+        value_parser = ["bitcoin", "testnet", "signet", "regtest"],
+        global = true,
+        help_heading = "Global options"
+    )]
+    network: String,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -137,6 +163,15 @@ enum Command {
     Listing(ListingCommand),
     /// Search listings; every hit is verified on this machine
     Search(SearchArgs),
+    /// Place, answer and follow orders (kept in <home>/orders.db)
+    #[command(subcommand)]
+    Order(orders::OrderCommand),
+    /// Send pending messages and read your inbox servers
+    #[command(subcommand)]
+    Inbox(orders::InboxCommand),
+    /// Follow your orders' payments on the chain
+    #[command(subcommand)]
+    Chain(orders::ChainCommand),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -376,6 +411,8 @@ fn run(cli: Cli) -> Result<()> {
         servers: cli.servers.clone(),
         timeout: cli.timeout,
         passphrase_file: cli.passphrase_file.clone(),
+        esplora: cli.esplora.clone(),
+        network: cli.network.clone(),
     };
     match cli.command {
         Command::Key(KeyCommand::New { words, force }) => key_new(&ctx, words, force),
@@ -395,6 +432,9 @@ fn run(cli: Cli) -> Result<()> {
             listing_show(&ctx, id, slug, seller)
         }
         Command::Search(args) => search(&ctx, &args),
+        Command::Order(command) => orders::order(&ctx, command),
+        Command::Inbox(command) => orders::inbox(&ctx, command),
+        Command::Chain(command) => orders::chain(&ctx, command),
     }
 }
 
@@ -420,6 +460,8 @@ struct Ctx {
     servers: Vec<String>,
     timeout: u64,
     passphrase_file: Option<PathBuf>,
+    esplora: String,
+    network: String,
 }
 
 impl Ctx {

@@ -648,3 +648,111 @@ fn usage_errors_exit_2_and_version_works() {
         assert!(out.stdout.contains(flag), "{flag}: {out:#?}");
     }
 }
+
+/// A direct order from start to end through the command line, for two people with their own
+/// homes: place, the seller's inbox sync and confirm, payment on the (stand-in) chain, chain
+/// watch, ship, complete, and a rating; then a step the state machine refuses.
+#[test]
+fn a_direct_order_from_the_command_line() {
+    let server = Server::start();
+    let chain_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let chain = chain_runtime
+        .block_on(souk_testkit::Esplora::start(
+            souk_testkit::bitcoin::Network::Regtest,
+        ))
+        .unwrap();
+    let (seller_home, buyer_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let on = |home: &Path, phrase: &str| {
+        Souk::new(home, &server.url)
+            .env("SOUK_MNEMONIC", phrase)
+            .env("SOUK_NETWORK", "regtest")
+            .env("SOUK_ESPLORA", &chain.url)
+    };
+    let seller = on(seller_home.path(), PHRASE);
+    let buyer = on(
+        buyer_home.path(),
+        "legal winner thank year wave sausage worth useful legal winner thank yellow",
+    );
+    for (who, name) in [(&seller, "Lamp shop"), (&buyer, "A buyer")] {
+        restore(who);
+        who.run(&["store", "set", "--name", name, "--inbox", &server.url])
+            .ok();
+    }
+    let published = seller
+        .run(&["--json", "listing", "publish", &example("listing.toml")])
+        .ok()
+        .json();
+    let listing = published["results"][0]["id"].as_str().unwrap().to_owned();
+
+    let placed = buyer
+        .run(&[
+            "--json",
+            "order",
+            "place",
+            &listing,
+            "--amount",
+            "50000",
+            "--ship-to",
+            "Hauptstrasse 1, Berlin",
+        ])
+        .ok()
+        .json();
+    assert_eq!(placed["state"], "requested", "{placed:#}");
+    assert_eq!(placed["messages"][0]["delivered"], true);
+    let id = placed["order_id"].as_str().unwrap().to_owned();
+
+    let synced = seller.run(&["--json", "inbox", "sync"]).ok().json();
+    assert_eq!(synced["messages"][0]["outcome"], "new_order", "{synced:#}");
+    let confirmed = seller.run(&["--json", "order", "confirm", &id]).ok().json();
+    assert_eq!(confirmed["state"], "awaiting_payment");
+    let synced = buyer.run(&["--json", "inbox", "sync"]).ok().json();
+    assert_eq!(
+        synced["messages"][0]["state"], "awaiting_payment",
+        "{synced:#}"
+    );
+
+    let shown = buyer.run(&["--json", "order", "show", &id]).ok().json();
+    let address = shown["payment_address"].as_str().unwrap().to_owned();
+    chain.pay(&address, 50_000).unwrap();
+    chain.mine(1);
+    for who in [&buyer, &seller] {
+        let watched = who.run(&["--json", "chain", "watch"]).ok().json();
+        assert_eq!(watched["moved"][0]["state"], "confirmed", "{watched:#}");
+    }
+
+    seller
+        .run(&["order", "ship", &id, "--note", "Posted today"])
+        .ok();
+    let synced = buyer.run(&["--json", "inbox", "sync"]).ok().json();
+    assert_eq!(synced["messages"][0]["state"], "shipped", "{synced:#}");
+    let done = buyer.run(&["--json", "order", "complete", &id]).ok().json();
+    assert_eq!(done["state"], "completed");
+    let synced = seller.run(&["--json", "inbox", "sync"]).ok().json();
+    assert_eq!(synced["messages"][0]["state"], "completed", "{synced:#}");
+    buyer
+        .run(&[
+            "order",
+            "rate",
+            &id,
+            "--overall",
+            "5",
+            "--service",
+            "4",
+            "--review",
+            "Lovely lamp",
+        ])
+        .ok();
+
+    let listed = buyer.run(&["--json", "order", "list"]).ok().json();
+    assert_eq!(listed["orders"][0]["state"], "completed");
+    let refused = seller.run(&["order", "confirm", &id]).failed();
+    assert!(refused.stderr.contains("completed"), "{refused:#?}");
+    let unknown = seller
+        .run(&["--json", "order", "show", &"0".repeat(64)])
+        .failed();
+    assert_eq!(unknown.json()["error"]["code"], "unknown_order");
+}

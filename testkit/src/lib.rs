@@ -43,6 +43,9 @@ use bitcoin::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+/// Re-exported so that tests name the same `bitcoin` types.
+pub use bitcoin;
+
 /// One unspent (or mempool-spent) output and where it was created.
 #[derive(Debug, Clone)]
 struct Coin {

@@ -1,0 +1,625 @@
+//! `souk order`, `souk inbox`, `souk chain`: the order flow of the phone core (`OrderBook`),
+//! with the order book in `<home>/orders.db`. Every step that makes a message sends it to the
+//! other party's inbox servers at once; a message that could not be delivered stays in the
+//! outbox and `souk inbox sync` sends it again.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use souk_mobile_core::{Client, OrderBook, OrderDraft, OrderFlowError, OutgoingMessage, Wallet};
+
+use crate::{Ctx, emit, fail, unlock, warn};
+
+/// Default fee rate for transactions the order flow builds, in sat/vB.
+const DEFAULT_FEE_RATE: u32 = 2;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum OrderCommand {
+    /// Order a listing: the order is signed, sealed to the seller and sent to its inbox
+    Place(PlaceArgs),
+    /// Your orders, newest first
+    List,
+    /// One order: state, parties, where to pay
+    Show {
+        /// Order id (64 hex digits)
+        id: String,
+    },
+    /// Seller: accept an order (a moderated order gets its escrow address here)
+    Confirm {
+        /// Order id
+        id: String,
+    },
+    /// Seller: refuse an order
+    Decline {
+        /// Order id
+        id: String,
+        /// Why, for the buyer
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Either party: call off an order that is not paid
+    Cancel {
+        /// Order id
+        id: String,
+        /// Why
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Seller: mark shipped (a moderated order's release is signed here)
+    Ship {
+        /// Order id
+        id: String,
+        /// A note for the buyer (tracking, download link, …)
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Fee rate of the release transaction, sat/vB
+        #[arg(long, default_value_t = DEFAULT_FEE_RATE)]
+        fee_rate: u32,
+    },
+    /// Buyer: received; checks, signs and broadcasts the release (moderated)
+    Complete {
+        /// Order id
+        id: String,
+    },
+    /// Seller: give a paid order's money back (moderated: a signed full refund)
+    Refund {
+        /// Order id
+        id: String,
+        /// Why
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Direct orders: the transaction that paid the buyer back
+        #[arg(long)]
+        txid: Option<String>,
+        /// Fee rate of the refund transaction, sat/vB
+        #[arg(long, default_value_t = DEFAULT_FEE_RATE)]
+        fee_rate: u32,
+    },
+    /// Buyer: complete the seller's refund (sign and broadcast)
+    AcceptRefund {
+        /// Order id
+        id: String,
+    },
+    /// Either party: ask the moderator to decide
+    Dispute {
+        /// Order id
+        id: String,
+        /// What went wrong
+        #[arg(long)]
+        reason: String,
+    },
+    /// Moderator: decide a dispute
+    Decide {
+        /// Order id
+        id: String,
+        /// The buyer's share of what remains after your fee, in basis points (7000 = 70 %)
+        #[arg(long, value_parser = clap::value_parser!(u16).range(0..=10_000))]
+        buyer_share_bps: u16,
+        /// Your reasoning, for both parties
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Fee rate of the payout transaction, sat/vB
+        #[arg(long, default_value_t = DEFAULT_FEE_RATE)]
+        fee_rate: u32,
+    },
+    /// Either party: carry out the moderator's decision (sign and broadcast the payout)
+    AcceptDecision {
+        /// Order id
+        id: String,
+    },
+    /// Seller: claim the escrow alone after the timeout
+    Claim {
+        /// Order id
+        id: String,
+        /// Fee rate of the claim, sat/vB
+        #[arg(long, default_value_t = DEFAULT_FEE_RATE)]
+        fee_rate: u32,
+    },
+    /// Buyer: rate the seller (or, with --moderator, the moderator) and publish the rating
+    Rate {
+        /// Order id
+        id: String,
+        /// Rate the moderator (overall and service only) instead of the seller
+        #[arg(long)]
+        moderator: bool,
+        /// Overall score, 1–5
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5))]
+        overall: u32,
+        /// Quality, description, delivery scores (seller only), 1–5 each
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5))]
+        quality: Option<u32>,
+        /// How well the listing described it (seller only)
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5))]
+        description: Option<u32>,
+        /// Delivery (seller only)
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5))]
+        delivery: Option<u32>,
+        /// Service, 1–5
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5))]
+        service: u32,
+        /// A review
+        #[arg(long, default_value = "")]
+        review: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PlaceArgs {
+    /// The listing's id (64 hex digits), as `souk search` shows it
+    listing: String,
+    /// The total you offer, in satoshis
+    #[arg(long)]
+    amount: u64,
+    /// SKU index to order (repeat with --qty for several lines)
+    #[arg(long = "sku", default_value = "0")]
+    skus: Vec<u32>,
+    /// Quantity of each --sku, in the same order
+    #[arg(long = "qty", default_value = "1")]
+    quantities: Vec<u32>,
+    /// Pay into escrow with this moderator (souk1… address); without it you pay the seller
+    /// directly
+    #[arg(long)]
+    moderator: Option<String>,
+    /// Where to ship
+    #[arg(long, default_value = "")]
+    ship_to: String,
+    /// Shipping option name
+    #[arg(long, default_value = "")]
+    option: String,
+    /// Shipping service name
+    #[arg(long, default_value = "")]
+    service: String,
+    /// A note to the seller
+    #[arg(long, default_value = "")]
+    memo: String,
+    /// Your inbox servers for the answers [default: those of your published profile]
+    #[arg(long = "inbox", value_name = "URL")]
+    inbox: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum InboxCommand {
+    /// Send what the outbox holds, then read your inbox servers, feed every message to your
+    /// orders, and acknowledge what was taken
+    Sync {
+        /// Inbox servers to read [default: those of your published profile]
+        #[arg(long = "inbox", value_name = "URL")]
+        inbox: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ChainCommand {
+    /// Read payments, confirmations and timeouts of your open orders from the Esplora API
+    Watch,
+}
+
+fn flow_error(e: OrderFlowError) -> anyhow::Error {
+    let OrderFlowError::Refused { code, detail } = e;
+    let hint = match code.as_str() {
+        "illegal_transition" | "order_finished" => {
+            "see the order's state with `souk order show ID`"
+        }
+        "unknown_order" => "list your orders with `souk order list`",
+        "chain_unreachable" | "chain_refused" => "check --esplora (SOUK_ESPLORA) and the network",
+        _ => "",
+    };
+    fail(leak(code), detail, hint)
+}
+
+/// Codes come from the core as strings; `fail` wants a `'static` code. The set is small and
+/// fixed, so each distinct code is leaked at most once per process.
+fn leak(code: String) -> &'static str {
+    Box::leak(code.into_boxed_str())
+}
+
+fn book(ctx: &Ctx, wallet: &Arc<Wallet>) -> Result<Arc<OrderBook>> {
+    std::fs::create_dir_all(&ctx.home)?;
+    let path = ctx.home.join("orders.db");
+    OrderBook::open(
+        path.to_string_lossy().into_owned(),
+        Arc::clone(wallet),
+        ctx.network.clone(),
+    )
+    .map_err(flow_error)
+}
+
+/// Sends messages; what no server took stays in the outbox (with a warning).
+fn send(
+    ctx: &Ctx,
+    client: &Client,
+    book: &OrderBook,
+    messages: Vec<OutgoingMessage>,
+) -> Result<Vec<Value>> {
+    let mut sent = Vec::new();
+    for message in messages {
+        let report =
+            ctx.block_on(client.send_message(message.servers.clone(), message.sealed.clone()))?;
+        let delivered = match report {
+            Ok(report) if report.delivered => {
+                book.delivered(message.sealed.clone()).map_err(flow_error)?;
+                true
+            }
+            Ok(report) => {
+                let reasons: Vec<String> = report
+                    .deliveries
+                    .iter()
+                    .map(|d| format!("{}: {}", d.server, d.error.clone().unwrap_or_default()))
+                    .collect();
+                warn(&format!(
+                    "the message to {} was not delivered ({}); it stays in the outbox and `souk inbox sync` sends it again",
+                    message.recipient,
+                    reasons.join("; ")
+                ));
+                false
+            }
+            Err(e) => {
+                warn(&format!(
+                    "the message to {} was not sent ({e}); it stays in the outbox",
+                    message.recipient
+                ));
+                false
+            }
+        };
+        sent.push(json!({
+            "order_id": message.order_id,
+            "to": message.recipient,
+            "servers": message.servers,
+            "delivered": delivered,
+        }));
+    }
+    Ok(sent)
+}
+
+fn own_inbox(ctx: &Ctx, client: &Client, wallet: &Wallet, given: &[String]) -> Result<Vec<String>> {
+    if !given.is_empty() {
+        return Ok(given.to_vec());
+    }
+    let store = ctx
+        .block_on(client.get_store(wallet.identity_address()))?
+        .map_err(|e| {
+            fail(
+                "no_inbox",
+                format!("cannot read your profile to find your inbox servers: {e}"),
+                "publish them with `souk store set --inbox URL`, or pass --inbox URL",
+            )
+        })?;
+    if store.profile.inbox_servers.is_empty() {
+        return Err(fail(
+            "no_inbox",
+            "your profile names no inbox servers",
+            "publish them with `souk store set --inbox URL`, or pass --inbox URL",
+        ));
+    }
+    Ok(store.profile.inbox_servers)
+}
+
+fn inbox_of(ctx: &Ctx, client: &Client, person: &str, who: &str) -> Result<Vec<String>> {
+    let store = ctx
+        .block_on(client.get_store(person.to_owned()))?
+        .map_err(|e| {
+            fail(
+                "no_inbox",
+                format!("cannot read the {who}'s profile to find its inbox servers: {e}"),
+                "",
+            )
+        })?;
+    if store.profile.inbox_servers.is_empty() {
+        return Err(fail(
+            "no_inbox",
+            format!("the {who}'s profile names no inbox servers; it cannot receive orders"),
+            "",
+        ));
+    }
+    Ok(store.profile.inbox_servers)
+}
+
+fn print(ctx: &Ctx, value: &Value, text: &str) -> Result<()> {
+    if ctx.json {
+        return ctx.print_json(value);
+    }
+    emit(text);
+    Ok(())
+}
+
+fn summary_of(book: &OrderBook, id: &str) -> Result<souk_mobile_core::OrderSummary> {
+    book.list()
+        .map_err(flow_error)?
+        .into_iter()
+        .find(|o| o.id == id)
+        .ok_or_else(|| {
+            fail(
+                "unknown_order",
+                format!("no order {id} here"),
+                "list them with `souk order list`",
+            )
+        })
+}
+
+fn summary_json(o: &souk_mobile_core::OrderSummary) -> Value {
+    json!({
+        "id": o.id, "role": o.role, "state": o.state, "final": o.is_final, "payment": o.payment,
+        "amount_sats": o.amount_sats, "buyer": o.buyer, "seller": o.seller,
+        "payment_address": o.payment_address,
+    })
+}
+
+pub(crate) fn order(ctx: &Ctx, command: OrderCommand) -> Result<()> {
+    let wallet = unlock(ctx)?;
+    let client = ctx.client()?;
+    let book = book(ctx, &wallet)?;
+    let esplora = ctx.esplora.clone();
+    let step = |messages: Result<Vec<OutgoingMessage>, OrderFlowError>, what: &str| -> Result<()> {
+        let sent = send(ctx, &client, &book, messages.map_err(flow_error)?)?;
+        let id = sent
+            .first()
+            .and_then(|s| s["order_id"].as_str())
+            .unwrap_or("")
+            .to_owned();
+        let state = summary_of(&book, &id).map(|o| o.state).unwrap_or_default();
+        print(
+            ctx,
+            &json!({ "order_id": id, "state": state, "messages": sent }),
+            &format!("{what}  {id}  (now {state})\n"),
+        )
+    };
+    match command {
+        OrderCommand::Place(args) => {
+            if args.skus.len() != args.quantities.len() {
+                return Err(fail("usage", "give one --qty per --sku", ""));
+            }
+            let listing = ctx.block_on(client.get_listing(args.listing.clone()))??;
+            let seller_inbox = inbox_of(ctx, &client, &listing.seller, "seller")?;
+            let moderator_profile = match &args.moderator {
+                Some(m) => Some(ctx.block_on(client.get_store(m.clone()))??.envelope),
+                None => None,
+            };
+            let reply_inbox = own_inbox(ctx, &client, &wallet, &args.inbox)?;
+            let placed = book.place_order(OrderDraft {
+                listing: listing.envelope,
+                skus: args.skus,
+                quantities: args.quantities,
+                shipping_option: args.option,
+                shipping_service: args.service,
+                shipping_address: args.ship_to,
+                moderator_profile,
+                amount_sats: args.amount,
+                seller_inbox,
+                reply_inbox,
+                memo: args.memo,
+            });
+            step(placed.map(|m| vec![m]), "ordered")
+        }
+        OrderCommand::List => {
+            let orders = book.list().map_err(flow_error)?;
+            let text: String = orders
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{}  {:<9} {:<17} {:<9} {:>12} sats\n",
+                        o.id, o.role, o.state, o.payment, o.amount_sats
+                    )
+                })
+                .collect();
+            let list: Vec<Value> = orders.iter().map(summary_json).collect();
+            print(
+                ctx,
+                &json!({ "orders": list }),
+                if text.is_empty() {
+                    "no orders\n"
+                } else {
+                    &text
+                },
+            )
+        }
+        OrderCommand::Show { id } => {
+            let o = summary_of(&book, &id)?;
+            let pay = o
+                .payment_address
+                .as_ref()
+                .map(|a| format!("pay to     {a}  ({} sats)\n", o.amount_sats))
+                .unwrap_or_default();
+            let text = format!(
+                "order      {}\nrole       {}\nstate      {}\npayment    {}\nbuyer      {}\nseller     {}\n{pay}",
+                o.id, o.role, o.state, o.payment, o.buyer, o.seller
+            );
+            print(ctx, &summary_json(&o), &text)
+        }
+        OrderCommand::Confirm { id } => step(book.confirm(id).map(|m| vec![m]), "confirmed"),
+        OrderCommand::Decline { id, reason } => {
+            step(book.decline(id, reason).map(|m| vec![m]), "declined")
+        }
+        OrderCommand::Cancel { id, reason } => {
+            step(book.cancel(id, reason).map(|m| vec![m]), "canceled")
+        }
+        OrderCommand::Ship { id, note, fee_rate } => {
+            step(book.ship(id, note, fee_rate).map(|m| vec![m]), "shipped")
+        }
+        OrderCommand::Complete { id } => {
+            let done = ctx.block_on(book.complete(id, esplora))?;
+            step(done.map(|m| vec![m]), "completed")
+        }
+        OrderCommand::Refund {
+            id,
+            reason,
+            txid,
+            fee_rate,
+        } => step(
+            book.refund(id, reason, txid, fee_rate).map(|m| vec![m]),
+            "refunded",
+        ),
+        OrderCommand::AcceptRefund { id } => {
+            let txid = ctx
+                .block_on(book.execute_refund(id.clone(), esplora))?
+                .map_err(flow_error)?;
+            print(
+                ctx,
+                &json!({ "order_id": id, "txid": txid }),
+                &format!("refund broadcast  {txid}\n"),
+            )
+        }
+        OrderCommand::Dispute { id, reason } => step(book.open_dispute(id, reason), "disputed"),
+        OrderCommand::Decide {
+            id,
+            buyer_share_bps,
+            reason,
+            fee_rate,
+        } => {
+            let seller = summary_of(&book, &id)?.seller;
+            let seller_inbox = inbox_of(ctx, &client, &seller, "seller")?;
+            step(
+                book.decide(id, buyer_share_bps, reason, seller_inbox, fee_rate),
+                "decided",
+            )
+        }
+        OrderCommand::AcceptDecision { id } => {
+            let txid = ctx
+                .block_on(book.execute_decision(id.clone(), esplora))?
+                .map_err(flow_error)?;
+            print(
+                ctx,
+                &json!({ "order_id": id, "txid": txid }),
+                &format!("payout broadcast  {txid}\n"),
+            )
+        }
+        OrderCommand::Claim { id, fee_rate } => {
+            let txid = ctx
+                .block_on(book.claim(id.clone(), esplora, fee_rate))?
+                .map_err(flow_error)?;
+            print(
+                ctx,
+                &json!({ "order_id": id, "txid": txid }),
+                &format!("claim broadcast  {txid}\n"),
+            )
+        }
+        OrderCommand::Rate {
+            id,
+            moderator,
+            overall,
+            quality,
+            description,
+            delivery,
+            service,
+            review,
+        } => {
+            let scores = if moderator {
+                vec![overall, 0, 0, 0, service]
+            } else {
+                vec![
+                    overall,
+                    quality.unwrap_or(overall),
+                    description.unwrap_or(overall),
+                    delivery.unwrap_or(overall),
+                    service,
+                ]
+            };
+            let signed = book
+                .rate(id.clone(), moderator, scores, review)
+                .map_err(flow_error)?;
+            let outcome = ctx.block_on(client.publish(signed.bytes))??;
+            print(
+                ctx,
+                &json!({ "order_id": id, "rating": outcome.id }),
+                &format!("rated  {}  (rating {})\n", id, outcome.id),
+            )
+        }
+    }
+}
+
+pub(crate) fn inbox(ctx: &Ctx, command: InboxCommand) -> Result<()> {
+    let InboxCommand::Sync { inbox } = command;
+    let wallet = unlock(ctx)?;
+    let client = ctx.client()?;
+    let book = book(ctx, &wallet)?;
+    let resent = send(ctx, &client, &book, book.outbox().map_err(flow_error)?)?;
+    let servers = own_inbox(ctx, &client, &wallet, &inbox)?;
+    let mut results = Vec::new();
+    let mut text = String::new();
+    for server in servers {
+        let batch = match ctx.block_on(client.fetch_inbox(Arc::clone(&wallet), server.clone()))? {
+            Ok(batch) => batch,
+            Err(e) => {
+                warn(&format!("cannot read the inbox at {server}: {e}"));
+                continue;
+            }
+        };
+        let mut taken = Vec::new();
+        for message in &batch.messages {
+            match book.receive(message.sealed.clone()) {
+                Ok(got) => {
+                    taken.push(message.id.clone());
+                    text.push_str(&format!(
+                        "{:<12} {}{}\n",
+                        got.outcome,
+                        got.order_id.clone().unwrap_or_default(),
+                        got.state
+                            .as_ref()
+                            .map(|s| format!("  (now {s})"))
+                            .unwrap_or_default()
+                    ));
+                    results.push(json!({ "id": message.id, "outcome": got.outcome, "order_id": got.order_id, "state": got.state }));
+                }
+                Err(OrderFlowError::Refused { code, detail }) => {
+                    warn(&format!(
+                        "message {} from {server} not taken ({code}): {detail}",
+                        message.id
+                    ));
+                    results.push(
+                        json!({ "id": message.id, "error": { "code": code, "message": detail } }),
+                    );
+                }
+            }
+        }
+        if !taken.is_empty() {
+            ctx.block_on(client.acknowledge(
+                Arc::clone(&wallet),
+                batch.server.clone(),
+                batch.token.clone(),
+                taken,
+            ))??;
+        }
+    }
+    if text.is_empty() {
+        text = "nothing new\n".into();
+    }
+    print(
+        ctx,
+        &json!({ "resent": resent, "messages": results }),
+        &text,
+    )
+}
+
+pub(crate) fn chain(ctx: &Ctx, command: ChainCommand) -> Result<()> {
+    let ChainCommand::Watch = command;
+    let wallet = unlock(ctx)?;
+    let book = book(ctx, &wallet)?;
+    let moved = ctx
+        .block_on(book.watch_chain(ctx.esplora.clone()))?
+        .map_err(flow_error)?;
+    let states: Vec<Value> = moved
+        .iter()
+        .filter_map(|id| summary_of(&book, id).ok())
+        .map(|o| json!({ "id": o.id, "state": o.state }))
+        .collect();
+    let text: String = states
+        .iter()
+        .map(|s| {
+            format!(
+                "{}  now {}\n",
+                s["id"].as_str().unwrap_or(""),
+                s["state"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    print(
+        ctx,
+        &json!({ "moved": states }),
+        if text.is_empty() {
+            "no order moved\n"
+        } else {
+            &text
+        },
+    )
+}
