@@ -163,7 +163,7 @@ enum Command {
     Listing(ListingCommand),
     /// Search listings; every hit is verified on this machine
     Search(SearchArgs),
-    /// Place, answer and follow orders (kept in <home>/orders.db)
+    /// Place, answer and follow orders (kept in `orders.db` in the home directory)
     #[command(subcommand)]
     Order(orders::OrderCommand),
     /// Send pending messages and read your inbox servers
