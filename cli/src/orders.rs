@@ -297,23 +297,14 @@ fn own_inbox(ctx: &Ctx, client: &Client, wallet: &Wallet, given: &[String]) -> R
 }
 
 fn inbox_of(ctx: &Ctx, client: &Client, person: &str, who: &str) -> Result<Vec<String>> {
-    let store = ctx
-        .block_on(client.get_store(person.to_owned()))?
+    ctx.block_on(client.inbox_servers(person.to_owned()))?
         .map_err(|e| {
             fail(
                 "no_inbox",
-                format!("cannot read the {who}'s profile to find its inbox servers: {e}"),
-                "",
+                format!("cannot find the {who}'s inbox servers: {e}"),
+                "its profile must name at least one inbox server",
             )
-        })?;
-    if store.profile.inbox_servers.is_empty() {
-        return Err(fail(
-            "no_inbox",
-            format!("the {who}'s profile names no inbox servers; it cannot receive orders"),
-            "",
-        ));
-    }
-    Ok(store.profile.inbox_servers)
+        })
 }
 
 fn print(ctx: &Ctx, value: &Value, text: &str) -> Result<()> {

@@ -6,6 +6,8 @@
 //! signed challenge, pages through the inbox, and returns the session so the caller can
 //! acknowledge what it has safely stored — and only that.
 
+use std::str::FromStr;
+
 use base64::Engine;
 use serde::Deserialize;
 use souk_protocol::message::inspect_sealed;
@@ -94,6 +96,11 @@ struct HeldJson {
 }
 
 #[derive(Deserialize)]
+struct InboxRecordJson {
+    envelope: String,
+}
+
+#[derive(Deserialize)]
 struct AckJson {
     deleted: u64,
 }
@@ -122,6 +129,26 @@ fn bad(server: &str, reason: impl Into<String>) -> ClientError {
 
 #[uniffi::export]
 impl Client {
+    /// Where `person` receives messages: the inbox servers of its current profile (from the
+    /// configured index servers), or, if no server holds a profile naming any, of the newest
+    /// profile the servers find in the peer-to-peer network's DHT. Either way the list is read
+    /// from a profile signed by `person` and checked here.
+    ///
+    /// # Errors
+    /// [`ClientError::NotFound`] when neither names an inbox server; other [`ClientError`]s
+    /// for unreachable servers or a record that does not verify.
+    pub async fn inbox_servers(&self, person: String) -> Result<Vec<String>, ClientError> {
+        match self.get_store(person.clone()).await {
+            Ok(store) if !store.profile.inbox_servers.is_empty() => {
+                return Ok(store.profile.inbox_servers);
+            }
+            Ok(_) | Err(ClientError::NotFound { .. }) => {}
+            Err(other) => return Err(other),
+        }
+        let client = self.handle();
+        on_runtime(async move { client.inbox_record_here(&person).await }).await
+    }
+
     /// Posts a sealed message to each of `inbox_servers` (the recipient's, from its profile or
     /// its order). Succeeds when at least one server holds it; the report says what each did.
     /// Keep the message and try again later while `delivered` is false.
@@ -172,6 +199,45 @@ impl Client {
 }
 
 impl Client {
+    /// The DHT inbox record of `person`, through the first configured server that has one;
+    /// the record is the person's signed profile, opened and checked here.
+    async fn inbox_record_here(&self, person: &str) -> Result<Vec<String>, ClientError> {
+        let key = souk_protocol::PublicKey::from_str(person).map_err(|e| {
+            ClientError::InvalidArgument {
+                name: "person".into(),
+                reason: e.to_string(),
+            }
+        })?;
+        let mut last = None;
+        for server in self.servers() {
+            let url = parse_server(&server)?;
+            let endpoint = Self::url(&url, &format!("api/v1/network/inbox/{}", key.to_hex()))?;
+            let record: InboxRecordJson = match self.call(&url, self.http().get(endpoint)).await {
+                Ok(record) => record,
+                Err(error) => {
+                    last = Some(error);
+                    continue;
+                }
+            };
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(record.envelope.as_bytes())
+                .map_err(|_| bad(&server, "the inbox record is not base64"))?;
+            let opened = souk_protocol::open(&bytes, &souk_protocol::ValidationContext::now())
+                .map_err(|e| bad(&server, format!("the inbox record does not verify: {e}")))?;
+            match opened.object() {
+                souk_protocol::Object::Profile(p)
+                    if opened.signer() == key && !p.inbox_servers.is_empty() =>
+                {
+                    return Ok(p.inbox_servers.clone());
+                }
+                _ => return Err(bad(&server, "the inbox record is not the person's profile")),
+            }
+        }
+        Err(last.unwrap_or(ClientError::NotFound {
+            what: format!("no inbox servers are known for {person}"),
+        }))
+    }
+
     /// `send_message`, on the caller's runtime.
     async fn send_message_here(
         &self,

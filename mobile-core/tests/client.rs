@@ -526,3 +526,87 @@ async fn a_timeout_is_bounded_even_on_a_single_threaded_caller() {
         .expect_err("timeout");
     assert_eq!(err.code(), "timeout", "{err}");
 }
+
+/// A server that holds no profile of a person but finds its inbox record in the DHT: the
+/// client takes the inbox servers from the signed profile in the record, and refuses a record
+/// signed by someone else. A real server answers first from the stored profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_servers_come_from_a_signed_profile_or_a_checked_dht_record() {
+    use base64::Engine;
+    let person = souk_protocol::IdentityKey::from_secret_bytes(&[41; 32]);
+    let stranger = souk_protocol::IdentityKey::from_secret_bytes(&[42; 32]);
+    let record_of = |signer: &souk_protocol::IdentityKey| {
+        let mut profile = samples::profile(samples::SAMPLE_TIME);
+        profile.inbox_servers = vec!["https://inbox.example.org".into()];
+        let signed = signer
+            .seal(
+                &souk_protocol::Object::Profile(profile),
+                &souk_protocol::ValidationContext::at(samples::SAMPLE_TIME),
+            )
+            .expect("valid profile");
+        serde_json::json!({
+            "person": person.public_key().to_address(),
+            "servers": ["https://inbox.example.org"],
+            "created_at": samples::SAMPLE_TIME,
+            "envelope": base64::engine::general_purpose::STANDARD.encode(signed.envelope().bytes()),
+        })
+    };
+    let dht = |record: serde_json::Value| {
+        axum::Router::new()
+            .route(
+                "/api/v1/stores/{seller}",
+                axum::routing::get(|| async {
+                    (
+                        StatusCode::NOT_FOUND,
+                        axum::Json(serde_json::json!({"error": {"code": "not_found", "message": "no profile"}})),
+                    )
+                }),
+            )
+            .route(
+                "/api/v1/network/inbox/{person}",
+                axum::routing::get(move || {
+                    let record = record.clone();
+                    async move { axum::Json(record) }
+                }),
+            )
+    };
+    let address = person.public_key().to_address();
+
+    let honest = serve(dht(record_of(&person))).await;
+    let client = Client::new(ClientConfig::new(vec![honest])).expect("client");
+    assert_eq!(
+        client.inbox_servers(address.clone()).await.expect("found"),
+        vec!["https://inbox.example.org".to_string()]
+    );
+
+    let forged = serve(dht(record_of(&stranger))).await;
+    let client = Client::new(ClientConfig::new(vec![forged])).expect("client");
+    let refused = client
+        .inbox_servers(address.clone())
+        .await
+        .expect_err("forged");
+    assert!(
+        matches!(refused, ClientError::BadResponse { .. }),
+        "{refused:?}"
+    );
+
+    // A real server with the profile answers from it.
+    let server = RealServer::start().await;
+    let client = Client::new(ClientConfig::new(vec![server.url.clone()])).expect("client");
+    let mut profile = samples::profile(samples::SAMPLE_TIME);
+    profile.inbox_servers = vec![server.url.clone()];
+    let signed = person
+        .seal(
+            &souk_protocol::Object::Profile(profile),
+            &souk_protocol::ValidationContext::now(),
+        )
+        .expect("valid");
+    client
+        .publish(signed.envelope().bytes().to_vec())
+        .await
+        .expect("published");
+    assert_eq!(
+        client.inbox_servers(address).await.expect("found"),
+        vec![server.url.clone()]
+    );
+}
