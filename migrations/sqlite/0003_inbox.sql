@@ -14,10 +14,12 @@ CREATE INDEX inbox_recipient_seq ON inbox (recipient, seq);
 CREATE INDEX inbox_expires_at ON inbox (expires_at);
 
 -- Ids of acknowledged messages, kept until the message would have expired, so that a late copy
--- (a retry, or a replica from another inbox server) is not delivered twice.
+-- (a retry, or a replica from another inbox server) is not delivered twice. Keyed by recipient
+-- too, so one person's acknowledgement never blocks a message for another.
 CREATE TABLE inbox_delivered (
-    id         BLOB    PRIMARY KEY,
+    id         BLOB    NOT NULL,
     recipient  BLOB    NOT NULL,
-    expires_at INTEGER NOT NULL
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (id, recipient)
 );
 CREATE INDEX inbox_delivered_expires_at ON inbox_delivered (expires_at);

@@ -692,8 +692,11 @@ impl Store {
             {
                 return Ok(InboxPut::Duplicate { expires_at: row.try_get("expires_at")? });
             }
-            if sqlx::query("SELECT 1 AS one FROM inbox_delivered WHERE id = $1")
+            if sqlx::query(
+                "SELECT 1 AS one FROM inbox_delivered WHERE id = $1 AND recipient = $2",
+            )
                 .bind(id.as_slice())
+                .bind(recipient.as_bytes().as_slice())
                 .fetch_optional(&mut *tx)
                 .await?
                 .is_some()
@@ -795,7 +798,7 @@ impl Store {
                 deleted += gone;
                 sqlx::query(
                     "INSERT INTO inbox_delivered (id, recipient, expires_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (id) DO NOTHING",
+                     ON CONFLICT (id, recipient) DO NOTHING",
                 )
                 .bind(id.as_slice())
                 .bind(recipient.as_bytes().as_slice())

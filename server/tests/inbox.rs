@@ -520,6 +520,20 @@ both!(
             .inbox_ack(&bob, &[acked], t + 1_000)
             .await
             .expect("ack");
+        // Acknowledging is per recipient: Carol acknowledging Bob's id does not block it for Bob.
+        let carol = person(3).public_key();
+        store
+            .inbox_ack(&carol, &[held], t + 1_000)
+            .await
+            .expect("ack");
+        assert_eq!(
+            store
+                .inbox_list(&bob, 0, t + 500, 10)
+                .await
+                .expect("list")
+                .len(),
+            1
+        );
         // Before expiry: one held, and the acknowledged one is refused as delivered.
         assert_eq!(
             store
@@ -534,7 +548,7 @@ both!(
             souk_server::store::InboxPut::Delivered
         );
         // At expiry both go.
-        assert_eq!(store.inbox_sweep(t + 1_000).await.expect("sweep"), (1, 1));
+        assert_eq!(store.inbox_sweep(t + 1_000).await.expect("sweep"), (1, 2));
         assert!(
             store
                 .inbox_list(&bob, 0, t + 1_000, 10)
