@@ -1,5 +1,6 @@
-//! Signatures per second, verifications per second (single and batched), and the full
-//! acceptance pipeline. Run with `cargo bench -p souk-protocol --bench signatures`.
+//! Signatures per second, verifications per second (single and batched), the full
+//! acceptance pipeline, and sealing and opening private messages. Run with
+//! `cargo bench -p souk-protocol --bench signatures`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use souk_protocol::samples::{self, SAMPLE_TIME, TEST_MNEMONIC};
@@ -46,6 +47,32 @@ fn bench(c: &mut Criterion) {
         });
     }
     batch_group.finish();
+
+    let mut messages = c.benchmark_group("message");
+    messages.throughput(Throughput::Elements(1));
+    let recipient = souk_protocol::IdentityKey::from_secret_bytes(&[7; 32]);
+    let listing_bytes = bytes.clone();
+    let order = samples::messages(&recipient.public_key(), &listing_bytes)
+        .into_iter()
+        .next()
+        .expect("the first sample is an order");
+    let sealed_order = key.seal_message(&order, &ctx).expect("valid");
+    messages.bench_function("seal_order (validate + sign + X25519 + AEAD)", |b| {
+        b.iter(|| key.seal_message(black_box(&order), &ctx).expect("valid"));
+    });
+    messages.bench_function("open_order (decrypt + verify + validate)", |b| {
+        b.iter(|| {
+            recipient
+                .open_message(black_box(&sealed_order.bytes), &ctx)
+                .expect("opens")
+        });
+    });
+    messages.bench_function("inspect_sealed (what a server checks)", |b| {
+        b.iter(|| {
+            souk_protocol::message::inspect_sealed(black_box(&sealed_order.bytes)).expect("ok")
+        });
+    });
+    messages.finish();
 
     let mut keys = c.benchmark_group("keys");
     keys.sample_size(20);
