@@ -424,6 +424,13 @@ impl Orders {
         body: pb::message::Body,
         at: u64,
     ) -> Result<(Outgoing, Vec<u8>), FlowError> {
+        // A message nobody can be given would sit in the outbox forever: refuse the step.
+        if servers.is_empty() {
+            return Err(mismatch(format!(
+                "{} names no inbox server to send to",
+                recipient.to_address()
+            )));
+        }
         let message = pb::Message {
             created_at: at,
             recipient: recipient.as_bytes().to_vec(),

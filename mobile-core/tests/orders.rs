@@ -467,6 +467,17 @@ async fn a_direct_purchase_pays_the_seller_and_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declined_order_ends_without_payment() {
     let w = world().await;
+    // An order nobody could deliver is refused before anything is stored.
+    let mut nowhere = w.order(true);
+    nowhere.seller_inbox.clear();
+    let refused = w
+        .buyer
+        .orders
+        .place_order(nowhere, now())
+        .expect_err("no inbox");
+    assert_eq!(refused.code(), "order_mismatch");
+    assert!(w.buyer.orders.list().expect("list").is_empty());
+    assert!(w.buyer.orders.outbox().expect("outbox").is_empty());
     let outgoing = w
         .buyer
         .orders
