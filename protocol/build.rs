@@ -13,6 +13,7 @@ const PROTO_FILES: &[&str] = &[
     "souk/v1/rating.proto",
     "souk/v1/sync.proto",
     "souk/v1/message.proto",
+    "souk/v1/api.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -729,7 +729,7 @@ class Schema:
                     line = line.split("//", 1)[0].strip()
                     if not line:
                         continue
-                    m = re.match(r"^(message|enum|oneof)\s+(\w+)\s*\{", line)
+                    m = re.match(r"^(message|enum|oneof|service)\s+(\w+)\s*\{", line)
                     if m:
                         stack.append((m.group(1), m.group(2)))
                         if m.group(1) == "message":
