@@ -247,14 +247,14 @@ pub fn read_signed_message(
         })?;
     let sender = PublicKey::from_slice(&outer.signer)
         .map_err(|reason| MessageError::InvalidSigner { reason })?;
-    let signature =
-        <[u8; 64]>::try_from(outer.signature.as_slice()).map_err(|_| MessageError::BadSignature)?;
     let message = pb::Message::decode(outer.payload.as_slice()).map_err(|e| {
         MessageError::MalformedPlaintext {
             reason: e.to_string(),
         }
     })?;
     validate::message(&message, ctx)?;
+    let signature =
+        <[u8; 64]>::try_from(outer.signature.as_slice()).map_err(|_| MessageError::BadSignature)?;
     sender
         .verifying_key()
         .verify_strict(

@@ -287,6 +287,28 @@ fn invalid_messages_are_refused_when_signing_and_when_opening() {
         "missing_field",
         "the rules run before the signature, cheapest first"
     );
+    // A signature of the wrong length is a bad signature, checked at the signature's turn.
+    for (payload, expected) in [
+        (empty.encode_to_vec(), "missing_field"),
+        (chat(&bob, "x").encode_to_vec(), "bad_signature"),
+    ] {
+        let short = pb::SignedMessage {
+            payload,
+            signer: alice.public_key().as_bytes().to_vec(),
+            signature: vec![1; 10],
+        };
+        let sealed = seal_signed_with(
+            &short.encode_to_vec(),
+            &bob.public_key(),
+            &[8; 32],
+            &[9; 24],
+        )
+        .expect("seals");
+        assert_eq!(
+            bob.open_message(&sealed, &ctx()).unwrap_err().code(),
+            expected
+        );
+    }
 }
 
 #[test]
