@@ -12,8 +12,27 @@ use souk_mobile_core::{Client, OrderBook, OrderDraft, OrderFlowError, OutgoingMe
 
 use crate::{Ctx, emit, fail, unlock, warn};
 
-/// Default fee rate for transactions the order flow builds, in sat/vB.
-const DEFAULT_FEE_RATE: u32 = 2;
+/// Fee rate used when neither `--fee-rate` is given nor the Esplora API answers, in sat/vB.
+const FALLBACK_FEE_RATE: u32 = 2;
+/// Confirmation target of the default fee rate, in blocks.
+const FEE_TARGET_BLOCKS: u16 = 6;
+
+/// `--fee-rate`, or the chain's estimate, or (with a warning) the fallback.
+fn fee_rate(ctx: &Ctx, book: &OrderBook, given: Option<u32>) -> Result<u32> {
+    if let Some(rate) = given {
+        return Ok(rate);
+    }
+    match ctx.block_on(book.fee_rate(ctx.esplora.clone(), FEE_TARGET_BLOCKS))? {
+        Ok(rate) => Ok(rate),
+        Err(e) => {
+            warn(&format!(
+                "no fee estimate from {} ({e}); using {FALLBACK_FEE_RATE} sat/vB (set --fee-rate)",
+                ctx.esplora
+            ));
+            Ok(FALLBACK_FEE_RATE)
+        }
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum OrderCommand {
@@ -54,9 +73,10 @@ pub(crate) enum OrderCommand {
         /// A note for the buyer (tracking, download link, …)
         #[arg(long, default_value = "")]
         note: String,
-        /// Fee rate of the release transaction, sat/vB
-        #[arg(long, default_value_t = DEFAULT_FEE_RATE)]
-        fee_rate: u32,
+        /// Fee rate of the release transaction, sat/vB [default: the Esplora estimate for 6
+        /// blocks]
+        #[arg(long)]
+        fee_rate: Option<u32>,
     },
     /// Buyer: received; checks, signs and broadcasts the release (moderated)
     Complete {
@@ -73,9 +93,10 @@ pub(crate) enum OrderCommand {
         /// Direct orders: the transaction that paid the buyer back
         #[arg(long)]
         txid: Option<String>,
-        /// Fee rate of the refund transaction, sat/vB
-        #[arg(long, default_value_t = DEFAULT_FEE_RATE)]
-        fee_rate: u32,
+        /// Fee rate of the refund transaction, sat/vB [default: the Esplora estimate for 6
+        /// blocks]
+        #[arg(long)]
+        fee_rate: Option<u32>,
     },
     /// Buyer: complete the seller's refund (sign and broadcast)
     AcceptRefund {
@@ -100,9 +121,10 @@ pub(crate) enum OrderCommand {
         /// Your reasoning, for both parties
         #[arg(long, default_value = "")]
         reason: String,
-        /// Fee rate of the payout transaction, sat/vB
-        #[arg(long, default_value_t = DEFAULT_FEE_RATE)]
-        fee_rate: u32,
+        /// Fee rate of the payout transaction, sat/vB [default: the Esplora estimate for 6
+        /// blocks]
+        #[arg(long)]
+        fee_rate: Option<u32>,
     },
     /// Either party: carry out the moderator's decision (sign and broadcast the payout)
     AcceptDecision {
@@ -113,9 +135,9 @@ pub(crate) enum OrderCommand {
     Claim {
         /// Order id
         id: String,
-        /// Fee rate of the claim, sat/vB
-        #[arg(long, default_value_t = DEFAULT_FEE_RATE)]
-        fee_rate: u32,
+        /// Fee rate of the claim, sat/vB [default: the Esplora estimate for 6 blocks]
+        #[arg(long)]
+        fee_rate: Option<u32>,
     },
     /// Buyer: rate the seller (or, with --moderator, the moderator) and publish the rating
     Rate {
@@ -425,8 +447,13 @@ pub(crate) fn order(ctx: &Ctx, command: OrderCommand) -> Result<()> {
         OrderCommand::Cancel { id, reason } => {
             step(book.cancel(id, reason).map(|m| vec![m]), "canceled")
         }
-        OrderCommand::Ship { id, note, fee_rate } => {
-            step(book.ship(id, note, fee_rate).map(|m| vec![m]), "shipped")
+        OrderCommand::Ship {
+            id,
+            note,
+            fee_rate: rate,
+        } => {
+            let rate = fee_rate(ctx, &book, rate)?;
+            step(book.ship(id, note, rate).map(|m| vec![m]), "shipped")
         }
         OrderCommand::Complete { id } => {
             let done = ctx.block_on(book.complete(id, esplora))?;
@@ -436,11 +463,14 @@ pub(crate) fn order(ctx: &Ctx, command: OrderCommand) -> Result<()> {
             id,
             reason,
             txid,
-            fee_rate,
-        } => step(
-            book.refund(id, reason, txid, fee_rate).map(|m| vec![m]),
-            "refunded",
-        ),
+            fee_rate: rate,
+        } => {
+            let rate = fee_rate(ctx, &book, rate)?;
+            step(
+                book.refund(id, reason, txid, rate).map(|m| vec![m]),
+                "refunded",
+            )
+        }
         OrderCommand::AcceptRefund { id } => {
             let txid = ctx
                 .block_on(book.execute_refund(id.clone(), esplora))?
@@ -456,12 +486,13 @@ pub(crate) fn order(ctx: &Ctx, command: OrderCommand) -> Result<()> {
             id,
             buyer_share_bps,
             reason,
-            fee_rate,
+            fee_rate: rate,
         } => {
             let seller = summary_of(&book, &id)?.seller;
             let seller_inbox = inbox_of(ctx, &client, &seller, "seller")?;
+            let rate = fee_rate(ctx, &book, rate)?;
             step(
-                book.decide(id, buyer_share_bps, reason, seller_inbox, fee_rate),
+                book.decide(id, buyer_share_bps, reason, seller_inbox, rate),
                 "decided",
             )
         }
@@ -475,9 +506,10 @@ pub(crate) fn order(ctx: &Ctx, command: OrderCommand) -> Result<()> {
                 &format!("payout broadcast  {txid}\n"),
             )
         }
-        OrderCommand::Claim { id, fee_rate } => {
+        OrderCommand::Claim { id, fee_rate: rate } => {
+            let rate = fee_rate(ctx, &book, rate)?;
             let txid = ctx
-                .block_on(book.claim(id.clone(), esplora, fee_rate))?
+                .block_on(book.claim(id.clone(), esplora, rate))?
                 .map_err(flow_error)?;
             print(
                 ctx,

@@ -2,7 +2,7 @@
 //! explorer, or one's own `electrs`/`esplora`), at a URL the user chooses.
 //!
 //! Only what the order flow needs: the tip height, payments to an address, whether an output was
-//! spent and by what, and broadcasting a transaction. Responses are size-limited and parsed
+//! spent and by what, fee estimates, and broadcasting a transaction. Responses are size-limited and parsed
 //! strictly; a server that answers nonsense is an error, never a payment.
 
 use std::time::Duration;
@@ -230,6 +230,37 @@ impl Chain {
                 block_height: None,
             }),
         }))
+    }
+
+    /// The fee rate (sat/vB, rounded up, at least 1) the API estimates for confirmation within
+    /// `target_blocks`: the estimate of the largest target it offers that is not above
+    /// `target_blocks` (or its smallest target, if all are above).
+    ///
+    /// # Errors
+    /// [`ChainError`]; [`ChainError::Malformed`] for an answer without usable estimates.
+    pub async fn fee_rate(&self, target_blocks: u16) -> Result<u32, ChainError> {
+        let estimates: std::collections::HashMap<String, f64> =
+            self.get_json("/fee-estimates").await?;
+        let mut usable: Vec<(u32, f64)> = estimates
+            .iter()
+            .filter_map(|(k, v)| Some((k.parse::<u32>().ok()?, *v)))
+            .filter(|(_, v)| v.is_finite() && *v > 0.0)
+            .collect();
+        usable.sort_by_key(|(k, _)| *k);
+        let chosen = usable
+            .iter()
+            .rev()
+            .find(|(k, _)| *k <= u32::from(target_blocks))
+            .or_else(|| usable.first())
+            .ok_or_else(|| ChainError::Malformed {
+                reason: "no fee estimates".into(),
+            })?;
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "clamped to 1..=100000 first"
+        )]
+        Ok(chosen.1.ceil().clamp(1.0, 100_000.0) as u32)
     }
 
     /// Broadcasts `tx`; the node's reason when it is refused.

@@ -508,6 +508,27 @@ impl OrderBook {
 
 #[uniffi::export]
 impl OrderBook {
+    /// The fee rate in sat/vB that the Esplora API at `esplora_url` estimates for confirmation
+    /// within `target_blocks` (for the `fee_rate_sat_vb` of `ship`, `refund`, `decide` and
+    /// `claim`).
+    ///
+    /// # Errors
+    /// [`OrderFlowError`] with a chain code.
+    pub async fn fee_rate(
+        &self,
+        esplora_url: String,
+        target_blocks: u16,
+    ) -> Result<u32, OrderFlowError> {
+        let chain = chain(&esplora_url)?;
+        on_core_runtime(async move {
+            chain
+                .fee_rate(target_blocks)
+                .await
+                .map_err(|e| FlowError::from(e).into())
+        })
+        .await
+    }
+
     /// Reads every open order's payment, confirmations and timeout from the Esplora API at
     /// `esplora_url`; returns the ids of orders that moved.
     ///

@@ -869,3 +869,18 @@ async fn a_restarted_app_resumes_every_open_order() {
     w.seller.sync().await;
     assert_eq!(w.seller.state(&id), OrderState::Completed);
 }
+
+/// Fee rates come from the chain API's estimates: the largest target not above the one asked
+/// for (the stand-in offers 1: 5, 2: 4, 3: 3, 6: 2 and 144: 1 sat/vB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fee_rates_follow_the_chain_apis_estimates() {
+    let chain = Esplora::start(Network::Regtest).await.expect("chain");
+    let client = chain_client(&chain);
+    for (target, expected) in [(1, 5), (2, 4), (4, 3), (6, 2), (100, 2), (1_008, 1)] {
+        assert_eq!(
+            client.fee_rate(target).await.expect("estimate"),
+            expected,
+            "{target}"
+        );
+    }
+}
