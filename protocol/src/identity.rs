@@ -263,13 +263,34 @@ impl Keychain {
             .map_err(derivation_error)
     }
 
-    fn escrow_account_path(network: Network) -> [ChildNumber; 4] {
+    /// `m/1397708107'/1'/coin'/account'`: account 0 holds a person's own escrow keys,
+    /// [`MODERATION_ACCOUNT`] the keys it uses as a moderator.
+    fn escrow_account_path(network: Network, account: u32) -> [ChildNumber; 4] {
         [
             hardened(SOUK_PURPOSE),
             hardened(ESCROW_BRANCH),
             hardened(coin_type(network)),
-            hardened(0),
+            hardened(account),
         ]
+    }
+
+    /// The key pair at `m/1397708107'/1'/coin'/account'/index`.
+    fn escrow_account_key(
+        &self,
+        network: Network,
+        account: u32,
+        index: u32,
+    ) -> Result<EscrowKey, IdentityError> {
+        let mut path = Self::escrow_account_path(network, account).to_vec();
+        path.push(ChildNumber::Normal { index });
+        let secret = self.derive_xpriv(network, &path)?.private_key;
+        let public =
+            CompressedPublicKey(secp256k1::PublicKey::from_secret_key(&self.secp, &secret));
+        Ok(EscrowKey {
+            index,
+            secret,
+            public,
+        })
     }
 
     /// The extended public key of the escrow account, `m/1397708107'/1'/coin'/0'`.
@@ -277,7 +298,7 @@ impl Keychain {
     /// # Errors
     /// [`IdentityError::Derivation`] in the negligible case of an invalid child key.
     pub fn escrow_xpub(&self, network: Network) -> Result<Xpub, IdentityError> {
-        let xpriv = self.derive_xpriv(network, &Self::escrow_account_path(network))?;
+        let xpriv = self.derive_xpriv(network, &Self::escrow_account_path(network, 0))?;
         Ok(Xpub::from_priv(&self.secp, &xpriv))
     }
 
@@ -290,26 +311,7 @@ impl Keychain {
     /// the negligible case of an invalid child key.
     pub fn escrow_key(&self, network: Network, index: u32) -> Result<EscrowKey, IdentityError> {
         check_index(index)?;
-        let mut path = Self::escrow_account_path(network).to_vec();
-        path.push(ChildNumber::Normal { index });
-        let xpriv = self.derive_xpriv(network, &path)?;
-        let secret = xpriv.private_key;
-        let public =
-            CompressedPublicKey(secp256k1::PublicKey::from_secret_key(&self.secp, &secret));
-        Ok(EscrowKey {
-            index,
-            secret,
-            public,
-        })
-    }
-
-    fn moderation_account_path(network: Network) -> [ChildNumber; 4] {
-        [
-            hardened(SOUK_PURPOSE),
-            hardened(ESCROW_BRANCH),
-            hardened(coin_type(network)),
-            hardened(MODERATION_ACCOUNT),
-        ]
+        self.escrow_account_key(network, 0, index)
     }
 
     /// The extended public key of the moderation account, `m/1397708107'/1'/coin'/1'`, which a
@@ -318,7 +320,10 @@ impl Keychain {
     /// # Errors
     /// [`IdentityError::Derivation`] in the negligible case of an invalid child key.
     pub fn moderation_xpub(&self, network: Network) -> Result<Xpub, IdentityError> {
-        let xpriv = self.derive_xpriv(network, &Self::moderation_account_path(network))?;
+        let xpriv = self.derive_xpriv(
+            network,
+            &Self::escrow_account_path(network, MODERATION_ACCOUNT),
+        )?;
         Ok(Xpub::from_priv(&self.secp, &xpriv))
     }
 
@@ -333,18 +338,7 @@ impl Keychain {
         network: Network,
         order_id: &[u8; 32],
     ) -> Result<EscrowKey, IdentityError> {
-        let index = moderation_index(order_id);
-        let mut path = Self::moderation_account_path(network).to_vec();
-        path.push(ChildNumber::Normal { index });
-        let xpriv = self.derive_xpriv(network, &path)?;
-        let secret = xpriv.private_key;
-        let public =
-            CompressedPublicKey(secp256k1::PublicKey::from_secret_key(&self.secp, &secret));
-        Ok(EscrowKey {
-            index,
-            secret,
-            public,
-        })
+        self.escrow_account_key(network, MODERATION_ACCOUNT, moderation_index(order_id))
     }
 
     /// The payout (and refund) address with index `index`: native SegWit (P2WPKH) at the BIP 84
