@@ -384,7 +384,8 @@ fn hex32(text: &str, field: &str) -> Result<Vec<u8>, WalletError> {
         .collect()
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

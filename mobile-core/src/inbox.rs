@@ -15,6 +15,7 @@ use souk_protocol::message::inspect_sealed;
 use std::sync::Arc;
 
 use crate::client::{Client, on_runtime, parse_server, server_name};
+use crate::drafts::hex;
 use crate::error::ClientError;
 use crate::wallet::Wallet;
 
@@ -105,19 +106,9 @@ struct AckJson {
     deleted: u64,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
+/// The 32 bytes of a 64-hex-digit id (a challenge, a message id), as object ids are written.
 fn unhex32(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 || !text.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    souk_protocol::ObjectId::from_str(text).ok().map(|id| id.0)
 }
 
 fn bad(server: &str, reason: impl Into<String>) -> ClientError {

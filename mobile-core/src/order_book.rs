@@ -2,6 +2,7 @@
 //! one flat error, so Kotlin, Swift and Python drive the same order flow as Rust. Network steps
 //! (chain reads, broadcasts) run on the core's runtime like every `Client` call.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,8 @@ use souk_protocol::order::OrderState;
 use souk_protocol::pb;
 
 use crate::chain::Chain;
-use crate::orders::{FlowError, Orders, Outgoing, PlaceOrder, Received, Role};
+use crate::drafts::hex;
+use crate::orders::{FlowError, Orders, Outgoing, PlaceOrder, Received, payment_name};
 use crate::wallet::{SignedEnvelope, Wallet};
 
 /// Why an order step was refused; nothing was stored or sent.
@@ -45,20 +47,9 @@ fn refused(code: &str, detail: impl Into<String>) -> OrderFlowError {
 }
 
 fn parse_id(id: &str) -> Result<[u8; 32], OrderFlowError> {
-    let bad = || refused("invalid_argument", "an order id is 64 hex digits");
-    if id.len() != 64 || !id.is_ascii() {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte =
-            u8::from_str_radix(id.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
-    }
-    Ok(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    souk_protocol::ObjectId::from_str(id)
+        .map(|id| id.0)
+        .map_err(|_| refused("invalid_argument", "an order id is 64 hex digits"))
 }
 
 fn now() -> u64 {
@@ -225,19 +216,10 @@ impl OrderBook {
             .into_iter()
             .map(|r| OrderSummary {
                 id: hex(&r.id),
-                role: match r.role {
-                    Role::Buyer => "buyer",
-                    Role::Seller => "seller",
-                    Role::Moderator => "moderator",
-                }
-                .into(),
+                role: r.role.as_str().into(),
                 state: r.order.state().as_str().into(),
                 is_final: r.order.state().is_final(),
-                payment: match r.order.payment() {
-                    souk_protocol::order::Payment::Direct => "direct",
-                    souk_protocol::order::Payment::Moderated => "moderated",
-                }
-                .into(),
+                payment: payment_name(r.order.payment()).into(),
                 amount_sats: r.request.amount_sats,
                 buyer: r.buyer.to_address(),
                 seller: r.seller.to_address(),

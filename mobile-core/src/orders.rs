@@ -19,7 +19,7 @@ use std::sync::{Mutex, PoisonError};
 use prost::Message as _;
 use rusqlite::{Connection, OptionalExtension, params};
 use souk_escrow::bitcoin::psbt::Psbt;
-use souk_escrow::bitcoin::{Address, Amount, FeeRate, Network, OutPoint, Transaction, Txid};
+use souk_escrow::bitcoin::{Address, Amount, FeeRate, Network, OutPoint, Txid};
 use souk_escrow::{Escrow, Funding, ModeratorFee, Spend, Terms};
 use souk_protocol::message::{OpenedMessage, order_id_of, read_signed_message};
 use souk_protocol::order::{
@@ -31,6 +31,7 @@ use souk_protocol::{
 };
 
 use crate::chain::{Chain, ChainError};
+use crate::drafts::hex;
 
 /// Largest share of the escrowed amount that a spend may leave to miners, in basis points.
 pub const MAX_MINER_FEE_BP: u64 = 500;
@@ -114,7 +115,19 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    /// The state machine's actor for this part.
+    #[must_use]
+    pub fn actor(self) -> Actor {
+        match self {
+            Self::Buyer => Actor::Buyer,
+            Self::Seller => Actor::Seller,
+            Self::Moderator => Actor::Moderator,
+        }
+    }
+
+    /// Stable lower-case name (`buyer`, `seller`, `moderator`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Buyer => "buyer",
             Self::Seller => "seller",
@@ -263,10 +276,6 @@ pub struct Orders {
     network: String,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn opt_u32(value: Option<i64>) -> Option<u32> {
     value.and_then(|v| u32::try_from(v).ok())
 }
@@ -308,6 +317,15 @@ fn moderator_fee(offer: &pb::ModeratorOffer) -> Result<ModeratorFee, FlowError> 
         fixed,
         percentage_bp: u16::try_from(fee.percentage_bp).unwrap_or(u16::MAX),
     })
+}
+
+/// Stable name of a payment method, as stored and shown (`direct`, `moderated`).
+#[must_use]
+pub fn payment_name(payment: Payment) -> &'static str {
+    match payment {
+        Payment::Direct => "direct",
+        Payment::Moderated => "moderated",
+    }
 }
 
 fn parse_address(text: &str, network: Network) -> Result<Address, FlowError> {
@@ -642,10 +660,7 @@ impl Orders {
             params![
                 record.id.as_slice(),
                 record.role.as_str(),
-                match record.order.payment() {
-                    Payment::Direct => "direct",
-                    Payment::Moderated => "moderated",
-                },
+                payment_name(record.order.payment()),
                 record.order.state().as_str(),
                 record.request_signed,
                 record.escrow_index,
@@ -1002,15 +1017,6 @@ fn rating_permit_ok(
     };
     let digest = rating_permit_digest(order_id, &rating_key, subject, role);
     subject.verify_digest(&digest, &signature)
-}
-
-/// The transaction a step produced, for the caller to broadcast (or that was broadcast).
-#[derive(Debug, Clone)]
-pub struct Broadcast {
-    /// The transaction.
-    pub tx: Transaction,
-    /// Its id.
-    pub txid: Txid,
 }
 
 // ---- the steps --------------------------------------------------------------------------------
@@ -1636,21 +1642,17 @@ impl Orders {
             let spend = Spend::Release {
                 seller: Self::seller_payout(&record)?.as_unchecked().clone(),
             };
-            let (psbt, terms) = self.sign_spend(
-                &record,
-                Some(&psbt),
-                &spend,
-                FeeRate::from_sat_per_vb_u32(1),
-            )?;
-            let tx = souk_escrow::finalize(psbt, &terms).map_err(escrow_error)?;
-            Some(chain.broadcast(&tx).await?)
+            Some(
+                self.sign_and_broadcast(&record, Some(&psbt), &spend, chain)
+                    .await?,
+            )
         } else {
             None
         };
         let (outgoing, signed) = self.seal(
             *id,
             record.seller,
-            self.seller_servers(&record),
+            record.seller_servers.clone(),
             pb::message::Body::Completion(pb::Completion {
                 txid: txid
                     .map(|t| souk_escrow::bitcoin::hashes::Hash::to_byte_array(t).to_vec())
@@ -1676,7 +1678,7 @@ impl Orders {
     /// [`FlowError`].
     pub fn cancel(&self, id: &[u8; 32], reason: &str, at: u64) -> Result<Outgoing, FlowError> {
         let mut record = self.get(id)?;
-        let actor = self.my_actor(&record)?;
+        let actor = record.role.actor();
         record.order.check(Event::Cancel, actor)?;
         let (recipient, servers) = self.counterparty(&record)?;
         let (outgoing, signed) = self.seal(
@@ -1712,7 +1714,7 @@ impl Orders {
         at: u64,
     ) -> Result<Vec<Outgoing>, FlowError> {
         let mut record = self.get(id)?;
-        let actor = self.my_actor(&record)?;
+        let actor = record.role.actor();
         record.order.check(Event::OpenDispute, actor)?;
         let moderator = record
             .moderator()
@@ -1780,26 +1782,13 @@ impl Orders {
         }
         record.order.check(Event::Resolve, Actor::Moderator)?;
         let network = record.network()?;
-        let (_, offer) = moderator_offer(
-            &record.request.moderator_profile,
-            record.request_created_at(),
-        )?;
-        let fee = moderator_fee(&offer)?;
         let fee_index = self.allocate("payout")?;
         let fee_address = self
             .keychain
             .payout_address(network, fee_index)
             .map_err(keys_error)?;
         record.payout_index = Some(fee_index);
-        let spend = Spend::Dispute {
-            buyer: parse_address(&record.request.refund_address, network)?
-                .as_unchecked()
-                .clone(),
-            seller: Self::seller_payout(&record)?.as_unchecked().clone(),
-            moderator: fee_address.as_unchecked().clone(),
-            buyer_bp: buyer_share_bps,
-            fee,
-        };
+        let spend = Self::dispute_spend(&record, &fee_address, buyer_share_bps)?;
         let (psbt, terms) = self.sign_spend(&record, None, &spend, fee_rate)?;
         let fee_sats = terms
             .payments(Amount::ZERO)
@@ -1928,14 +1917,8 @@ impl Orders {
             .pending_psbt
             .clone()
             .ok_or_else(|| mismatch("no refund PSBT from the seller"))?;
-        let (psbt, terms) = self.sign_spend(
-            &record,
-            Some(&psbt),
-            &Self::full_refund(&record)?,
-            FeeRate::from_sat_per_vb_u32(1),
-        )?;
-        let tx = souk_escrow::finalize(psbt, &terms).map_err(escrow_error)?;
-        Ok(chain.broadcast(&tx).await?)
+        self.sign_and_broadcast(&record, Some(&psbt), &Self::full_refund(&record)?, chain)
+            .await
     }
 
     /// A party carries out the moderator's decision: checks the payout PSBT against the terms
@@ -1954,31 +1937,13 @@ impl Orders {
             .decision
             .clone()
             .ok_or_else(|| mismatch("no decision stored"))?;
-        let network = record.network()?;
-        let (_, offer) = moderator_offer(
-            &record.request.moderator_profile,
-            record.request_created_at(),
-        )?;
-        let spend = Spend::Dispute {
-            buyer: parse_address(&record.request.refund_address, network)?
-                .as_unchecked()
-                .clone(),
-            seller: Self::seller_payout(&record)?.as_unchecked().clone(),
-            moderator: parse_address(&decision.fee_address, network)?
-                .as_unchecked()
-                .clone(),
-            buyer_bp: u16::try_from(decision.buyer_share_bps)
-                .map_err(|_| mismatch("share out of range"))?,
-            fee: moderator_fee(&offer)?,
-        };
-        let (psbt, terms) = self.sign_spend(
+        let spend = Self::dispute_spend(
             &record,
-            Some(&decision.payout_psbt),
-            &spend,
-            FeeRate::from_sat_per_vb_u32(1),
+            &parse_address(&decision.fee_address, record.network()?)?,
+            u16::try_from(decision.buyer_share_bps).map_err(|_| mismatch("share out of range"))?,
         )?;
-        let tx = souk_escrow::finalize(psbt, &terms).map_err(escrow_error)?;
-        Ok(chain.broadcast(&tx).await?)
+        self.sign_and_broadcast(&record, Some(&decision.payout_psbt), &spend, chain)
+            .await
     }
 
     /// The seller claims the escrow alone once the timeout has passed (state `timed_out`).
@@ -1999,8 +1964,7 @@ impl Orders {
             seller: Self::seller_payout(&record)?.as_unchecked().clone(),
         };
         let (psbt, terms) = self.sign_spend(&record, None, &spend, fee_rate)?;
-        let tx = souk_escrow::finalize(psbt, &terms).map_err(escrow_error)?;
-        let txid = chain.broadcast(&tx).await?;
+        let txid = Self::finalize_and_broadcast(psbt, &terms, chain).await?;
         self.commit(&mut record, Some((Event::Claim, Actor::Seller)), None, at)?;
         Ok(txid)
     }
@@ -2072,12 +2036,50 @@ impl Orders {
         Ok(signed.envelope().bytes().to_vec())
     }
 
-    fn my_actor(&self, record: &OrderRecord) -> Result<Actor, FlowError> {
-        match record.role {
-            Role::Buyer => Ok(Actor::Buyer),
-            Role::Seller => Ok(Actor::Seller),
-            Role::Moderator => Ok(Actor::Moderator),
-        }
+    /// The moderator's split: its fee (from the offer the order quotes) to `fee_address`, then
+    /// `buyer_bp` of the rest to the order's refund address and the remainder to the seller.
+    fn dispute_spend(
+        record: &OrderRecord,
+        fee_address: &Address,
+        buyer_bp: u16,
+    ) -> Result<Spend, FlowError> {
+        let (_, offer) = moderator_offer(
+            &record.request.moderator_profile,
+            record.request_created_at(),
+        )?;
+        Ok(Spend::Dispute {
+            buyer: parse_address(&record.request.refund_address, record.network()?)?
+                .as_unchecked()
+                .clone(),
+            seller: Self::seller_payout(record)?.as_unchecked().clone(),
+            moderator: fee_address.as_unchecked().clone(),
+            buyer_bp,
+            fee: moderator_fee(&offer)?,
+        })
+    }
+
+    /// Checks a PSBT another party signed against `spend`, adds this device's signature,
+    /// finalizes and broadcasts it.
+    async fn sign_and_broadcast(
+        &self,
+        record: &OrderRecord,
+        psbt: Option<&[u8]>,
+        spend: &Spend,
+        chain: &Chain,
+    ) -> Result<Txid, FlowError> {
+        // The fee rate only matters when building; a received PSBT keeps its own.
+        let (psbt, terms) =
+            self.sign_spend(record, psbt, spend, FeeRate::from_sat_per_vb_u32(1))?;
+        Self::finalize_and_broadcast(psbt, &terms, chain).await
+    }
+
+    async fn finalize_and_broadcast(
+        psbt: Psbt,
+        terms: &Terms,
+        chain: &Chain,
+    ) -> Result<Txid, FlowError> {
+        let tx = souk_escrow::finalize(psbt, terms).map_err(escrow_error)?;
+        Ok(chain.broadcast(&tx).await?)
     }
 
     fn counterparty(&self, record: &OrderRecord) -> Result<(PublicKey, Vec<String>), FlowError> {
@@ -2086,10 +2088,6 @@ impl Orders {
             Role::Seller => Ok((record.buyer, record.buyer_servers())),
             Role::Moderator => Err(mismatch("the moderator is no party")),
         }
-    }
-
-    fn seller_servers(&self, record: &OrderRecord) -> Vec<String> {
-        record.seller_servers.clone()
     }
 
     fn moderator_servers(record: &OrderRecord) -> Vec<String> {

@@ -1,6 +1,8 @@
 //! `/api/v1/inbox`: post sealed private messages, and fetch and acknowledge one's own after
 //! proving the key. See [`crate::mailbox`] for the rules.
 
+use std::str::FromStr;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -8,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use souk_protocol::ObjectId;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -29,21 +32,15 @@ pub(super) fn router() -> OpenApiRouter<SharedState> {
 /// Largest inbox request body: a sealed message at its limit, base64 in JSON, with room.
 pub const INBOX_BODY_LIMIT: usize = 300 * 1024;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Lower-case hex of a 32-byte value (ids, challenges, tokens), written as object ids are.
+fn hex(bytes: &[u8; 32]) -> String {
+    ObjectId(*bytes).to_string()
 }
 
 fn parse_hex32(text: &str, name: &str) -> Result<[u8; 32], ApiError> {
-    let bad =
-        || ApiError::bad_request("invalid_parameter", format!("{name} must be 64 hex digits"));
-    if text.len() != 64 || !text.is_ascii() {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    ObjectId::from_str(text).map(|id| id.0).map_err(|_| {
+        ApiError::bad_request("invalid_parameter", format!("{name} must be 64 hex digits"))
+    })
 }
 
 fn bearer(headers: &HeaderMap) -> Result<[u8; 32], ApiError> {
