@@ -1,6 +1,8 @@
 //! Compiles `proto/souk/v1/*.proto` with protox (a protobuf compiler written in Rust), so a
 //! fresh machine needs no system `protoc`. The encoded file descriptor set is written beside the
-//! generated code for consumers that serve reflection (the gRPC server).
+//! generated code for consumers that serve reflection (the gRPC server). With the `grpc`
+//! feature, tonic's service stubs (server traits and clients) are generated into the same
+//! module as the messages.
 
 use std::{env, fs, path::PathBuf};
 
@@ -27,8 +29,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("souk_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
-    prost_build::Config::new()
-        .enable_type_names()
-        .compile_fds(descriptors)?;
+    let mut config = prost_build::Config::new();
+    config.enable_type_names();
+    #[cfg(feature = "grpc")]
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds_with_config(descriptors, config)?;
+    #[cfg(not(feature = "grpc"))]
+    config.compile_fds(descriptors)?;
     Ok(())
 }

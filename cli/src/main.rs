@@ -54,6 +54,7 @@ fn emit(text: &str) {
 }
 
 mod orders;
+mod watch;
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 const DEFAULT_ESPLORA: &str = "https://mempool.space/api";
@@ -172,6 +173,9 @@ enum Command {
     /// Follow your orders' payments on the chain
     #[command(subcommand)]
     Chain(orders::ChainCommand),
+    /// Follow a server's live feed over gRPC: one verified JSON line per object, resuming by
+    /// itself after a dropped connection
+    Watch(watch::WatchArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -435,6 +439,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Order(command) => orders::order(&ctx, command),
         Command::Inbox(command) => orders::inbox(&ctx, command),
         Command::Chain(command) => orders::chain(&ctx, command),
+        Command::Watch(args) => watch::watch(&ctx, &args),
     }
 }
 

@@ -756,3 +756,141 @@ fn a_direct_order_from_the_command_line() {
         .failed();
     assert_eq!(unknown.json()["error"]["code"], "unknown_order");
 }
+
+/// Signed listings from a fixed test key, for the feed.
+fn feed_listings(from: usize, count: usize) -> Vec<Vec<u8>> {
+    let key = souk_protocol::IdentityKey::from_secret_bytes(&[77; 32]);
+    let ctx = souk_protocol::ValidationContext::now();
+    (from..from + count)
+        .map(|i| {
+            let mut listing =
+                souk_protocol::samples::listing(ctx.now - 60, &format!("feed-{i}"), None);
+            listing.title = format!("Feed item {i}");
+            key.seal(&souk_protocol::Object::Listing(listing), &ctx)
+                .unwrap()
+                .envelope()
+                .bytes()
+                .to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn watch_follows_the_feed_and_resumes_after_the_server_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let data = dir.path().to_owned();
+    let state = runtime.block_on(async move {
+        let config = souk_server::config::Config::for_tests(&data, None);
+        souk_server::server::open(config)
+            .await
+            .expect("the server opens")
+    });
+    let serve = |listener: tokio::net::TcpListener| {
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let task = runtime.spawn(souk_server::grpc::serve(
+            std::sync::Arc::clone(&state),
+            listener,
+            stopping,
+        ));
+        (stop, task)
+    };
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, task) = serve(listener);
+    runtime
+        .block_on(state.ingestor.ingest(feed_listings(0, 3)))
+        .expect("first listings");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_souk"))
+        .args(["watch", "--kind", "listing", "--limit", "6"])
+        .args(["--grpc", &format!("http://{addr}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("souk watch starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let errors = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut printed = Vec::new();
+    for _ in 0..3 {
+        printed.push(
+            lines
+                .recv_timeout(Duration::from_secs(60))
+                .expect("an object within a minute"),
+        );
+    }
+
+    // The gRPC server goes away (the feed ends), listings arrive meanwhile, it comes back.
+    let _ = stop.send(true);
+    runtime.block_on(task).unwrap().expect("a clean stop");
+    runtime
+        .block_on(state.ingestor.ingest(feed_listings(3, 3)))
+        .expect("more listings");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .expect("the same port again");
+    let (_stop, _task) = serve(listener);
+    for _ in 0..3 {
+        printed.push(
+            lines
+                .recv_timeout(Duration::from_secs(60))
+                .expect("an object after the restart within a minute"),
+        );
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "souk watch did not stop after --limit"
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    let stderr = errors.join().unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("resubscribing after cursor"), "{stderr}");
+    let objects: Vec<Value> = printed
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let titles: Vec<&str> = objects
+        .iter()
+        .map(|o| o["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        titles,
+        (0..6).map(|i| format!("Feed item {i}")).collect::<Vec<_>>(),
+        "each object once, in order, across the restart"
+    );
+    let cursors: Vec<u64> = objects
+        .iter()
+        .map(|o| o["cursor"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]), "{cursors:?}");
+    assert!(objects.iter().all(|o| o["kind"] == "listing"));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+}

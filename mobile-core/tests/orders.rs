@@ -67,6 +67,7 @@ async fn start_server() -> Server {
         .arg(dir.path())
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--p2p", "false", "--inbox-replicate-private", "true"])
+        .args(["--grpc-addr", "127.0.0.1:0"])
         .args([
             "--rate-limit-per-second",
             "10000",

@@ -65,6 +65,7 @@ mod validate;
     clippy::doc_markdown,
     clippy::doc_lazy_continuation,
     clippy::large_enum_variant,
+    unused_qualifications,
     reason = "generated code"
 )]
 pub mod pb {

@@ -15,6 +15,8 @@
 //! cargo bench -p souk-server --bench federation -- --backfill 20000 --samples 100
 //! ```
 
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -90,6 +92,7 @@ impl Node {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--p2p-listen", &format!("/ip4/127.0.0.1/tcp/{p2p_port}")])
             .args(["--p2p-discover", "false"])
+            .args(["--grpc-addr", "127.0.0.1:0"])
             .args(["--sync-interval-secs", &sync_secs.to_string()])
             .args([
                 "--rate-limit-per-second",
@@ -192,20 +195,6 @@ impl Node {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "index math"
-    )]
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
-
 /// TCP payload bytes (sent, received) of the established loopback connections to `port`, as
 /// the dialling side's kernel counted them (its sent + received covers both directions).
 fn tcp_bytes(port: u16) -> (u64, u64) {
@@ -278,8 +267,8 @@ fn propagation(samples: usize) {
     times.sort_by(f64::total_cmp);
     println!(
         "propagation over 4 hops ({samples} listings): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        percentile(&times, 0.5),
-        percentile(&times, 0.99),
+        support::percentile(&times, 0.5),
+        support::percentile(&times, 0.99),
         times.last().copied().unwrap_or(0.0)
     );
 }

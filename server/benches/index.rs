@@ -9,11 +9,13 @@
 //! PostgreSQL comes from `SOUK_TEST_POSTGRES_URL` (default postgres://postgres@127.0.0.1:5432/test);
 //! a scratch database is created and dropped.
 
+mod support;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use souk_server::api::listings::{SearchParams, parse_search, run_search};
-use souk_server::config::{Config, DemoArgs};
+use souk_server::config::Config;
 use sqlx::Connection;
 
 struct Args {
@@ -61,24 +63,9 @@ fn rss_mib() -> f64 {
     kb / 1024.0
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "index math"
-    )]
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index].as_secs_f64() * 1000.0
-}
-
 fn queries() -> Vec<SearchParams> {
-    include_str!("queries.txt")
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    support::query_lines()
+        .iter()
         .map(|l| serde_urlencoded::from_str(l).expect("valid query line"))
         .collect()
 }
@@ -87,30 +74,11 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
     let dir = tempfile::tempdir().expect("tmp");
     let config = Config::for_tests(dir.path(), database_url);
     let state = souk_server::server::open(config).await.expect("open");
-    let demo = DemoArgs {
-        listings: a.listings,
-        stores: (a.listings / 100).max(10),
-        seed: 7,
-    };
     let now = souk_protocol::ValidationContext::now().now;
 
     // Generate (not timed as ingest), then ingest in batches of 1,000.
     let generated = Instant::now();
-    let mut batches: Vec<Vec<Vec<u8>>> = vec![
-        souk_server::demo::profiles(&demo, now)
-            .iter()
-            .map(|o| o.envelope().bytes().to_vec())
-            .collect(),
-    ];
-    for start in (0..a.listings).step_by(1_000) {
-        let end = (start + 1_000).min(a.listings);
-        batches.push(
-            souk_server::demo::listings(&demo, now, start..end)
-                .iter()
-                .map(|o| o.envelope().bytes().to_vec())
-                .collect(),
-        );
-    }
+    let batches = support::demo_batches(a.listings, now);
     let generation = generated.elapsed();
     let count: usize = batches.iter().map(Vec::len).sum();
     let bytes: usize = batches.iter().flatten().map(Vec::len).sum();
@@ -178,8 +146,8 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
             println!(
                 "| {label} | search, {clients} client(s), {} listings, {mode} | p50 {:.2} ms, p99 {:.2} ms | **{qps:.0} queries/s** | {} queries |",
                 a.listings,
-                percentile(&all, 0.50),
-                percentile(&all, 0.99),
+                support::percentile_ms(&all, 0.50),
+                support::percentile_ms(&all, 0.99),
                 all.len()
             );
         }

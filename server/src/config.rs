@@ -157,6 +157,27 @@ pub struct Options {
     /// addresses. [default: false]
     #[arg(long, env = "SOUK_INBOX_REPLICATE_PRIVATE", global = true)]
     pub inbox_replicate_private: Option<bool>,
+    /// Serve the gRPC API (IndexService, IngestService, FeedService, health, reflection).
+    /// [default: true]
+    #[arg(long, env = "SOUK_GRPC", global = true)]
+    pub grpc: Option<bool>,
+    /// Address for the gRPC API (port 0 picks a free one; the log names it).
+    /// [default: 127.0.0.1:8081]
+    #[arg(long, env = "SOUK_GRPC_ADDR", global = true)]
+    pub grpc_addr: Option<SocketAddr>,
+    /// PEM certificate chain for gRPC over TLS (with `grpc-tls-key`). [default: plaintext]
+    #[arg(long, env = "SOUK_GRPC_TLS_CERT", global = true)]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key for gRPC over TLS (with `grpc-tls-cert`). [default: plaintext]
+    #[arg(long, env = "SOUK_GRPC_TLS_KEY", global = true)]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// Most concurrent gRPC calls (HTTP/2 streams) on one connection. [default: 64]
+    #[arg(long, env = "SOUK_GRPC_MAX_STREAMS", global = true)]
+    pub grpc_max_streams: Option<u32>,
+    /// Seconds a feed subscriber may leave its buffer (256 events) full before it is ended
+    /// with RESOURCE_EXHAUSTED and told where to resume. [default: 30]
+    #[arg(long, env = "SOUK_FEED_STALL_SECS", global = true)]
+    pub feed_stall_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -192,6 +213,24 @@ pub struct Config {
     pub p2p: P2pConfig,
     /// Inbox settings.
     pub inbox: InboxConfig,
+    /// gRPC settings.
+    pub grpc: GrpcConfig,
+}
+
+/// gRPC settings. Message size and per-address rate come from the REST settings
+/// (`max_body_bytes`, `rate_limit_*`), so both APIs hold a client to the same limits.
+#[derive(Debug, Clone)]
+pub struct GrpcConfig {
+    /// Whether the gRPC API is served.
+    pub enabled: bool,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// PEM certificate chain and private key files, for TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Concurrent streams per connection.
+    pub max_streams: u32,
+    /// How long a feed subscriber may stall with a full buffer before it is ended.
+    pub feed_stall: std::time::Duration,
 }
 
 /// Inbox (mailbox) settings.
@@ -289,6 +328,12 @@ impl Options {
             inbox_replicate_private: self
                 .inbox_replicate_private
                 .or(lower.inbox_replicate_private),
+            grpc: self.grpc.or(lower.grpc),
+            grpc_addr: self.grpc_addr.or(lower.grpc_addr),
+            grpc_tls_cert: self.grpc_tls_cert.or(lower.grpc_tls_cert),
+            grpc_tls_key: self.grpc_tls_key.or(lower.grpc_tls_key),
+            grpc_max_streams: self.grpc_max_streams.or(lower.grpc_max_streams),
+            feed_stall_secs: self.feed_stall_secs.or(lower.feed_stall_secs),
         }
     }
 }
@@ -359,6 +404,24 @@ impl Config {
                 max_bytes: u64::from(o.inbox_max_mb.unwrap_or(32)) * 1024 * 1024,
                 replicate_private: o.inbox_replicate_private.unwrap_or(false),
             },
+            grpc: GrpcConfig {
+                enabled: o.grpc.unwrap_or(true),
+                addr: o
+                    .grpc_addr
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081))),
+                tls: match (o.grpc_tls_cert, o.grpc_tls_key) {
+                    (Some(cert), Some(key)) => Some((cert, key)),
+                    (None, None) => None,
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            name: "grpc-tls-cert",
+                            reason: "give both grpc-tls-cert and grpc-tls-key, or neither",
+                        });
+                    }
+                },
+                max_streams: o.grpc_max_streams.unwrap_or(64),
+                feed_stall: std::time::Duration::from_secs(o.feed_stall_secs.unwrap_or(30)),
+            },
         };
         config.check()?;
         Ok(config)
@@ -408,6 +471,12 @@ impl Config {
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {
             return invalid("public-url", "must start with https:// or http://");
+        }
+        if self.grpc.max_streams == 0 {
+            return invalid("grpc-max-streams", "must be at least 1");
+        }
+        if self.grpc.feed_stall.is_zero() {
+            return invalid("feed-stall-secs", "must be at least 1");
         }
         if !self.database_url.starts_with("sqlite:") && !self.database_url.starts_with("postgres") {
             return invalid("database-url", "must start with sqlite:// or postgres://");

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use souk_protocol::{Object, ObjectId, PublicKey, SignedObject, ValidationContext, open, pb};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::p2p::set::SyncSet;
 use crate::search::{Change, ListingDoc, SearchIndex};
@@ -100,6 +100,8 @@ pub struct Ingestor {
     jobs: mpsc::Sender<Job>,
     /// Where locally received, accepted envelopes go for gossip (set when the network starts).
     published: Arc<OnceLock<mpsc::Sender<Published>>>,
+    /// The highest ingest sequence committed to the store by this writer (0 before the first).
+    committed: watch::Receiver<i64>,
 }
 
 impl std::fmt::Debug for Job {
@@ -118,11 +120,22 @@ impl Ingestor {
     #[must_use]
     pub fn start(store: Store, search: Arc<SearchIndex>, sync_set: Option<Arc<SyncSet>>) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(writer(queue, store, search, sync_set));
+        let (notify, committed) = watch::channel(0);
+        tokio::spawn(writer(queue, store, search, sync_set, notify));
         Self {
             jobs,
             published: Arc::new(OnceLock::new()),
+            committed,
         }
+    }
+
+    /// Follows the highest ingest sequence committed to the store (from any origin): it changes
+    /// after every commit that stored something, once the search index has been updated too.
+    /// Starts at 0; readers read the store for what is new, so they never miss a commit made
+    /// before they subscribed.
+    #[must_use]
+    pub fn committed(&self) -> watch::Receiver<i64> {
+        self.committed.clone()
     }
 
     /// Sends every envelope accepted from a local client to `sink` from now on. When the sink is
@@ -279,6 +292,7 @@ async fn writer(
     store: Store,
     search: Arc<SearchIndex>,
     sync_set: Option<Arc<SyncSet>>,
+    committed: watch::Sender<i64>,
 ) {
     while let Some(first) = queue.recv().await {
         let mut jobs = vec![first];
@@ -293,7 +307,7 @@ async fn writer(
             .flat_map(|j| j.objects.iter().cloned())
             .collect();
         let started = std::time::Instant::now();
-        let result = commit(&store, &search, sync_set.as_deref(), &objects)
+        let result = commit(&store, &search, sync_set.as_deref(), &committed, &objects)
             .await
             .map_err(Arc::new);
         metrics::histogram!("souk_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
@@ -320,6 +334,7 @@ async fn commit(
     store: &Store,
     search: &Arc<SearchIndex>,
     sync_set: Option<&SyncSet>,
+    committed: &watch::Sender<i64>,
     objects: &[SignedObject],
 ) -> Result<Vec<WriteOutcome>, IngestError> {
     let outcomes = store.write_batch(objects).await?;
@@ -347,6 +362,15 @@ async fn commit(
                 set.replace(object.version().created_at, &object.id(), *replaced);
             }
         }
+    }
+    // Feed subscribers read the store from their position; the store has committed whatever
+    // the index did.
+    if max_seq > 0 {
+        committed.send_if_modified(|seen| {
+            let newer = max_seq > *seen;
+            *seen = (*seen).max(max_seq);
+            newer
+        });
     }
     indexed?;
     Ok(outcomes)

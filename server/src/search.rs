@@ -129,6 +129,89 @@ fn register_analyzers(index: &Index) {
     );
 }
 
+/// Matches one listing against a search text the way [`SearchIndex::search`] does, without the
+/// index: every word but the last must occur (after the same analysis: lower case, ASCII
+/// folding, English stemming) in the title, tags or description; the last word may also be the
+/// prefix of a word of the title or tags. The live feed filters with it.
+#[derive(Clone)]
+pub struct TextMatcher {
+    /// Analysed tokens of each word but the last; each word needs all of its tokens.
+    words: Vec<Vec<String>>,
+    /// The last word analysed as a whole word.
+    last: Vec<String>,
+    /// The last word as a prefix (unstemmed).
+    last_prefix: Option<String>,
+    text: TextAnalyzer,
+    prefix: TextAnalyzer,
+}
+
+impl std::fmt::Debug for TextMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextMatcher")
+            .field("words", &self.words)
+            .field("last", &self.last)
+            .field("last_prefix", &self.last_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TextMatcher {
+    fn tokens(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+        let mut stream = analyzer.token_stream(text);
+        let mut out = Vec::new();
+        while let Some(token) = stream.next() {
+            out.push(token.text.clone());
+        }
+        out
+    }
+
+    /// Whether `listing` matches.
+    #[must_use]
+    pub fn matches(&self, listing: &pb::Listing) -> bool {
+        let mut text = self.text.clone();
+        let mut words: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for field in std::iter::once(&listing.title)
+            .chain(listing.tags.iter())
+            .chain(std::iter::once(&listing.description))
+        {
+            words.extend(Self::tokens(&mut text, field));
+        }
+        let all =
+            |tokens: &Vec<String>| !tokens.is_empty() && tokens.iter().all(|t| words.contains(t));
+        if !self.words.iter().all(all) {
+            return false;
+        }
+        if all(&self.last) {
+            return true;
+        }
+        let Some(prefix) = &self.last_prefix else {
+            return false;
+        };
+        let mut analyzer = self.prefix.clone();
+        std::iter::once(&listing.title)
+            .chain(listing.tags.iter())
+            .any(|field| {
+                Self::tokens(&mut analyzer, field)
+                    .iter()
+                    .any(|t| t.starts_with(prefix.as_str()))
+            })
+    }
+}
+
+/// Search text with everything but letters, digits and spaces turned into spaces (so that no
+/// character has a query-syntax meaning).
+fn clean_text(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c.is_whitespace() {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect()
+}
+
 /// A listing to put in the index.
 #[derive(Debug, Clone)]
 pub struct ListingDoc {
@@ -475,18 +558,31 @@ impl SearchIndex {
         d
     }
 
+    /// A matcher for `text` that agrees with [`SearchIndex::search`]'s text matching; `None`
+    /// when the text has no words (everything matches).
+    #[must_use]
+    pub fn text_matcher(&self, text: &str) -> Option<TextMatcher> {
+        let cleaned = clean_text(text);
+        let words: Vec<&str> = cleaned.split_whitespace().collect();
+        let (last, rest) = words.split_last()?;
+        let mut analyzer = self.index.tokenizers().get(TEXT_ANALYZER)?;
+        let mut prefix = self.index.tokenizers().get(PREFIX_ANALYZER)?;
+        Some(TextMatcher {
+            words: rest
+                .iter()
+                .map(|w| TextMatcher::tokens(&mut analyzer, w))
+                .filter(|t| !t.is_empty())
+                .collect(),
+            last: TextMatcher::tokens(&mut analyzer, last),
+            last_prefix: TextMatcher::tokens(&mut prefix, last).into_iter().next(),
+            text: analyzer,
+            prefix,
+        })
+    }
+
     fn text_query(&self, text: &str) -> Option<Box<dyn Query>> {
         let f = &self.fields;
-        let cleaned: String = text
-            .chars()
-            .map(|c| {
-                if c.is_alphanumeric() || c.is_whitespace() {
-                    c
-                } else {
-                    ' '
-                }
-            })
-            .collect();
+        let cleaned = clean_text(text);
         let words: Vec<&str> = cleaned.split_whitespace().collect();
         let (last, rest) = words.split_last()?;
         let mut parser = QueryParser::for_index(&self.index, vec![f.title, f.tags, f.description]);

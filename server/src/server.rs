@@ -181,8 +181,8 @@ pub fn app(state: SharedState) -> Router {
     }
 }
 
-/// Serves `state` on `listener` until `shutdown` completes, then finishes in-flight requests and
-/// closes the database.
+/// Serves the REST API of `state` on `listener` until `shutdown` completes, then finishes
+/// in-flight requests and closes the database.
 ///
 /// # Errors
 /// If serving fails.
@@ -191,17 +191,61 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_all(state, listener, None, shutdown).await
+}
+
+/// Serves REST on `rest` and, when given, gRPC on `grpc` until `shutdown` completes; then both
+/// stop taking calls (open gRPC feeds end with UNAVAILABLE and a cursor to resume from), finish
+/// what is in flight, and the database is closed.
+///
+/// # Errors
+/// If either server fails.
+pub async fn serve_all(
+    state: SharedState,
+    rest: TcpListener,
+    grpc: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let store = state.store.clone();
-    let app = app(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
+    let on_signal = Arc::clone(&stop);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = on_signal.send(true);
+    });
+    let mut rest_stopping = stopping.clone();
+    let rest = axum::serve(
+        rest,
+        app(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("server failed")?;
+    .with_graceful_shutdown(async move {
+        let _ = rest_stopping.wait_for(|stop| *stop).await;
+    })
+    .into_future();
+    let result = match grpc {
+        None => rest.await.context("server failed"),
+        Some(listener) => {
+            let grpc = crate::grpc::serve(state, listener, stopping);
+            tokio::pin!(rest, grpc);
+            tokio::select! {
+                served = &mut rest => {
+                    // REST stopped (shutdown, or failure): gRPC stops too.
+                    let _ = stop.send(true);
+                    let grpc_served = grpc.await;
+                    served.context("server failed").and(grpc_served)
+                }
+                grpc_served = &mut grpc => {
+                    // gRPC stopped first: only a failure (bad TLS files, say) does that.
+                    let _ = stop.send(true);
+                    let served = rest.await;
+                    grpc_served.and(served.context("server failed"))
+                }
+            }
+        }
+    };
     store.close().await;
-    Ok(())
+    result
 }
 
 /// Completes on Ctrl-C or SIGTERM.

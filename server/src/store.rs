@@ -962,7 +962,8 @@ impl Store {
     }
 
     /// Current moderator profiles, optionally speaking `language` and charging at most
-    /// `max_fee_bp` basis points (percentage part), with their envelope bytes.
+    /// `max_fee_bp` basis points (percentage part), with their envelope bytes: cheapest first,
+    /// `limit` of them after skipping `offset`.
     ///
     /// # Errors
     /// [`StoreError`].
@@ -971,6 +972,7 @@ impl Store {
         language: Option<&str>,
         max_fee_bp: Option<u32>,
         limit: i64,
+        offset: i64,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let pattern =
             language.map_or_else(|| "%".to_string(), |l| format!("%,{},%", l.to_lowercase()));
@@ -978,11 +980,12 @@ impl Store {
         with_pool!(self, pool => {
             let rows = sqlx::query(
                 "SELECT e.bytes FROM moderators m JOIN envelopes e ON e.id = m.id \
-                 WHERE m.languages LIKE $1 AND m.fee_bp <= $2 ORDER BY m.fee_bp, m.fee_fixed LIMIT $3",
+                 WHERE m.languages LIKE $1 AND m.fee_bp <= $2 ORDER BY m.fee_bp, m.fee_fixed, m.signer LIMIT $3 OFFSET $4",
             )
             .bind(pattern)
             .bind(max_bp)
             .bind(limit)
+            .bind(offset)
             .fetch_all(pool)
             .await?;
             rows.into_iter().map(|r| r.try_get::<Vec<u8>, _>("bytes").map_err(StoreError::from)).collect()

@@ -72,6 +72,7 @@ impl Node {
             .arg(dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--p2p-listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(["--grpc-addr", "127.0.0.1:0"])
             .args(["--p2p-discover", if discover { "true" } else { "false" }])
             .args(["--sync-interval-secs", &sync_secs.to_string()])
             .args([

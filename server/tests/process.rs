@@ -21,7 +21,7 @@ async fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
         .arg(data_dir)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
-        .args(["--p2p", "false"])
+        .args(["--p2p", "false", "--grpc-addr", "127.0.0.1:0"])
         .args(extra)
         .env("SOUK_LOG", "warn")
         .stdout(Stdio::null())

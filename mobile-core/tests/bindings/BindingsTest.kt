@@ -50,7 +50,7 @@ class LiveServer : AutoCloseable {
         url = "http://127.0.0.1:$port"
         process = ProcessBuilder(
             System.getenv("SOUK_SERVER_BIN"), "serve",
-            "--listen", "127.0.0.1:$port", "--data-dir", dir.path,
+            "--listen", "127.0.0.1:$port", "--data-dir", dir.path, "--grpc-addr", "127.0.0.1:0",
         ).redirectOutput(ProcessBuilder.Redirect.DISCARD)
             .redirectError(ProcessBuilder.Redirect.INHERIT)
             .start()

@@ -39,7 +39,7 @@ class LiveServer:
         self.proc = subprocess.Popen(
             [os.environ["SOUK_SERVER_BIN"], "serve",
              "--listen", self.url.removeprefix("http://"),
-             "--data-dir", self.dir.name],
+             "--data-dir", self.dir.name, "--grpc-addr", "127.0.0.1:0"],
             stdout=subprocess.DEVNULL, stderr=self.log,
         )
         deadline = time.monotonic() + 60

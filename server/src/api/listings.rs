@@ -3,25 +3,22 @@
 //! signed bytes, so a client can check that a summary matches its envelope.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use base64::Engine;
 use serde::{Deserialize, Serialize};
-use souk_protocol::{Object, ObjectId, PublicKey, Slot, pb};
+use souk_protocol::{PublicKey, Slot, pb};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, SharedState, b64};
-use crate::search::{SearchQuery, Sort};
-use crate::store::{RatingSummary, decode_stored};
-
-/// Most hits per page.
-pub const MAX_LIMIT: usize = 100;
-/// Deepest offset a cursor may reach.
-pub const MAX_OFFSET: usize = 10_000;
+use crate::search::SearchQuery;
+use crate::service::{
+    self, ModeratorQuery, StoredListing, decode_cursor, encode_cursor, page_limit, parse_id,
+};
+pub use crate::service::{MAX_LIMIT, MAX_OFFSET, SearchParams, parse_key, parse_search};
+use crate::store::RatingSummary;
 
 pub(super) fn router() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
@@ -135,57 +132,18 @@ pub struct ListingHit {
     pub envelope: String,
 }
 
-fn listing_hit(bytes: &[u8]) -> Result<ListingHit, ApiError> {
-    let (envelope, object) = decode_stored(bytes)?;
-    match object {
-        Object::Listing(listing) => Ok(ListingHit {
-            id: envelope.id().to_string(),
-            summary: summarize(&envelope.signer(), &listing),
-            envelope: b64(bytes),
-        }),
-        _ => Err(ApiError::not_found("that object is not a listing")),
+impl From<&StoredListing> for ListingHit {
+    fn from(l: &StoredListing) -> Self {
+        Self {
+            id: l.id.to_string(),
+            summary: ListingSummary::from(l.summary()),
+            envelope: b64(&l.bytes),
+        }
     }
 }
 
-/// Search parameters. Unknown parameters are refused (`unknown_parameter`), never ignored.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct SearchParams {
-    /// Free text over title, tags and description; the last word also matches as a prefix.
-    /// Empty: browse.
-    pub q: Option<String>,
-    /// Category path, e.g. `home/kitchen` (includes sub-categories).
-    pub category: Option<String>,
-    /// `physical`, `digital` or `service`.
-    #[serde(rename = "type")]
-    #[param(rename = "type")]
-    pub kind: Option<String>,
-    /// `new`, `used_like_new`, `used_good`, `used_fair`, `refurbished`, `for_parts`.
-    pub condition: Option<String>,
-    /// Currency code, e.g. `BTC`, `EUR`.
-    pub currency: Option<String>,
-    /// Lowest price in major units of the listing's currency (e.g. 12.5).
-    pub price_min: Option<f64>,
-    /// Highest price in major units.
-    pub price_max: Option<f64>,
-    /// Country code (ISO 3166-1 alpha-2) the listing must ship to.
-    pub ships_to: Option<String>,
-    /// Seller address (`souk1…` or hex).
-    pub seller: Option<String>,
-    /// Lowest average seller rating, 0-5.
-    pub min_rating: Option<f64>,
-    /// `true`: only listings that accept a moderator; `false`: only those that do not.
-    pub moderated: Option<bool>,
-    /// Include NSFW listings (default false).
-    pub nsfw: Option<bool>,
-    /// `relevance` (default with text), `price_asc`, `price_desc`, `newest` (default without
-    /// text), `rating`.
-    pub sort: Option<Sort>,
-    /// Hits per page, 1-100 (default 20).
-    pub limit: Option<usize>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
+fn listing_hit(bytes: Vec<u8>) -> Result<ListingHit, ApiError> {
+    Ok(ListingHit::from(&StoredListing::decode(bytes)?))
 }
 
 /// A page of search results.
@@ -202,20 +160,6 @@ pub struct SearchResponse {
     pub next_cursor: Option<String>,
 }
 
-fn invalid(name: &str, what: &str) -> ApiError {
-    ApiError::bad_request("invalid_parameter", format!("{name}: {what}"))
-}
-
-/// A page size: `default` when absent, otherwise 1 to [`MAX_LIMIT`].
-fn page_limit(value: Option<usize>, default: usize) -> Result<usize, ApiError> {
-    let limit = value.unwrap_or(default);
-    if (1..=MAX_LIMIT).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(invalid("limit", "must be between 1 and 100"))
-    }
-}
-
 pub(crate) fn query_rejection(rejection: &QueryRejection) -> ApiError {
     let text = rejection.body_text();
     if text.contains("unknown field") {
@@ -225,133 +169,7 @@ pub(crate) fn query_rejection(rejection: &QueryRejection) -> ApiError {
     }
 }
 
-fn encode_cursor(offset: usize) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("o:{offset}"))
-}
-
-fn decode_cursor(cursor: &str) -> Result<usize, ApiError> {
-    let bad = || invalid("cursor", "not a cursor from this server");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let offset = text
-        .strip_prefix("o:")
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(bad)?;
-    if offset > MAX_OFFSET {
-        return Err(invalid("cursor", "too deep; narrow the search instead"));
-    }
-    Ok(offset)
-}
-
-/// Turns HTTP parameters into a search, refusing anything it cannot honour.
-///
-/// # Errors
-/// `invalid_parameter` naming the parameter.
-pub fn parse_search(p: SearchParams, now: u64) -> Result<SearchQuery, ApiError> {
-    const TYPES: [&str; 3] = ["physical", "digital", "service"];
-    const CONDITIONS: [&str; 6] = [
-        "new",
-        "used_like_new",
-        "used_good",
-        "used_fair",
-        "refurbished",
-        "for_parts",
-    ];
-    let kind = p.kind.map(|k| k.to_ascii_lowercase());
-    if let Some(k) = &kind
-        && !TYPES.contains(&k.as_str())
-    {
-        return Err(invalid("type", "must be physical, digital or service"));
-    }
-    let condition = p.condition.map(|c| c.to_ascii_lowercase());
-    if let Some(c) = &condition
-        && !CONDITIONS.contains(&c.as_str())
-    {
-        return Err(invalid(
-            "condition",
-            "must be new, used_like_new, used_good, used_fair, refurbished or for_parts",
-        ));
-    }
-    let currency = p.currency.map(|c| c.to_ascii_uppercase());
-    if let Some(c) = &currency
-        && (c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()))
-    {
-        return Err(invalid(
-            "currency",
-            "must be a three-letter code such as BTC or EUR",
-        ));
-    }
-    let ships_to = p.ships_to.map(|c| c.to_ascii_uppercase());
-    if let Some(c) = &ships_to
-        && (c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()))
-    {
-        return Err(invalid("ships_to", "must be a two-letter country code"));
-    }
-    let category = p
-        .category
-        .map(|c| c.trim_matches('/').to_ascii_lowercase())
-        .filter(|c| !c.is_empty());
-    if let Some(c) = &category
-        && (c.len() > 128
-            || !c
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'/'))
-    {
-        return Err(invalid("category", "must be a path like home/kitchen"));
-    }
-    for (name, value) in [("price_min", p.price_min), ("price_max", p.price_max)] {
-        if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
-            return Err(invalid(name, "must be a non-negative number"));
-        }
-    }
-    if let (Some(min), Some(max)) = (p.price_min, p.price_max)
-        && min > max
-    {
-        return Err(invalid("price_min", "is above price_max"));
-    }
-    if p.min_rating.is_some_and(|r| !(0.0..=5.0).contains(&r)) {
-        return Err(invalid("min_rating", "must be between 0 and 5"));
-    }
-    let seller = p
-        .seller
-        .map(|s| {
-            PublicKey::from_str(&s)
-                .map_err(|_| invalid("seller", "must be a souk1… address or 64 hex digits"))
-        })
-        .transpose()?;
-    let limit = page_limit(p.limit, 20)?;
-    let q = p.q.unwrap_or_default();
-    if q.len() > 500 {
-        return Err(invalid("q", "is longer than 500 bytes"));
-    }
-    Ok(SearchQuery {
-        text: q,
-        category,
-        kind,
-        condition,
-        currency,
-        price_min: p.price_min,
-        price_max: p.price_max,
-        ships_to,
-        seller,
-        min_rating: p.min_rating,
-        moderated: p.moderated,
-        nsfw: p.nsfw.unwrap_or(false),
-        sort: p.sort,
-        limit,
-        offset: p
-            .cursor
-            .as_deref()
-            .map(decode_cursor)
-            .transpose()?
-            .unwrap_or(0),
-        now,
-    })
-}
-
-/// Runs a search and loads the envelopes of its hits.
+/// Runs a search through the service layer and renders it for REST.
 ///
 /// # Errors
 /// [`ApiError`].
@@ -359,30 +177,12 @@ pub async fn run_search(
     state: &SharedState,
     query: SearchQuery,
 ) -> Result<SearchResponse, ApiError> {
-    let started = std::time::Instant::now();
-    let search = std::sync::Arc::clone(&state.search);
-    let q = query.clone();
-    let result = tokio::task::spawn_blocking(move || search.search(&q))
-        .await
-        .map_err(|e| ApiError::internal(&e))??;
-    let stored = state.store.get_many(&result.ids).await?;
-    let mut hits = Vec::with_capacity(result.ids.len());
-    for id in &result.ids {
-        if let Some(bytes) = stored.get(id) {
-            hits.push(listing_hit(bytes)?);
-        }
-    }
-    let next = query.offset + query.limit;
-    metrics::histogram!("souk_search_seconds").record(started.elapsed().as_secs_f64());
+    let page = service::search(state, query).await?;
     Ok(SearchResponse {
-        total: result.total,
-        hits,
-        facets: result
-            .facets
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        next_cursor: (next < result.total && next <= MAX_OFFSET).then(|| encode_cursor(next)),
+        total: page.total,
+        hits: page.hits.iter().map(ListingHit::from).collect(),
+        facets: page.facets,
+        next_cursor: page.next_cursor,
     })
 }
 
@@ -416,15 +216,6 @@ pub struct ListingResponse {
     pub current: bool,
 }
 
-fn parse_id(id: &str) -> Result<ObjectId, ApiError> {
-    ObjectId::from_str(id).map_err(|_| invalid("id", "must be 64 hex digits"))
-}
-
-pub(super) fn parse_key(text: &str, name: &str) -> Result<PublicKey, ApiError> {
-    PublicKey::from_str(text)
-        .map_err(|_| invalid(name, "must be a souk1… address or 64 hex digits"))
-}
-
 /// Get a listing by object id (any stored version).
 #[utoipa::path(
     get,
@@ -441,15 +232,10 @@ pub async fn get_listing(
     State(state): State<SharedState>,
     Path(id): Path<String>,
 ) -> Result<Json<ListingResponse>, ApiError> {
-    let id = parse_id(&id)?;
-    let bytes = state
-        .store
-        .get(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no listing with that id here"))?;
+    let (listing, current) = service::listing(&state, &parse_id(&id)?).await?;
     Ok(Json(ListingResponse {
-        hit: listing_hit(&bytes)?,
-        current: state.store.is_current(&id).await?,
+        hit: ListingHit::from(&listing),
+        current,
     }))
 }
 
@@ -490,27 +276,25 @@ pub async fn get_store(
     Path(seller): Path<String>,
 ) -> Result<Json<StoreResponse>, ApiError> {
     let seller = parse_key(&seller, "seller")?;
-    let bytes = state
-        .store
-        .current(&seller, &Slot::Profile)
-        .await?
-        .ok_or_else(|| ApiError::not_found("this server has no profile for that store"))?;
-    let (envelope, object) = decode_stored(&bytes)?;
-    let Object::Profile(profile) = object else {
-        return Err(ApiError::internal(&"profile slot holds another kind"));
-    };
+    let stored = service::profile(&state, &seller).await.map_err(|e| {
+        if e.code == "not_found" {
+            ApiError::not_found("this server has no profile for that store")
+        } else {
+            e
+        }
+    })?;
     Ok(Json(StoreResponse {
-        id: envelope.id().to_string(),
+        id: stored.id.to_string(),
         seller: seller.to_address(),
-        store_name: profile.store_name,
-        handle: profile.handle,
-        about: profile.about,
-        moderator: profile.moderator.is_some(),
+        store_name: stored.profile.store_name,
+        handle: stored.profile.handle,
+        about: stored.profile.about,
+        moderator: stored.profile.moderator.is_some(),
         seller_ratings: state
             .store
             .rating_summary(&seller, pb::RatingRole::Seller)
             .await?,
-        envelope: b64(&bytes),
+        envelope: b64(&stored.bytes),
     }))
 }
 
@@ -569,9 +353,9 @@ pub async fn store_listings(
         .await?;
     let more = page.len() > limit;
     let hits = page
-        .iter()
+        .into_iter()
         .take(limit)
-        .map(|b| listing_hit(b))
+        .map(listing_hit)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(ListingPage {
         hits,
@@ -602,7 +386,7 @@ pub async fn store_listing_by_slug(
         .ok_or_else(|| {
             ApiError::not_found("no current listing with that slug (never published, or withdrawn)")
         })?;
-    Ok(Json(listing_hit(&bytes)?))
+    Ok(Json(listing_hit(bytes)?))
 }
 
 /// Moderator filters.
@@ -659,41 +443,26 @@ pub async fn moderators(
     params: Result<Query<ModeratorParams>, QueryRejection>,
 ) -> Result<Json<Vec<ModeratorView>>, ApiError> {
     let Query(params) = params.map_err(|r| query_rejection(&r))?;
-    let limit = page_limit(params.limit, 50)?;
-    if let Some(language) = &params.language
-        && (language.is_empty()
-            || language.len() > 35
-            || !language
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-    {
-        return Err(invalid(
-            "language",
-            "must be a BCP 47 tag such as en or pt-BR",
-        ));
-    }
-    let rows = state
-        .store
-        .moderators(
-            params.language.as_deref(),
-            params.max_fee_bp,
-            i64::try_from(limit).unwrap_or(50),
-        )
-        .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for bytes in rows {
-        let (envelope, object) = decode_stored(&bytes)?;
-        let Object::Profile(profile) = object else {
-            continue;
-        };
-        let Some(offer) = profile.moderator else {
+    let page = service::moderators(
+        &state,
+        ModeratorQuery {
+            language: params.language,
+            max_fee_bp: params.max_fee_bp,
+            limit: params.limit,
+            cursor: None,
+        },
+    )
+    .await?;
+    let mut out = Vec::with_capacity(page.profiles.len());
+    for stored in page.profiles {
+        let Some(offer) = stored.profile.moderator else {
             continue;
         };
         let fee = offer.fee.unwrap_or_default();
         out.push(ModeratorView {
-            id: envelope.id().to_string(),
-            moderator: envelope.signer().to_address(),
-            name: profile.store_name,
+            id: stored.id.to_string(),
+            moderator: stored.person.to_address(),
+            name: stored.profile.store_name,
             fee_type: match pb::moderator_fee::FeeType::try_from(fee.r#type) {
                 Ok(pb::moderator_fee::FeeType::Fixed) => "fixed",
                 Ok(pb::moderator_fee::FeeType::Percentage) => "percentage",
@@ -706,9 +475,9 @@ pub async fn moderators(
             terms: offer.terms,
             ratings: state
                 .store
-                .rating_summary(&envelope.signer(), pb::RatingRole::Moderator)
+                .rating_summary(&stored.person, pb::RatingRole::Moderator)
                 .await?,
-            envelope: b64(&bytes),
+            envelope: b64(&stored.bytes),
         });
     }
     Ok(Json(out))
@@ -743,22 +512,11 @@ pub async fn ratings(
     Path(subject): Path<String>,
 ) -> Result<Json<RatingsResponse>, ApiError> {
     let subject = parse_key(&subject, "subject")?;
+    let ratings = service::ratings(&state, &subject).await?;
     Ok(Json(RatingsResponse {
         subject: subject.to_address(),
-        seller: state
-            .store
-            .rating_summary(&subject, pb::RatingRole::Seller)
-            .await?,
-        moderator: state
-            .store
-            .rating_summary(&subject, pb::RatingRole::Moderator)
-            .await?,
-        ratings: state
-            .store
-            .ratings_of(&subject, 100)
-            .await?
-            .iter()
-            .map(|b| b64(b))
-            .collect(),
+        seller: ratings.seller,
+        moderator: ratings.moderator,
+        ratings: ratings.ratings.iter().map(|(b, _)| b64(b)).collect(),
     }))
 }

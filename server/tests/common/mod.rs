@@ -194,16 +194,43 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub pg: Option<Arc<PgDatabase>>,
     pub backend: Backend,
+    /// Changes the test configuration before every open (start and restarts).
+    pub configure: fn(&mut Config),
 }
 
 impl TestServer {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// A server whose test configuration `configure` changes first.
+    pub async fn start_with(backend: Backend, configure: fn(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let pg = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(Arc::new(PgDatabase::create().await)),
         };
-        Self::open_retrying(backend, dir, pg).await
+        Self::open_retrying(backend, dir, pg, configure).await
+    }
+
+    /// Serves this server's gRPC API on a loopback port until the returned handle is dropped
+    /// or stopped.
+    pub async fn grpc(&self) -> GrpcServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind gRPC");
+        let addr = listener.local_addr().expect("gRPC address");
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(souk_server::grpc::serve(
+            Arc::clone(&self.state),
+            listener,
+            stopping,
+        ));
+        GrpcServer {
+            addr,
+            stop,
+            task: Some(task),
+        }
     }
 
     /// Closes this server and opens a new one on the same data (a restart).
@@ -220,6 +247,7 @@ impl TestServer {
             pg,
             backend,
             router,
+            configure,
         } = self;
         drop(router);
         state.store.close().await;
@@ -241,7 +269,7 @@ impl TestServer {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         edit(dir.path());
-        Self::open_retrying(backend, dir, pg).await
+        Self::open_retrying(backend, dir, pg, configure).await
     }
 
     /// Opens a server on existing data, retrying while the previous one releases the index.
@@ -249,8 +277,10 @@ impl TestServer {
         backend: Backend,
         dir: tempfile::TempDir,
         pg: Option<Arc<PgDatabase>>,
+        configure: fn(&mut Config),
     ) -> Self {
-        let config = Config::for_tests(dir.path(), pg.as_ref().map(|p| p.url.clone()));
+        let mut config = Config::for_tests(dir.path(), pg.as_ref().map(|p| p.url.clone()));
+        configure(&mut config);
         let mut attempts = 0;
         let state = loop {
             match souk_server::server::open(config.clone()).await {
@@ -270,6 +300,7 @@ impl TestServer {
             dir,
             pg,
             backend,
+            configure,
         }
     }
 
@@ -336,6 +367,39 @@ impl TestServer {
             .iter()
             .map(|h| h["summary"]["title"].as_str().expect("title").to_string())
             .collect()
+    }
+}
+
+/// A server's gRPC API on a loopback port, for tests.
+pub struct GrpcServer {
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl GrpcServer {
+    /// A plaintext channel to it.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the gRPC server")
+    }
+
+    /// Shuts it down (open feeds end) and waits until it has stopped.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        match self.task.take() {
+            Some(task) => task.await.expect("gRPC task"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
     }
 }
 

@@ -1,0 +1,668 @@
+//! The service layer: what the server does for a client, whatever the transport. REST
+//! ([`crate::api`]) and gRPC ([`crate::grpc`]) are thin adapters over these functions: each
+//! turns its wire format into the types here, calls one function, and renders the result.
+//! Parameters are checked here, once, so both APIs refuse the same input with the same stable
+//! code; errors are [`ApiError`]s, which gRPC maps onto its status codes.
+//!
+//! Publishing is [`crate::ingest::Ingestor::ingest`], shared the same way (and with P2P).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use base64::Engine;
+use serde::Deserialize;
+use souk_protocol::{Kind, Object, ObjectId, PublicKey, Slot, pb};
+
+use crate::api::{ApiError, AppState};
+use crate::search::{SearchQuery, Sort, TextMatcher};
+use crate::store::{RatingSummary, decode_stored};
+
+/// Most hits (or profiles) per page.
+pub const MAX_LIMIT: usize = 100;
+/// Deepest offset a cursor may reach.
+pub const MAX_OFFSET: usize = 10_000;
+/// Most rating envelopes returned with a person's aggregates.
+pub const MAX_RATINGS: i64 = 100;
+/// Longest search text, in bytes.
+pub const MAX_QUERY_BYTES: usize = 500;
+
+/// An `invalid_parameter` error naming the parameter.
+pub fn invalid(name: &str, what: &str) -> ApiError {
+    ApiError::bad_request("invalid_parameter", format!("{name}: {what}"))
+}
+
+/// Search parameters, as REST receives them (gRPC's `SearchRequest` is turned into these, so the
+/// two APIs check them in one place). Unknown parameters are refused (`unknown_parameter`),
+/// never ignored.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// Free text over title, tags and description; the last word also matches as a prefix.
+    /// Empty: browse.
+    pub q: Option<String>,
+    /// Category path, e.g. `home/kitchen` (includes sub-categories).
+    pub category: Option<String>,
+    /// `physical`, `digital` or `service`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub kind: Option<String>,
+    /// `new`, `used_like_new`, `used_good`, `used_fair`, `refurbished`, `for_parts`.
+    pub condition: Option<String>,
+    /// Currency code, e.g. `BTC`, `EUR`.
+    pub currency: Option<String>,
+    /// Lowest price in major units of the listing's currency (e.g. 12.5).
+    pub price_min: Option<f64>,
+    /// Highest price in major units.
+    pub price_max: Option<f64>,
+    /// Country code (ISO 3166-1 alpha-2) the listing must ship to.
+    pub ships_to: Option<String>,
+    /// Seller address (`souk1…` or hex).
+    pub seller: Option<String>,
+    /// Lowest average seller rating, 0-5.
+    pub min_rating: Option<f64>,
+    /// `true`: only listings that accept a moderator; `false`: only those that do not.
+    pub moderated: Option<bool>,
+    /// Include NSFW listings (default false).
+    pub nsfw: Option<bool>,
+    /// `relevance` (default with text), `price_asc`, `price_desc`, `newest` (default without
+    /// text), `rating`.
+    pub sort: Option<Sort>,
+    /// Hits per page, 1-100 (default 20).
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page size: `default` when absent, otherwise 1 to [`MAX_LIMIT`].
+///
+/// # Errors
+/// `invalid_parameter`.
+pub fn page_limit(value: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    let limit = value.unwrap_or(default);
+    if (1..=MAX_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(invalid("limit", "must be between 1 and 100"))
+    }
+}
+
+/// The cursor of the page starting at `offset`.
+#[must_use]
+pub fn encode_cursor(offset: usize) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("o:{offset}"))
+}
+
+/// The offset a page cursor stands for.
+///
+/// # Errors
+/// `invalid_parameter` for anything this server did not hand out, or an offset past
+/// [`MAX_OFFSET`].
+pub fn decode_cursor(cursor: &str) -> Result<usize, ApiError> {
+    let bad = || invalid("cursor", "not a cursor from this server");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let offset = text
+        .strip_prefix("o:")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(bad)?;
+    if offset > MAX_OFFSET {
+        return Err(invalid("cursor", "too deep; narrow the search instead"));
+    }
+    Ok(offset)
+}
+
+/// A category path as search and the feed take it: trimmed of slashes, lower case,
+/// `[a-z0-9-/]`, at most 128 bytes; `None` for empty.
+///
+/// # Errors
+/// `invalid_parameter` naming `name`.
+pub fn parse_category(name: &str, text: &str) -> Result<Option<String>, ApiError> {
+    let category = text.trim_matches('/').to_ascii_lowercase();
+    if category.is_empty() {
+        return Ok(None);
+    }
+    if category.len() > 128
+        || !category
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'/')
+    {
+        return Err(invalid(name, "must be a path like home/kitchen"));
+    }
+    Ok(Some(category))
+}
+
+/// A person's key from an address (`souk1…`) or 64 hex digits.
+///
+/// # Errors
+/// `invalid_parameter` naming `name`.
+pub fn parse_key(text: &str, name: &str) -> Result<PublicKey, ApiError> {
+    PublicKey::from_str(text)
+        .map_err(|_| invalid(name, "must be a souk1… address or 64 hex digits"))
+}
+
+/// A person's key from its 32 bytes.
+///
+/// # Errors
+/// `invalid_parameter` naming `name`.
+pub fn key_from_bytes(bytes: &[u8], name: &str) -> Result<PublicKey, ApiError> {
+    PublicKey::from_bytes(bytes).map_err(|_| invalid(name, "must be a 32-byte identity key"))
+}
+
+/// An object id from 64 hex digits.
+///
+/// # Errors
+/// `invalid_parameter`.
+pub fn parse_id(text: &str) -> Result<ObjectId, ApiError> {
+    ObjectId::from_str(text).map_err(|_| invalid("id", "must be 64 hex digits"))
+}
+
+/// An object id from its 32 bytes.
+///
+/// # Errors
+/// `invalid_parameter`.
+pub fn id_from_bytes(bytes: &[u8]) -> Result<ObjectId, ApiError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(ObjectId)
+        .map_err(|_| invalid("id", "must be 32 bytes"))
+}
+
+/// Turns search parameters into a search, refusing anything it cannot honour.
+///
+/// # Errors
+/// `invalid_parameter` naming the parameter.
+pub fn parse_search(p: SearchParams, now: u64) -> Result<SearchQuery, ApiError> {
+    const TYPES: [&str; 3] = ["physical", "digital", "service"];
+    const CONDITIONS: [&str; 6] = [
+        "new",
+        "used_like_new",
+        "used_good",
+        "used_fair",
+        "refurbished",
+        "for_parts",
+    ];
+    let kind = p.kind.map(|k| k.to_ascii_lowercase());
+    if let Some(k) = &kind
+        && !TYPES.contains(&k.as_str())
+    {
+        return Err(invalid("type", "must be physical, digital or service"));
+    }
+    let condition = p.condition.map(|c| c.to_ascii_lowercase());
+    if let Some(c) = &condition
+        && !CONDITIONS.contains(&c.as_str())
+    {
+        return Err(invalid(
+            "condition",
+            "must be new, used_like_new, used_good, used_fair, refurbished or for_parts",
+        ));
+    }
+    let currency = p.currency.map(|c| c.to_ascii_uppercase());
+    if let Some(c) = &currency
+        && (c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        return Err(invalid(
+            "currency",
+            "must be a three-letter code such as BTC or EUR",
+        ));
+    }
+    let ships_to = p.ships_to.map(|c| c.to_ascii_uppercase());
+    if let Some(c) = &ships_to
+        && (c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        return Err(invalid("ships_to", "must be a two-letter country code"));
+    }
+    let category = match p.category {
+        Some(c) => parse_category("category", &c)?,
+        None => None,
+    };
+    for (name, value) in [("price_min", p.price_min), ("price_max", p.price_max)] {
+        if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
+            return Err(invalid(name, "must be a non-negative number"));
+        }
+    }
+    if let (Some(min), Some(max)) = (p.price_min, p.price_max)
+        && min > max
+    {
+        return Err(invalid("price_min", "is above price_max"));
+    }
+    if p.min_rating.is_some_and(|r| !(0.0..=5.0).contains(&r)) {
+        return Err(invalid("min_rating", "must be between 0 and 5"));
+    }
+    let seller = p.seller.map(|s| parse_key(&s, "seller")).transpose()?;
+    let limit = page_limit(p.limit, 20)?;
+    let q = p.q.unwrap_or_default();
+    if q.len() > MAX_QUERY_BYTES {
+        return Err(invalid("q", "is longer than 500 bytes"));
+    }
+    Ok(SearchQuery {
+        text: q,
+        category,
+        kind,
+        condition,
+        currency,
+        price_min: p.price_min,
+        price_max: p.price_max,
+        ships_to,
+        seller,
+        min_rating: p.min_rating,
+        moderated: p.moderated,
+        nsfw: p.nsfw.unwrap_or(false),
+        sort: p.sort,
+        limit,
+        offset: p
+            .cursor
+            .as_deref()
+            .map(decode_cursor)
+            .transpose()?
+            .unwrap_or(0),
+        now,
+    })
+}
+
+/// A stored listing version with its signed bytes.
+#[derive(Debug, Clone)]
+pub struct StoredListing {
+    /// Object id.
+    pub id: ObjectId,
+    /// The seller (signer).
+    pub seller: PublicKey,
+    /// The listing as signed.
+    pub listing: pb::Listing,
+    /// The envelope bytes, as received.
+    pub bytes: Vec<u8>,
+}
+
+impl StoredListing {
+    /// Decodes stored envelope bytes that must hold a listing.
+    ///
+    /// # Errors
+    /// `not_found` when the object is another kind; `internal` when the bytes are corrupt.
+    pub fn decode(bytes: Vec<u8>) -> Result<Self, ApiError> {
+        let (envelope, object) = decode_stored(&bytes)?;
+        match object {
+            Object::Listing(listing) => Ok(Self {
+                id: envelope.id(),
+                seller: envelope.signer(),
+                listing,
+                bytes,
+            }),
+            _ => Err(ApiError::not_found("that object is not a listing")),
+        }
+    }
+
+    /// The summary clients check against the signed bytes.
+    #[must_use]
+    pub fn summary(&self) -> souk_protocol::ListingSummary {
+        souk_protocol::ListingSummary::of(&self.seller, &self.listing)
+    }
+}
+
+/// A page of search results.
+#[derive(Debug, Clone)]
+pub struct SearchPage {
+    /// How many listings match in all.
+    pub total: usize,
+    /// This page's hits, in order.
+    pub hits: Vec<StoredListing>,
+    /// Counts per value of `category` (children of the selected one), `type`, `condition`,
+    /// `currency`.
+    pub facets: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The cursor of the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Runs a search and loads the envelopes of its hits.
+///
+/// # Errors
+/// [`ApiError`].
+pub async fn search(state: &AppState, query: SearchQuery) -> Result<SearchPage, ApiError> {
+    let started = std::time::Instant::now();
+    let index = Arc::clone(&state.search);
+    let q = query.clone();
+    let result = tokio::task::spawn_blocking(move || index.search(&q))
+        .await
+        .map_err(|e| ApiError::internal(&e))??;
+    let mut stored = state.store.get_many(&result.ids).await?;
+    let mut hits = Vec::with_capacity(result.ids.len());
+    for id in &result.ids {
+        if let Some(bytes) = stored.remove(id) {
+            hits.push(StoredListing::decode(bytes)?);
+        }
+    }
+    let next = query.offset + query.limit;
+    metrics::histogram!("souk_search_seconds").record(started.elapsed().as_secs_f64());
+    Ok(SearchPage {
+        total: result.total,
+        hits,
+        facets: result
+            .facets
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        next_cursor: (next < result.total && next <= MAX_OFFSET).then(|| encode_cursor(next)),
+    })
+}
+
+/// A listing by object id (any stored version) and whether it is still current.
+///
+/// # Errors
+/// `not_found` when it is not stored here or is not a listing.
+pub async fn listing(state: &AppState, id: &ObjectId) -> Result<(StoredListing, bool), ApiError> {
+    let bytes = state
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no listing with that id here"))?;
+    let listing = StoredListing::decode(bytes)?;
+    Ok((listing, state.store.is_current(id).await?))
+}
+
+/// A stored profile with its signed bytes.
+#[derive(Debug, Clone)]
+pub struct StoredProfile {
+    /// Object id.
+    pub id: ObjectId,
+    /// The person (signer).
+    pub person: PublicKey,
+    /// The profile as signed.
+    pub profile: pb::Profile,
+    /// The envelope bytes.
+    pub bytes: Vec<u8>,
+}
+
+fn decode_profile(bytes: Vec<u8>) -> Result<Option<StoredProfile>, ApiError> {
+    let (envelope, object) = decode_stored(&bytes)?;
+    Ok(match object {
+        Object::Profile(profile) => Some(StoredProfile {
+            id: envelope.id(),
+            person: envelope.signer(),
+            profile,
+            bytes,
+        }),
+        _ => None,
+    })
+}
+
+/// A person's current profile.
+///
+/// # Errors
+/// `not_found` when this server holds none.
+pub async fn profile(state: &AppState, person: &PublicKey) -> Result<StoredProfile, ApiError> {
+    let bytes = state
+        .store
+        .current(person, &Slot::Profile)
+        .await?
+        .ok_or_else(|| ApiError::not_found("this server has no profile for that person"))?;
+    decode_profile(bytes)?.ok_or_else(|| ApiError::internal(&"profile slot holds another kind"))
+}
+
+/// Which moderators to list.
+#[derive(Debug, Clone, Default)]
+pub struct ModeratorQuery {
+    /// Only moderators working in this BCP 47 language.
+    pub language: Option<String>,
+    /// Only moderators whose percentage fee is at most this many basis points.
+    pub max_fee_bp: Option<u32>,
+    /// Page size (absent: 50).
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of moderator profiles, cheapest first.
+#[derive(Debug, Clone)]
+pub struct ModeratorPage {
+    /// Profiles with a moderator offer.
+    pub profiles: Vec<StoredProfile>,
+    /// The cursor of the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Moderators, cheapest first (percentage, then fixed fee, then key).
+///
+/// # Errors
+/// `invalid_parameter` for a bad language, limit or cursor.
+pub async fn moderators(state: &AppState, q: ModeratorQuery) -> Result<ModeratorPage, ApiError> {
+    let limit = page_limit(q.limit, 50)?;
+    let offset = q
+        .cursor
+        .as_deref()
+        .map(decode_cursor)
+        .transpose()?
+        .unwrap_or(0);
+    if let Some(language) = &q.language
+        && (language.is_empty()
+            || language.len() > 35
+            || !language
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    {
+        return Err(invalid(
+            "language",
+            "must be a BCP 47 tag such as en or pt-BR",
+        ));
+    }
+    let rows = state
+        .store
+        .moderators(
+            q.language.as_deref(),
+            q.max_fee_bp,
+            i64::try_from(limit + 1).unwrap_or(101),
+            i64::try_from(offset).unwrap_or(0),
+        )
+        .await?;
+    let more = rows.len() > limit;
+    let mut profiles = Vec::with_capacity(limit);
+    for bytes in rows.into_iter().take(limit) {
+        if let Some(p) = decode_profile(bytes)?
+            && p.profile.moderator.is_some()
+        {
+            profiles.push(p);
+        }
+    }
+    Ok(ModeratorPage {
+        profiles,
+        next_cursor: more.then(|| encode_cursor(offset + limit)),
+    })
+}
+
+/// A person's ratings: aggregates per role and the newest signed ratings.
+#[derive(Debug, Clone)]
+pub struct Ratings {
+    /// As seller.
+    pub seller: RatingSummary,
+    /// As moderator.
+    pub moderator: RatingSummary,
+    /// The newest ratings (up to [`MAX_RATINGS`]): envelope bytes and the role rated.
+    pub ratings: Vec<(Vec<u8>, pb::RatingRole)>,
+}
+
+/// Ratings of `subject`.
+///
+/// # Errors
+/// [`ApiError`] from the store.
+pub async fn ratings(state: &AppState, subject: &PublicKey) -> Result<Ratings, ApiError> {
+    let seller = state
+        .store
+        .rating_summary(subject, pb::RatingRole::Seller)
+        .await?;
+    let moderator = state
+        .store
+        .rating_summary(subject, pb::RatingRole::Moderator)
+        .await?;
+    let mut ratings = Vec::new();
+    for bytes in state.store.ratings_of(subject, MAX_RATINGS).await? {
+        let (_, object) = decode_stored(&bytes)?;
+        let role = match object {
+            Object::Rating(r) => pb::RatingRole::try_from(r.role).unwrap_or_default(),
+            _ => pb::RatingRole::default(),
+        };
+        ratings.push((bytes, role));
+    }
+    Ok(Ratings {
+        seller,
+        moderator,
+        ratings,
+    })
+}
+
+/// Most categories, signers or kinds in one feed filter.
+pub const MAX_FEED_FILTER_ITEMS: usize = 100;
+
+/// What a feed subscriber follows. Empty lists mean "all".
+#[derive(Debug, Default)]
+pub struct FeedFilter {
+    kinds: Vec<Kind>,
+    signers: Vec<PublicKey>,
+    categories: Vec<String>,
+    text: Option<TextMatcher>,
+}
+
+/// A feed position: the ingest sequence of the last envelope delivered (0: before the first).
+/// On the wire it is the decimal sequence; clients treat it as opaque and server-specific.
+///
+/// # Errors
+/// `invalid_parameter` for anything else.
+pub fn parse_feed_cursor(cursor: &str) -> Result<i64, ApiError> {
+    if cursor.is_empty() {
+        return Ok(0);
+    }
+    cursor
+        .parse::<i64>()
+        .ok()
+        .filter(|seq| *seq >= 0)
+        .ok_or_else(|| invalid("since", "not a feed cursor from this server"))
+}
+
+/// The cursor of the envelope at `seq`.
+#[must_use]
+pub fn feed_cursor(seq: i64) -> String {
+    seq.to_string()
+}
+
+impl FeedFilter {
+    /// A checked filter.
+    ///
+    /// # Errors
+    /// `invalid_parameter` naming the part: an unknown kind, a bad key or category, text over
+    /// [`MAX_QUERY_BYTES`], or more than [`MAX_FEED_FILTER_ITEMS`] entries in a list.
+    pub fn new(
+        state: &AppState,
+        kinds: &[i32],
+        signers: &[Vec<u8>],
+        categories: &[String],
+        text: &str,
+    ) -> Result<Self, ApiError> {
+        for (name, len) in [
+            ("kinds", kinds.len()),
+            ("signers", signers.len()),
+            ("categories", categories.len()),
+        ] {
+            if len > MAX_FEED_FILTER_ITEMS {
+                return Err(invalid(name, "lists more than 100 entries"));
+            }
+        }
+        let kinds = kinds
+            .iter()
+            .map(|k| match Kind::try_from(*k) {
+                Ok(Kind::Unspecified) | Err(_) => Err(invalid(
+                    "kinds",
+                    "must be KIND_PROFILE, KIND_LISTING, KIND_RATING or KIND_TOMBSTONE",
+                )),
+                Ok(kind) => Ok(kind),
+            })
+            .collect::<Result<_, _>>()?;
+        let signers = signers
+            .iter()
+            .map(|s| key_from_bytes(s, "signers"))
+            .collect::<Result<_, _>>()?;
+        let mut parsed = Vec::with_capacity(categories.len());
+        for c in categories {
+            match parse_category("categories", c)? {
+                Some(c) => parsed.push(c),
+                None => return Err(invalid("categories", "holds an empty category")),
+            }
+        }
+        if text.len() > MAX_QUERY_BYTES {
+            return Err(invalid("q", "is longer than 500 bytes"));
+        }
+        Ok(Self {
+            kinds,
+            signers,
+            categories: parsed,
+            text: state.search.text_matcher(text),
+        })
+    }
+
+    /// Whether the filter lets `object` signed by `signer` through.
+    #[must_use]
+    pub fn matches(&self, signer: &PublicKey, object: &Object) -> bool {
+        if !self.kinds.is_empty() && !self.kinds.contains(&object.kind()) {
+            return false;
+        }
+        if !self.signers.is_empty() && !self.signers.contains(signer) {
+            return false;
+        }
+        let Object::Listing(listing) = object else {
+            return true;
+        };
+        if !self.categories.is_empty() {
+            let category = listing.category.to_ascii_lowercase();
+            let inside = self.categories.iter().any(|c| {
+                category == *c
+                    || (category.starts_with(c.as_str())
+                        && category.as_bytes().get(c.len()) == Some(&b'/'))
+            });
+            if !inside {
+                return false;
+            }
+        }
+        self.text.as_ref().is_none_or(|m| m.matches(listing))
+    }
+}
+
+/// One envelope of the feed.
+#[derive(Debug, Clone)]
+pub struct FeedItem {
+    /// Its ingest sequence (the cursor).
+    pub seq: i64,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its object id.
+    pub id: ObjectId,
+    /// The envelope bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// The next envelopes after `after` that pass `filter`, in ingest order, reading at most
+/// `scan` stored envelopes. Returns them and the sequence scanned up to (the position to read
+/// on from, even when nothing in between matched).
+///
+/// # Errors
+/// [`ApiError`] from the store.
+pub async fn feed_page(
+    state: &AppState,
+    filter: &FeedFilter,
+    after: i64,
+    scan: i64,
+) -> Result<(Vec<FeedItem>, i64), ApiError> {
+    let rows = state.store.since(after, scan).await?;
+    let mut position = after;
+    let mut items = Vec::new();
+    for (seq, bytes) in rows {
+        position = seq;
+        let (envelope, object) = decode_stored(&bytes)?;
+        if filter.matches(&envelope.signer(), &object) {
+            items.push(FeedItem {
+                seq,
+                kind: object.kind(),
+                id: envelope.id(),
+                bytes,
+            });
+        }
+    }
+    Ok((items, position))
+}
