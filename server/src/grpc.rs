@@ -400,8 +400,7 @@ impl FeedService for GrpcApi {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let r = request.into_inner();
-        let filter = FeedFilter::new(&self.state, &r.kinds, &r.signers, &r.categories, &r.q)
-            .map_err(status)?;
+        let filter = FeedFilter::new(&r.kinds, &r.signers, &r.categories, &r.q).map_err(status)?;
         let since = parse_feed_cursor(&r.since).map_err(status)?;
         let (events, rx) = mpsc::channel(FEED_BUFFER);
         let (end_tx, end) = oneshot::channel();
@@ -705,4 +704,35 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal)
         .await
         .context("gRPC server failed")
+}
+
+/// The fuzz target `grpc_requests`: any bytes as a gRPC request the server parses without a
+/// store — the first byte picks `SearchRequest` (turned into a search) or `SubscribeRequest`
+/// (turned into a feed filter and cursor, then matched against a sample listing). Must never
+/// panic; bad input is an error.
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) {
+    use prost::Message;
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    if selector % 2 == 0 {
+        if let Ok(request) = pb::SearchRequest::decode(rest)
+            && let Ok(params) = search_params(request)
+        {
+            let _ = service::parse_search(params, 1_767_225_600);
+        }
+    } else if let Ok(request) = pb::SubscribeRequest::decode(rest)
+        && let Ok(filter) = FeedFilter::new(
+            &request.kinds,
+            &request.signers,
+            &request.categories,
+            &request.q,
+        )
+    {
+        let _ = parse_feed_cursor(&request.since);
+        let seller = souk_protocol::IdentityKey::from_secret_bytes(&[3; 32]).public_key();
+        let listing = souk_protocol::samples::listing(1_767_225_600, "fuzz", None);
+        let _ = filter.matches(&seller, &souk_protocol::Object::Listing(listing));
+    }
 }

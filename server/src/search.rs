@@ -109,24 +109,30 @@ fn schema() -> (Schema, Fields) {
     (b.build(), fields)
 }
 
+/// Title, tags and description: words, lower case, accents folded, English stems.
+fn text_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+/// The prefix field (title and tags): as [`text_analyzer`] but unstemmed.
+fn prefix_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(AsciiFoldingFilter)
+        .build()
+}
+
 fn register_analyzers(index: &Index) {
-    index.tokenizers().register(
-        TEXT_ANALYZER,
-        TextAnalyzer::builder(SimpleTokenizer::default())
-            .filter(RemoveLongFilter::limit(40))
-            .filter(LowerCaser)
-            .filter(AsciiFoldingFilter)
-            .filter(Stemmer::new(Language::English))
-            .build(),
-    );
-    index.tokenizers().register(
-        PREFIX_ANALYZER,
-        TextAnalyzer::builder(SimpleTokenizer::default())
-            .filter(RemoveLongFilter::limit(40))
-            .filter(LowerCaser)
-            .filter(AsciiFoldingFilter)
-            .build(),
-    );
+    index.tokenizers().register(TEXT_ANALYZER, text_analyzer());
+    index
+        .tokenizers()
+        .register(PREFIX_ANALYZER, prefix_analyzer());
 }
 
 /// Matches one listing against a search text the way [`SearchIndex::search`] does, without the
@@ -156,6 +162,28 @@ impl std::fmt::Debug for TextMatcher {
 }
 
 impl TextMatcher {
+    /// A matcher for `text` that agrees with [`SearchIndex::search`]'s text matching; `None`
+    /// when the text has no words (everything matches).
+    #[must_use]
+    pub fn new(text: &str) -> Option<Self> {
+        let cleaned = clean_text(text);
+        let words: Vec<&str> = cleaned.split_whitespace().collect();
+        let (last, rest) = words.split_last()?;
+        let mut analyzer = text_analyzer();
+        let mut prefix = prefix_analyzer();
+        Some(Self {
+            words: rest
+                .iter()
+                .map(|w| Self::tokens(&mut analyzer, w))
+                .filter(|t| !t.is_empty())
+                .collect(),
+            last: Self::tokens(&mut analyzer, last),
+            last_prefix: Self::tokens(&mut prefix, last).into_iter().next(),
+            text: analyzer,
+            prefix,
+        })
+    }
+
     fn tokens(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
         let mut stream = analyzer.token_stream(text);
         let mut out = Vec::new();
@@ -556,28 +584,6 @@ impl SearchIndex {
         d.add_u64(f.moderated, u64::from(!l.accepted_moderators.is_empty()));
         d.add_u64(f.nsfw, u64::from(l.nsfw));
         d
-    }
-
-    /// A matcher for `text` that agrees with [`SearchIndex::search`]'s text matching; `None`
-    /// when the text has no words (everything matches).
-    #[must_use]
-    pub fn text_matcher(&self, text: &str) -> Option<TextMatcher> {
-        let cleaned = clean_text(text);
-        let words: Vec<&str> = cleaned.split_whitespace().collect();
-        let (last, rest) = words.split_last()?;
-        let mut analyzer = self.index.tokenizers().get(TEXT_ANALYZER)?;
-        let mut prefix = self.index.tokenizers().get(PREFIX_ANALYZER)?;
-        Some(TextMatcher {
-            words: rest
-                .iter()
-                .map(|w| TextMatcher::tokens(&mut analyzer, w))
-                .filter(|t| !t.is_empty())
-                .collect(),
-            last: TextMatcher::tokens(&mut analyzer, last),
-            last_prefix: TextMatcher::tokens(&mut prefix, last).into_iter().next(),
-            text: analyzer,
-            prefix,
-        })
     }
 
     fn text_query(&self, text: &str) -> Option<Box<dyn Query>> {

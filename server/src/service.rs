@@ -550,7 +550,6 @@ impl FeedFilter {
     /// `invalid_parameter` naming the part: an unknown kind, a bad key or category, text over
     /// [`MAX_QUERY_BYTES`], or more than [`MAX_FEED_FILTER_ITEMS`] entries in a list.
     pub fn new(
-        state: &AppState,
         kinds: &[i32],
         signers: &[Vec<u8>],
         categories: &[String],
@@ -593,7 +592,7 @@ impl FeedFilter {
             kinds,
             signers,
             categories: parsed,
-            text: state.search.text_matcher(text),
+            text: TextMatcher::new(text),
         })
     }
 
