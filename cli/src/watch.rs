@@ -279,12 +279,13 @@ async fn follow(ctx: &Ctx, args: &WatchArgs, mut request: pb::SubscribeRequest) 
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("invalid_parameter")
                     .to_string();
+                let message = status
+                    .message()
+                    .strip_prefix(&format!("{code}: "))
+                    .unwrap_or(status.message());
                 return Err(fail(
                     "feed_refused",
-                    format!(
-                        "the server refused the subscription ({code}): {}",
-                        status.message()
-                    ),
+                    format!("the server refused the subscription ({code}): {message}"),
                     "check the filters (--kind, --seller, --category, --query, --since)",
                 ));
             }
@@ -302,8 +303,7 @@ async fn follow(ctx: &Ctx, args: &WatchArgs, mut request: pb::SubscribeRequest) 
             return Err(fail(
                 "feed_lost",
                 format!(
-                    "{} failed reconnections in a row: {}",
-                    failures - 1,
+                    "gave up after {failures} failed attempts in a row: {}",
                     status.message()
                 ),
                 format!(
