@@ -48,6 +48,84 @@ pub enum Command {
     /// Generate realistic signed listings from several stores and ingest them into this
     /// server's data, so that search has something to show.
     Demo(DemoArgs),
+    /// Apply the database migrations and exit (the server also applies them at start).
+    Migrate,
+    /// Rebuild the search index from the store (stop the server first).
+    Reindex,
+    /// Re-verify every stored envelope and compare the search index with the store; exits
+    /// non-zero when anything differs.
+    Check(CheckArgs),
+    /// Write a consistent copy of the SQLite database while the server runs (PostgreSQL: use
+    /// pg_dump, or `export`).
+    Backup(BackupArgs),
+    /// Replace the SQLite database with a backup (stop the server first); the search index is
+    /// rebuilt from it.
+    Restore(RestoreArgs),
+    /// Write the stored envelopes, in ingest order, as an export stream file.
+    Export(ExportArgs),
+    /// Feed an export stream file through the ingest path: every envelope is verified again.
+    Import(ImportArgs),
+}
+
+/// Options of `souk-server check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Rebuild the search index when it differs from the store (needs the server stopped).
+    /// Stored envelopes are never changed.
+    #[arg(long)]
+    pub repair: bool,
+}
+
+/// Options of `souk-server backup`.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The file to write (a SQLite database).
+    pub file: PathBuf,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Options of `souk-server restore`.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// A file written by `souk-server backup`.
+    pub file: PathBuf,
+}
+
+/// Options of `souk-server export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Only envelopes stored after this cursor (an ingest sequence, as the gRPC feed and
+    /// earlier exports give it).
+    #[arg(long, value_name = "CURSOR")]
+    pub since: Option<i64>,
+    /// Only these kinds (comma-separated: profile, listing, rating, tombstone).
+    #[arg(long, value_delimiter = ',', value_name = "KINDS")]
+    pub kinds: Vec<ExportKind>,
+    /// Write to this file instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// A kind of object, for `export --kinds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportKind {
+    /// Profiles.
+    Profile,
+    /// Listings.
+    Listing,
+    /// Ratings.
+    Rating,
+    /// Tombstones.
+    Tombstone,
+}
+
+/// Options of `souk-server import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// An export stream file (`-` for stdin).
+    pub file: PathBuf,
 }
 
 /// Options of `souk-server demo`.
@@ -529,4 +607,66 @@ fn read_file(path: &Path) -> Result<Options, ConfigError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(options: Options) -> Result<Config, ConfigError> {
+        Config::load(options)
+    }
+
+    #[test]
+    fn the_sample_file_is_valid_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../souk-server.example.toml");
+        let from_file = load(Options {
+            config: Some(path),
+            ..Options::default()
+        })
+        .expect("the sample config loads");
+        let defaults = load(Options::default()).expect("defaults");
+        assert_eq!(from_file.listen, defaults.listen);
+        assert_eq!(from_file.grpc.addr, defaults.grpc.addr);
+        assert_eq!(from_file.grpc.max_streams, defaults.grpc.max_streams);
+        assert_eq!(from_file.grpc.feed_stall, defaults.grpc.feed_stall);
+        assert!(from_file.grpc.enabled && from_file.grpc.tls.is_none());
+    }
+
+    #[test]
+    fn grpc_settings_are_checked() {
+        let half_tls = load(Options {
+            grpc_tls_cert: Some("cert.pem".into()),
+            ..Options::default()
+        });
+        assert!(
+            matches!(
+                half_tls,
+                Err(ConfigError::Invalid {
+                    name: "grpc-tls-cert",
+                    ..
+                })
+            ),
+            "{half_tls:?}"
+        );
+        let no_streams = load(Options {
+            grpc_max_streams: Some(0),
+            ..Options::default()
+        });
+        assert!(matches!(
+            no_streams,
+            Err(ConfigError::Invalid {
+                name: "grpc-max-streams",
+                ..
+            })
+        ));
+        let flags_win = load(Options {
+            grpc_addr: Some("127.0.0.1:9999".parse().expect("addr")),
+            grpc: Some(false),
+            ..Options::default()
+        })
+        .expect("valid");
+        assert_eq!(flags_win.grpc.addr.port(), 9999);
+        assert!(!flags_win.grpc.enabled);
+    }
 }

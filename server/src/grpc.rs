@@ -404,13 +404,12 @@ impl FeedService for GrpcApi {
         let since = parse_feed_cursor(&r.since).map_err(status)?;
         let (events, rx) = mpsc::channel(FEED_BUFFER);
         let (end_tx, end) = oneshot::channel();
-        let feed = Feed {
-            state: Arc::clone(&self.state),
+        let feed = Feed::new(
+            Arc::clone(&self.state),
             filter,
-            position: since,
-            shutdown: self.shutdown.clone(),
-            stall: self.state.config.grpc.feed_stall,
-        };
+            since,
+            self.shutdown.clone(),
+        );
         metrics::gauge!("souk_feed_subscribers").increment(1.0);
         tokio::spawn(async move {
             let ended = feed.run(&events).await;
@@ -423,8 +422,10 @@ impl FeedService for GrpcApi {
     }
 }
 
-/// One subscriber's feed: reads the store from its position, sends what passes the filter,
-/// waits for the next commit when it has caught up.
+/// One subscriber's feed. It reads the store from its position until it has caught up, then
+/// takes new commits from the ingest writer's broadcast (decoded once for all subscribers),
+/// and goes back to the store whenever it falls too far behind for the broadcast to hold what
+/// it missed. Positions are ingest sequences, so switching never skips or repeats an envelope.
 struct Feed {
     state: SharedState,
     filter: FeedFilter,
@@ -432,77 +433,156 @@ struct Feed {
     position: i64,
     shutdown: watch::Receiver<bool>,
     stall: Duration,
+    /// The cursor the subscription started from.
+    since: String,
+    /// The sequence of the last event handed to the stream: where a client resumes.
+    last_sent: Option<i64>,
+    /// Whether the store has been read to its end once (later events are live).
+    caught_up: bool,
+    /// Whether the first live event has been sent.
+    live_sent: bool,
 }
 
+/// Why a feed ends: the subscriber left (`None`), or with this status.
+type Ended = Option<Status>;
+
 impl Feed {
-    /// Runs until the subscriber goes away (`None`) or the feed has to end (the final status).
-    async fn run(mut self, events: &mpsc::Sender<Result<pb::FeedEvent, Status>>) -> Option<Status> {
-        let mut committed = self.state.ingestor.committed();
-        let mut caught_up = false;
-        let mut live_sent = false;
-        // The cursor of the last event handed to the stream: where a client resumes.
-        let mut last_sent: Option<i64> = None;
-        let resume = |last_sent: Option<i64>, since: &str| match last_sent {
+    fn new(
+        state: SharedState,
+        filter: FeedFilter,
+        position: i64,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let stall = state.config.grpc.feed_stall;
+        Self {
+            state,
+            filter,
+            position,
+            shutdown,
+            stall,
+            since: feed_cursor(position),
+            last_sent: None,
+            caught_up: false,
+            live_sent: false,
+        }
+    }
+
+    fn resume(&self) -> String {
+        match self.last_sent {
             Some(seq) => format!("resume with since = \"{}\"", feed_cursor(seq)),
-            None => format!("resume with since = \"{since}\""),
+            None => format!("resume with since = \"{}\"", self.since),
+        }
+    }
+
+    fn shutting_down(&self) -> Status {
+        coded(
+            Code::Unavailable,
+            "shutting_down",
+            &format!("the server is shutting down; {}", self.resume()),
+        )
+    }
+
+    /// Hands one envelope to the stream, waiting at most the stall time for room.
+    async fn deliver(
+        &mut self,
+        events: &mpsc::Sender<Result<pb::FeedEvent, Status>>,
+        seq: i64,
+        kind: souk_protocol::Kind,
+        id: &ObjectId,
+        envelope: Vec<u8>,
+    ) -> Result<(), Ended> {
+        let live = self.caught_up && !self.live_sent;
+        self.live_sent |= live;
+        let event = pb::FeedEvent {
+            cursor: feed_cursor(seq),
+            kind: kind as i32,
+            id: id.as_bytes().to_vec(),
+            envelope,
+            live,
         };
-        let since = feed_cursor(self.position);
+        match events.send_timeout(Ok(event), self.stall).await {
+            Ok(()) => {
+                self.last_sent = Some(seq);
+                Ok(())
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(None),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                metrics::counter!("souk_feed_ended_total", "reason" => "slow").increment(1);
+                Err(Some(coded(
+                    Code::ResourceExhausted,
+                    "subscriber_too_slow",
+                    &format!(
+                        "this subscriber left {FEED_BUFFER} events unread for {} s and was ended; {}",
+                        self.stall.as_secs(),
+                        self.resume()
+                    ),
+                )))
+            }
+        }
+    }
+
+    /// Runs until the subscriber goes away (`None`) or the feed has to end (the final status).
+    async fn run(mut self, events: &mpsc::Sender<Result<pb::FeedEvent, Status>>) -> Ended {
+        // Subscribed before the first store read: every commit after this point arrives here,
+        // every one before it is in the store.
+        let mut live = self.state.ingestor.subscribe_committed();
+        let mut from_store = true;
         loop {
             if *self.shutdown.borrow() {
-                return Some(coded(
-                    Code::Unavailable,
-                    "shutting_down",
-                    &format!("the server is shutting down; {}", resume(last_sent, &since)),
-                ));
+                return Some(self.shutting_down());
             }
-            committed.borrow_and_update();
-            let (items, position) =
-                match service::feed_page(&self.state, &self.filter, self.position, FEED_SCAN).await
-                {
-                    Ok(page) => page,
-                    Err(error) => return Some(status(error)),
-                };
-            let read_nothing = position == self.position;
-            self.position = position;
-            for item in items {
-                let live = caught_up && !live_sent;
-                live_sent |= live;
-                let event = pb::FeedEvent {
-                    cursor: feed_cursor(item.seq),
-                    kind: item.kind as i32,
-                    id: item.id.as_bytes().to_vec(),
-                    envelope: item.bytes,
-                    live,
-                };
-                match events.send_timeout(Ok(event), self.stall).await {
-                    Ok(()) => last_sent = Some(item.seq),
-                    Err(mpsc::error::SendTimeoutError::Closed(_)) => return None,
-                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                        metrics::counter!("souk_feed_ended_total", "reason" => "slow").increment(1);
-                        return Some(coded(
-                            Code::ResourceExhausted,
-                            "subscriber_too_slow",
-                            &format!(
-                                "this subscriber left {FEED_BUFFER} events unread for {} s and was ended; {}",
-                                self.stall.as_secs(),
-                                resume(last_sent, &since)
-                            ),
-                        ));
+            if from_store {
+                let (items, position) =
+                    match service::feed_page(&self.state, &self.filter, self.position, FEED_SCAN)
+                        .await
+                    {
+                        Ok(page) => page,
+                        Err(error) => return Some(status(error)),
+                    };
+                let read_nothing = position == self.position;
+                self.position = position;
+                for item in items {
+                    if let Err(ended) = self
+                        .deliver(events, item.seq, item.kind, &item.id, item.bytes)
+                        .await
+                    {
+                        return ended;
                     }
                 }
+                if read_nothing {
+                    self.caught_up = true;
+                    from_store = false;
+                }
+                continue;
             }
-            if read_nothing {
-                caught_up = true;
-                tokio::select! {
-                    changed = committed.changed() => {
-                        if changed.is_err() {
-                            return Some(coded(Code::Unavailable, "shutting_down",
-                                &format!("the server is shutting down; {}", resume(last_sent, &since))));
+            tokio::select! {
+                received = live.recv() => match received {
+                    Ok(commit) => {
+                        for c in commit.iter() {
+                            if c.seq <= self.position {
+                                continue; // already read from the store
+                            }
+                            self.position = c.seq;
+                            if self.filter.matches(&c.signer, &c.object)
+                                && let Err(ended) = self
+                                    .deliver(events, c.seq, c.object.kind(), &c.id, c.bytes.clone())
+                                    .await
+                            {
+                                return ended;
+                            }
                         }
                     }
-                    _ = self.shutdown.changed() => {}
-                    () = events.closed() => return None,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => from_store = true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return Some(self.shutting_down());
+                    }
+                },
+                changed = self.shutdown.changed() => {
+                    if changed.is_err() {
+                        return Some(self.shutting_down());
+                    }
                 }
+                () = events.closed() => return None,
             }
         }
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use souk_protocol::{Object, ObjectId, PublicKey, SignedObject, ValidationContext, open, pb};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::p2p::set::SyncSet;
 use crate::search::{Change, ListingDoc, SearchIndex};
@@ -100,8 +100,28 @@ pub struct Ingestor {
     jobs: mpsc::Sender<Job>,
     /// Where locally received, accepted envelopes go for gossip (set when the network starts).
     published: Arc<OnceLock<mpsc::Sender<Published>>>,
-    /// The highest ingest sequence committed to the store by this writer (0 before the first).
-    committed: watch::Receiver<i64>,
+    /// Every commit that stored something, in commit order (for the live feed).
+    committed: broadcast::Sender<Arc<[Committed]>>,
+}
+
+/// Commits kept for live feed subscribers that have not read them yet; one that falls further
+/// behind reads the store instead.
+const COMMITTED_BACKLOG: usize = 1_024;
+
+/// One envelope stored by a commit, as the live feed needs it: decoded once for every
+/// subscriber.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Its ingest sequence.
+    pub seq: i64,
+    /// Its object id.
+    pub id: ObjectId,
+    /// Its signer.
+    pub signer: PublicKey,
+    /// The object.
+    pub object: Object,
+    /// The envelope bytes.
+    pub bytes: Vec<u8>,
 }
 
 impl std::fmt::Debug for Job {
@@ -120,8 +140,8 @@ impl Ingestor {
     #[must_use]
     pub fn start(store: Store, search: Arc<SearchIndex>, sync_set: Option<Arc<SyncSet>>) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
-        let (notify, committed) = watch::channel(0);
-        tokio::spawn(writer(queue, store, search, sync_set, notify));
+        let (committed, _) = broadcast::channel(COMMITTED_BACKLOG);
+        tokio::spawn(writer(queue, store, search, sync_set, committed.clone()));
         Self {
             jobs,
             published: Arc::new(OnceLock::new()),
@@ -129,13 +149,13 @@ impl Ingestor {
         }
     }
 
-    /// Follows the highest ingest sequence committed to the store (from any origin): it changes
-    /// after every commit that stored something, once the search index has been updated too.
-    /// Starts at 0; readers read the store for what is new, so they never miss a commit made
-    /// before they subscribed.
+    /// Every later commit that stores something (from any origin), in commit order, once the
+    /// search index has it too: its envelopes in ingest order. What was committed before the
+    /// subscription is in the store; a receiver that falls more than 1,024 commits behind gets
+    /// `Lagged` and reads the store from its position instead.
     #[must_use]
-    pub fn committed(&self) -> watch::Receiver<i64> {
-        self.committed.clone()
+    pub fn subscribe_committed(&self) -> broadcast::Receiver<Arc<[Committed]>> {
+        self.committed.subscribe()
     }
 
     /// Sends every envelope accepted from a local client to `sink` from now on. When the sink is
@@ -292,7 +312,7 @@ async fn writer(
     store: Store,
     search: Arc<SearchIndex>,
     sync_set: Option<Arc<SyncSet>>,
-    committed: watch::Sender<i64>,
+    committed: broadcast::Sender<Arc<[Committed]>>,
 ) {
     while let Some(first) = queue.recv().await {
         let mut jobs = vec![first];
@@ -334,7 +354,7 @@ async fn commit(
     store: &Store,
     search: &Arc<SearchIndex>,
     sync_set: Option<&SyncSet>,
-    committed: &watch::Sender<i64>,
+    committed: &broadcast::Sender<Arc<[Committed]>>,
     objects: &[SignedObject],
 ) -> Result<Vec<WriteOutcome>, IngestError> {
     let outcomes = store.write_batch(objects).await?;
@@ -363,14 +383,25 @@ async fn commit(
             }
         }
     }
-    // Feed subscribers read the store from their position; the store has committed whatever
-    // the index did.
-    if max_seq > 0 {
-        committed.send_if_modified(|seen| {
-            let newer = max_seq > *seen;
-            *seen = (*seen).max(max_seq);
-            newer
-        });
+    // Live feed subscribers get the commit once decoded; the store has it whatever the index
+    // did, and a subscriber that misses it reads the store.
+    if max_seq > 0 && committed.receiver_count() > 0 {
+        let mut stored: Vec<Committed> = objects
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|(object, outcome)| match outcome {
+                WriteOutcome::Accepted { seq, .. } => Some(Committed {
+                    seq: *seq,
+                    id: object.id(),
+                    signer: object.signer(),
+                    object: object.object().clone(),
+                    bytes: object.envelope().bytes().to_vec(),
+                }),
+                _ => None,
+            })
+            .collect();
+        stored.sort_by_key(|c| c.seq);
+        let _ = committed.send(stored.into());
     }
     indexed?;
     Ok(outcomes)
@@ -477,6 +508,19 @@ pub async fn catch_up(
     search: &Arc<SearchIndex>,
     rebuild: bool,
 ) -> Result<(), IngestError> {
+    catch_up_with(store, search, rebuild, &|_| {}).await
+}
+
+/// [`catch_up`], calling `progress` with the ingest sequence reached after each page.
+///
+/// # Errors
+/// [`IngestError`] if the store or the index fails.
+pub async fn catch_up_with(
+    store: &Store,
+    search: &Arc<SearchIndex>,
+    rebuild: bool,
+    progress: &(dyn Fn(i64) + Sync),
+) -> Result<(), IngestError> {
     let target = store.counts().await?.max_seq;
     let started = std::time::Instant::now();
     let mut after = if rebuild { 0 } else { search.last_seq() };
@@ -515,6 +559,7 @@ pub async fn catch_up(
         apply(search, changes, commit_seq).await?;
         tracing::info!(done, up_to = last, target, "search index: progress");
         after = commit_seq;
+        progress(after);
     }
     tracing::info!(
         done,

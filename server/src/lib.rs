@@ -10,6 +10,7 @@
 //! could not be stored), all converted into [`api::ApiError`] at the HTTP edge; `anyhow` only in
 //! the binary.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod demo;

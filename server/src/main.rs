@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use souk_server::admin;
 use souk_server::config::{Cli, Command, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -9,8 +10,14 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(cli.options)?;
-    init_logging(config.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // The operator commands print their own progress and summary; their log shows warnings.
+    let quiet = !matches!(command, Command::Serve | Command::Demo(_));
+    init_logging(
+        config.log_format,
+        if quiet { "warn,sqlx=error" } else { "info" },
+    );
+    match command {
         Command::Serve => {
             tracing::info!(
                 listen = %config.listen,
@@ -55,12 +62,20 @@ async fn main() -> anyhow::Result<()> {
             let state = souk_server::server::open(config).await?;
             souk_server::demo::run(&state, &args).await?;
         }
+        Command::Migrate => admin::migrate(&config).await?,
+        Command::Reindex => admin::reindex(&config).await?,
+        Command::Check(args) => admin::check(&config, &args).await?,
+        Command::Backup(args) => admin::backup(&config, &args).await?,
+        Command::Restore(args) => admin::restore(&config, &args).await?,
+        Command::Export(args) => admin::export(&config, &args).await?,
+        Command::Import(args) => admin::import(&config, &args).await?,
     }
     Ok(())
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("SOUK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_env("SOUK_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => builder.json().init(),

@@ -51,6 +51,59 @@ pub enum SearchError {
     /// A lock was poisoned by a panic in another thread.
     #[error("search index writer lock poisoned")]
     Poisoned,
+    /// Another process holds the index's writer lock.
+    #[error(
+        "the search index in {0} is in use by another process (is a souk-server running on this data directory? stop it first)"
+    )]
+    InUse(PathBuf),
+}
+
+/// Whether tantivy refused because another writer holds the index lock.
+fn lock_busy(error: &tantivy::TantivyError) -> bool {
+    matches!(
+        error,
+        tantivy::TantivyError::LockFailure(tantivy::directory::error::LockError::LockBusy, _)
+    )
+}
+
+/// Whether another process holds the writer lock of the index in `dir` (a server running on
+/// this data directory). A missing or unreadable index is not in use.
+#[must_use]
+pub fn in_use(dir: &Path) -> bool {
+    if !dir.join("meta.json").exists() {
+        return false;
+    }
+    match Index::open_in_dir(dir) {
+        Ok(index) => matches!(
+            index.writer::<TantivyDocument>(15_000_000),
+            Err(ref e) if lock_busy(e)
+        ),
+        Err(_) => false,
+    }
+}
+
+/// The object ids (hex) of every listing in the index in `dir`, read without taking the writer
+/// lock (so while a server runs).
+///
+/// # Errors
+/// [`SearchError`] if the index cannot be opened or read.
+pub fn indexed_ids(dir: &Path) -> Result<std::collections::HashSet<String>, SearchError> {
+    let index = Index::open_in_dir(dir)?;
+    let (_, fields) = schema();
+    let reader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()?;
+    let searcher: tantivy::Searcher = reader.searcher();
+    let docs = searcher.search(&AllQuery, &tantivy::collector::DocSetCollector)?;
+    let mut ids = std::collections::HashSet::with_capacity(docs.len());
+    for address in docs {
+        let doc: TantivyDocument = searcher.doc(address)?;
+        if let Some(id) = doc.get_first(fields.id).and_then(|v| v.as_str()) {
+            ids.insert(id.to_string());
+        }
+    }
+    Ok(ids)
 }
 
 #[derive(Clone, Copy)]
@@ -398,8 +451,14 @@ impl SearchIndex {
     /// # Errors
     /// [`SearchError`] if even a fresh index cannot be created.
     pub fn open(dir: &Path, memory_bytes: usize) -> Result<(Self, bool), SearchError> {
+        if in_use(dir) {
+            return Err(SearchError::InUse(dir.to_path_buf()));
+        }
         match Self::try_open(dir, memory_bytes) {
             Ok(Some(index)) => Ok((index, false)),
+            Err(SearchError::Tantivy(ref e)) if lock_busy(e) => {
+                Err(SearchError::InUse(dir.to_path_buf()))
+            }
             Ok(None) => {
                 tracing::info!(dir = %dir.display(), "no search index yet: creating one");
                 Ok((Self::create(dir, memory_bytes)?, true))
@@ -489,6 +548,19 @@ impl SearchIndex {
             .and_then(|m| m.payload)
             .and_then(|p| p.split_once(':').and_then(|(_, seq)| seq.parse().ok()))
             .unwrap_or(0)
+    }
+
+    /// Empties the index (every document deleted, committed as including nothing), for a
+    /// rebuild from the store.
+    ///
+    /// # Errors
+    /// [`SearchError`].
+    pub fn clear(&self) -> Result<(), SearchError> {
+        {
+            let writer = self.writer.lock().map_err(|_| SearchError::Poisoned)?;
+            writer.delete_all_documents()?;
+        }
+        self.commit(0)
     }
 
     /// Number of listings in the index.

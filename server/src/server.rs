@@ -35,6 +35,7 @@ fn metrics_handle() -> Option<PrometheusHandle> {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
+            register_metrics();
             let upkeep = handle.clone();
             std::thread::spawn(move || {
                 loop {
@@ -45,6 +46,54 @@ fn metrics_handle() -> Option<PrometheusHandle> {
             Some(handle)
         })
         .clone()
+}
+
+/// Every counter and histogram the server exports, created at zero so that dashboards and
+/// alerts see each series from the start (the `metrics` crate creates a series on first use).
+/// Each is touched with one typical label set; others appear when they happen.
+fn register_metrics() {
+    const COUNTERS: &[(&str, &[(&str, &str)])] = &[
+        (
+            "souk_ingest_total",
+            &[("result", "accepted"), ("origin", "local")],
+        ),
+        (
+            "souk_ingest_total",
+            &[("result", "rejected"), ("code", "bad_signature")],
+        ),
+        ("souk_gossip_messages_total", &[("result", "accepted")]),
+        ("souk_gossip_messages_total", &[("result", "rejected")]),
+        ("souk_gossip_published_total", &[]),
+        ("souk_gossip_dropped_total", &[]),
+        ("souk_sync_rounds_total", &[("result", "ok")]),
+        ("souk_sync_rounds_total", &[("result", "failed")]),
+        ("souk_sync_objects_total", &[("direction", "fetched")]),
+        ("souk_sync_bytes_total", &[("direction", "sent")]),
+        ("souk_sync_bytes_total", &[("direction", "received")]),
+        ("souk_search_cache_total", &[("result", "hit")]),
+        ("souk_search_cache_total", &[("result", "miss")]),
+        ("souk_inbox_posts_total", &[("result", "stored")]),
+        ("souk_inbox_replications_total", &[("result", "sent")]),
+        ("souk_inbox_sessions_total", &[("result", "opened")]),
+        ("souk_inbox_acknowledged_total", &[]),
+        ("souk_inbox_expired_total", &[]),
+        ("souk_feed_ended_total", &[("reason", "slow")]),
+        ("souk_grpc_rate_limited_total", &[]),
+    ];
+    for (name, labels) in COUNTERS {
+        let labels: Vec<metrics::Label> = labels
+            .iter()
+            .map(|(k, v)| metrics::Label::new(*k, *v))
+            .collect();
+        metrics::counter!(*name, labels).increment(0);
+    }
+    for name in ["souk_search_seconds", "souk_ingest_commit_seconds"] {
+        // A histogram only renders once it has a sample; its buckets are registered here and
+        // filled by the first search or commit.
+        let _ = metrics::histogram!(name);
+    }
+    metrics::gauge!("souk_feed_subscribers").increment(0.0);
+    metrics::gauge!("souk_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 /// Opens everything a server needs and brings the search index up to date with the store

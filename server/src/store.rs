@@ -37,6 +37,9 @@ pub enum StoreError {
     /// Stored bytes no longer decode (should never happen: they were verified on the way in).
     #[error("stored envelope {0} does not decode")]
     Corrupt(String),
+    /// The operation does not exist for this database.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
 }
 
 impl StoreError {
@@ -157,6 +160,25 @@ pub struct RatingSummary {
     pub delivery: f64,
     /// Average service score.
     pub service: f64,
+}
+
+/// The schema versions (migrations) this build knows for SQLite.
+#[must_use]
+pub fn sqlite_schema_versions() -> Vec<i64> {
+    SQLITE_MIGRATIONS.iter().map(|m| m.version).collect()
+}
+
+/// One stored envelope as the `envelopes` table holds it.
+#[derive(Debug, Clone)]
+pub struct StoredRow {
+    /// Ingest sequence.
+    pub seq: i64,
+    /// The id recorded at ingest (SHA-256 of `bytes`).
+    pub id: Vec<u8>,
+    /// The kind recorded at ingest.
+    pub kind: i64,
+    /// The envelope bytes.
+    pub bytes: Vec<u8>,
 }
 
 /// Counts of stored objects.
@@ -646,6 +668,101 @@ impl Store {
                 })
                 .collect()
         })
+    }
+
+    /// Envelopes stored after `after`, in ingest order, with the id and kind the store recorded
+    /// for each (for checks and exports).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn since_with_ids(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredRow>, StoreError> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT seq, id, kind, bytes FROM envelopes WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(StoredRow {
+                        seq: r.try_get("seq")?,
+                        id: r.try_get("id")?,
+                        kind: r.try_get("kind")?,
+                        bytes: r.try_get("bytes")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The ids of the current, not withdrawn, listings: what the search index must hold.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn current_listing_ids(&self) -> Result<Vec<ObjectId>, StoreError> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query("SELECT id FROM current WHERE kind = $1 AND tombstone = 0")
+                .bind(souk_protocol::Kind::Listing as i64)
+                .fetch_all(pool)
+                .await?;
+            rows.into_iter()
+                .map(|r| id_of(&r.try_get::<Vec<u8>, _>("id")?))
+                .collect()
+        })
+    }
+
+    /// The schema versions (migrations) applied to this database, in order.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+                .fetch_all(pool)
+                .await?;
+            rows.into_iter()
+                .map(|r| r.try_get::<i64, _>("version").map_err(StoreError::from))
+                .collect()
+        })
+    }
+
+    /// The migrations this build knows for this database: version and description.
+    #[must_use]
+    pub fn known_migrations(&self) -> Vec<(i64, String)> {
+        let migrator = match self {
+            Self::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Self::Postgres(_) => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .iter()
+            .map(|m| (m.version, m.description.to_string()))
+            .collect()
+    }
+
+    /// Writes a consistent copy of a SQLite database to `path` while it stays in use
+    /// (`VACUUM INTO`: one read transaction, a compact file).
+    ///
+    /// # Errors
+    /// [`StoreError::Unsupported`] on PostgreSQL; [`StoreError`] if the copy fails.
+    pub async fn backup_into(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(pool) => {
+                sqlx::query("VACUUM INTO $1")
+                    .bind(path.to_string_lossy().into_owned())
+                    .execute(pool)
+                    .await?;
+                Ok(())
+            }
+            Self::Postgres(_) => Err(StoreError::Unsupported(
+                "backup of a PostgreSQL store: use pg_dump (or `souk-server export`)",
+            )),
+        }
     }
 
     /// Envelopes stored after `after`, in ingest order.

@@ -2,8 +2,8 @@
 //! reflection alone, searches, and follows the feed from its backlog into live envelopes that
 //! this test publishes once the client says it has caught up (`tests/grpc_client.py`).
 //!
-//! The interpreter is `SOUK_TEST_GRPC_PYTHON`, by default the virtual environment `.ci/run`
-//! makes in `target/grpc-venv`.
+//! The interpreter is `SOUK_TEST_PYTHON`, by default the virtual environment `.ci/run`
+//! makes in `target/test-venv`.
 
 mod common;
 
@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn python() -> std::path::PathBuf {
-    if let Ok(path) = std::env::var("SOUK_TEST_GRPC_PYTHON") {
+    if let Ok(path) = std::env::var("SOUK_TEST_PYTHON") {
         return path.into();
     }
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/grpc-venv/bin/python")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,9 +26,9 @@ async fn a_python_client_learns_the_api_by_reflection_and_follows_the_feed() {
     assert!(
         python.exists(),
         "{} is missing. The outside gRPC client test needs Python with grpcio and \
-         grpcio-reflection: `python3 -m venv target/grpc-venv && target/grpc-venv/bin/pip \
-         install grpcio grpcio-reflection protobuf` (.ci/run does this), or point \
-         SOUK_TEST_GRPC_PYTHON at such an interpreter.",
+         grpcio-reflection: `python3 -m venv target/test-venv && target/test-venv/bin/python -m \
+         pip install grpcio grpcio-reflection protobuf` (.ci/run does this), or point \
+         SOUK_TEST_PYTHON at such an interpreter.",
         python.display()
     );
     let s = TestServer::start(Backend::Sqlite).await;

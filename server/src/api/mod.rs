@@ -10,6 +10,7 @@ pub mod listings;
 pub mod network;
 pub mod ob;
 pub mod ops;
+pub mod page;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -124,7 +125,8 @@ pub fn router(state: SharedState) -> Router {
     let _ = ops::OPENAPI.set(doc);
     let cors = cors(&state.config.cors_origins);
     let x_request_id = HeaderName::from_static("x-request-id");
-    api.layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+    api.merge(page::router())
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
     .layer(cors)
     .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
     .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {

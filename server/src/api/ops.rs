@@ -81,12 +81,46 @@ pub async fn metrics(State(state): State<SharedState>) -> Response {
     }
     #[allow(clippy::cast_precision_loss, reason = "gauges are f64")]
     metrics::gauge!("souk_search_documents").set(state.search.num_docs() as f64);
+    if let Some((free, total)) = disk_space(&state.config.data_dir) {
+        #[allow(clippy::cast_precision_loss, reason = "gauges are f64")]
+        {
+            metrics::gauge!("souk_data_disk_free_bytes").set(free as f64);
+            metrics::gauge!("souk_data_disk_total_bytes").set(total as f64);
+        }
+    }
+    if let Some(network) = &state.network
+        && let Some(status) = network.status().await
+    {
+        #[allow(clippy::cast_precision_loss, reason = "gauges are f64")]
+        metrics::gauge!("souk_p2p_peers").set(status.peers.len() as f64);
+        let now = souk_protocol::ValidationContext::now().now;
+        let newest = status
+            .peers
+            .iter()
+            .filter_map(|p| p.sync.last_success)
+            .max();
+        let age = match newest {
+            Some(at) => now.saturating_sub(at),
+            None => state.started.elapsed().as_secs(),
+        };
+        #[allow(clippy::cast_precision_loss, reason = "gauges are f64")]
+        metrics::gauge!("souk_sync_last_round_age_seconds").set(age as f64);
+    }
     let text = state
         .metrics
         .as_ref()
         .map(metrics_exporter_prometheus::PrometheusHandle::render)
         .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Free (for unprivileged users) and total bytes of the filesystem holding `dir`.
+fn disk_space(dir: &std::path::Path) -> Option<(u64, u64)> {
+    let stats = rustix::fs::statvfs(dir).ok()?;
+    Some((
+        stats.f_bavail.saturating_mul(stats.f_frsize),
+        stats.f_blocks.saturating_mul(stats.f_frsize),
+    ))
 }
 
 /// What a server holds.
@@ -104,6 +138,8 @@ pub struct Status {
     pub indexed_listings: u64,
     /// Seconds since start.
     pub uptime_seconds: u64,
+    /// This server's peer id (its libp2p public key) when it takes part in the network.
+    pub peer_id: Option<String>,
 }
 
 /// Server status.
@@ -116,5 +152,9 @@ pub async fn status(State(state): State<SharedState>) -> Result<Json<Status>, Ap
         counts: state.store.counts().await?,
         indexed_listings: state.search.num_docs(),
         uptime_seconds: state.started.elapsed().as_secs(),
+        peer_id: match &state.network {
+            Some(network) => network.status().await.map(|s| s.peer_id),
+            None => None,
+        },
     }))
 }

@@ -177,6 +177,8 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
     /// The last successful round.
     pub last_round: Option<sync::RoundReport>,
+    /// Unix time the last successful round ended.
+    pub last_success: Option<u64>,
 }
 
 /// Gossip counters.
@@ -696,6 +698,7 @@ impl Runner {
                         info.sync.rounds += 1;
                         info.sync.last_error = None;
                         info.sync.last_round = Some(report);
+                        info.sync.last_success = info.sync.last_sync;
                     }
                     Err(sync::RoundError::Unsupported) => {
                         info.unsupported = true;
