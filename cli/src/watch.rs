@@ -76,7 +76,7 @@ struct Line {
     kind: &'static str,
     id: String,
     signer: String,
-    /// The first object after the server's backlog.
+    /// The first object stored after the subscription was made.
     live: bool,
     /// What the object says, briefly.
     #[serde(flatten)]

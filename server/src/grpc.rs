@@ -402,12 +402,21 @@ impl FeedService for GrpcApi {
         let r = request.into_inner();
         let filter = FeedFilter::new(&r.kinds, &r.signers, &r.categories, &r.q).map_err(status)?;
         let since = parse_feed_cursor(&r.since).map_err(status)?;
+        // Read before the answer goes out: whatever the client publishes after its call
+        // returns is stored after this, so it is live.
+        let head = self
+            .state
+            .store
+            .max_seq()
+            .await
+            .map_err(|e| status(ApiError::from(e)))?;
         let (events, rx) = mpsc::channel(FEED_BUFFER);
         let (end_tx, end) = oneshot::channel();
         let feed = Feed::new(
             Arc::clone(&self.state),
             filter,
             since,
+            head,
             self.shutdown.clone(),
         );
         metrics::gauge!("souk_feed_subscribers").increment(1.0);
@@ -437,8 +446,8 @@ struct Feed {
     since: String,
     /// The sequence of the last event handed to the stream: where a client resumes.
     last_sent: Option<i64>,
-    /// Whether the store has been read to its end once (later events are live).
-    caught_up: bool,
+    /// The newest ingest sequence when the subscription was made: later envelopes are live.
+    head: i64,
     /// Whether the first live event has been sent.
     live_sent: bool,
 }
@@ -451,6 +460,7 @@ impl Feed {
         state: SharedState,
         filter: FeedFilter,
         position: i64,
+        head: i64,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let stall = state.config.grpc.feed_stall;
@@ -462,7 +472,7 @@ impl Feed {
             stall,
             since: feed_cursor(position),
             last_sent: None,
-            caught_up: false,
+            head,
             live_sent: false,
         }
     }
@@ -491,7 +501,7 @@ impl Feed {
         id: &ObjectId,
         envelope: Vec<u8>,
     ) -> Result<(), Ended> {
-        let live = self.caught_up && !self.live_sent;
+        let live = seq > self.head && !self.live_sent;
         self.live_sent |= live;
         let event = pb::FeedEvent {
             cursor: feed_cursor(seq),
@@ -550,7 +560,6 @@ impl Feed {
                     }
                 }
                 if read_nothing {
-                    self.caught_up = true;
                     from_store = false;
                 }
                 continue;

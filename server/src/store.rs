@@ -701,6 +701,19 @@ impl Store {
         })
     }
 
+    /// The highest ingest sequence (0 when nothing is stored); one index lookup.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn max_seq(&self) -> Result<i64, StoreError> {
+        with_pool!(self, pool => {
+            let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS n FROM envelopes")
+                .fetch_one(pool)
+                .await?;
+            Ok(row.try_get::<i64, _>("n")?)
+        })
+    }
+
     /// The ids of the current, not withdrawn, listings: what the search index must hold.
     ///
     /// # Errors
