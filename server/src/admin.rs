@@ -190,7 +190,7 @@ async fn check_store(config: &Config, store: &Store, args: &CheckArgs) -> anyhow
         checked += rows.len() as u64;
         let found = tokio::task::spawn_blocking(move || {
             rows.iter()
-                .filter_map(|row| verify_row(row).map(|why| (row.seq, hex(&row.id), why)))
+                .filter_map(|row| verify_row(row).map(|why| (row.seq, id_text(&row.id), why)))
                 .collect::<Vec<_>>()
         })
         .await?;
@@ -264,8 +264,12 @@ async fn check_store(config: &Config, store: &Store, args: &CheckArgs) -> anyhow
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A recorded id as object ids are written, or what is wrong with it.
+fn id_text(id: &[u8]) -> String {
+    <[u8; 32]>::try_from(id).map_or_else(
+        |_| format!("(a {}-byte id)", id.len()),
+        |bytes| souk_protocol::ObjectId(bytes).to_string(),
+    )
 }
 
 /// `backup`: a consistent copy of the SQLite database, made while the server runs.
@@ -466,15 +470,7 @@ pub async fn restore(config: &Config, args: &RestoreArgs) -> anyhow::Result<()> 
             old.display()
         );
     }
-    let store = connect(config).await?;
-    let rebuilt = rebuild(config, &store).await;
-    store.close().await;
-    let (listings, _, took) = rebuilt?;
-    println!(
-        "search index rebuilt: {listings} listings in {:.1} s",
-        took.as_secs_f64()
-    );
-    Ok(())
+    reindex(config).await
 }
 
 fn write_varint(out: &mut impl Write, mut value: u64) -> std::io::Result<()> {

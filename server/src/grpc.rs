@@ -734,14 +734,15 @@ pub async fn serve(
     health.set_serving::<IndexServiceServer<GrpcApi>>().await;
     health.set_serving::<IngestServiceServer<GrpcApi>>().await;
     health.set_serving::<FeedServiceServer<GrpcApi>>().await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(souk_protocol::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(souk_protocol::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
         .context("cannot build the reflection service")?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(souk_protocol::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1alpha = reflection()
         .build_v1alpha()
         .context("cannot build the reflection service")?;
 
@@ -787,6 +788,12 @@ pub async fn serve(
         }
         signal_health
             .set_not_serving::<IndexServiceServer<GrpcApi>>()
+            .await;
+        signal_health
+            .set_not_serving::<IngestServiceServer<GrpcApi>>()
+            .await;
+        signal_health
+            .set_not_serving::<FeedServiceServer<GrpcApi>>()
             .await;
     };
     router

@@ -451,9 +451,6 @@ impl SearchIndex {
     /// # Errors
     /// [`SearchError`] if even a fresh index cannot be created.
     pub fn open(dir: &Path, memory_bytes: usize) -> Result<(Self, bool), SearchError> {
-        if in_use(dir) {
-            return Err(SearchError::InUse(dir.to_path_buf()));
-        }
         match Self::try_open(dir, memory_bytes) {
             Ok(Some(index)) => Ok((index, false)),
             Err(SearchError::Tantivy(ref e)) if lock_busy(e) => {
@@ -505,6 +502,11 @@ impl SearchIndex {
             path: dir.to_path_buf(),
             source,
         };
+        // An index this process could not open (another schema, say) may still be another
+        // process's: never wipe one whose writer lock is held.
+        if in_use(dir) {
+            return Err(SearchError::InUse(dir.to_path_buf()));
+        }
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(io)?;
         }

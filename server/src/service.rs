@@ -115,6 +115,17 @@ pub fn decode_cursor(cursor: &str) -> Result<usize, ApiError> {
     Ok(offset)
 }
 
+/// The offset an optional page cursor stands for (0 without one).
+///
+/// # Errors
+/// As [`decode_cursor`].
+pub fn cursor_offset(cursor: Option<&str>) -> Result<usize, ApiError> {
+    cursor
+        .map(decode_cursor)
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
 /// A category path as search and the feed take it: trimmed of slashes, lower case,
 /// `[a-z0-9-/]`, at most 128 bytes; `None` for empty.
 ///
@@ -252,12 +263,7 @@ pub fn parse_search(p: SearchParams, now: u64) -> Result<SearchQuery, ApiError> 
         nsfw: p.nsfw.unwrap_or(false),
         sort: p.sort,
         limit,
-        offset: p
-            .cursor
-            .as_deref()
-            .map(decode_cursor)
-            .transpose()?
-            .unwrap_or(0),
+        offset: cursor_offset(p.cursor.as_deref())?,
         now,
     })
 }
@@ -427,12 +433,7 @@ pub struct ModeratorPage {
 /// `invalid_parameter` for a bad language, limit or cursor.
 pub async fn moderators(state: &AppState, q: ModeratorQuery) -> Result<ModeratorPage, ApiError> {
     let limit = page_limit(q.limit, 50)?;
-    let offset = q
-        .cursor
-        .as_deref()
-        .map(decode_cursor)
-        .transpose()?
-        .unwrap_or(0);
+    let offset = cursor_offset(q.cursor.as_deref())?;
     if let Some(language) = &q.language
         && (language.is_empty()
             || language.len() > 35

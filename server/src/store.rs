@@ -783,16 +783,12 @@ impl Store {
     /// # Errors
     /// [`StoreError`].
     pub async fn since(&self, after: i64, limit: i64) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        with_pool!(self, pool => {
-            let rows = sqlx::query("SELECT seq, bytes FROM envelopes WHERE seq > $1 ORDER BY seq LIMIT $2")
-                .bind(after)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?;
-            rows.into_iter()
-                .map(|r| Ok((r.try_get::<i64, _>("seq")?, r.try_get::<Vec<u8>, _>("bytes")?)))
-                .collect()
-        })
+        Ok(self
+            .since_with_ids(after, limit)
+            .await?
+            .into_iter()
+            .map(|row| (row.seq, row.bytes))
+            .collect())
     }
 
     /// Files a sealed message for `recipient`, unless it is already here, was already delivered,

@@ -2,6 +2,8 @@
 //! and a set of hand-made hostile inputs through the same entry point, so a crash the fuzzer
 //! once found stays fixed without nightly Rust.
 
+mod common;
+
 use prost::Message;
 use souk_protocol::pb;
 use souk_server::p2p::sync::fuzz_one;
@@ -25,14 +27,7 @@ fn framed(message: &impl Message) -> Vec<u8> {
 
 #[test]
 fn the_committed_corpus_replays_without_a_panic() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/sync_messages");
-    let mut count = 0;
-    for entry in std::fs::read_dir(&dir).expect("corpus directory") {
-        let path = entry.expect("entry").path();
-        fuzz_one(&std::fs::read(&path).expect("corpus file"));
-        count += 1;
-    }
-    assert!(count > 0, "the corpus in {} is empty", dir.display());
+    common::replay_corpus("sync_messages", fuzz_one);
 }
 
 #[test]

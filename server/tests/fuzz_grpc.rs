@@ -2,6 +2,8 @@
 //! and hand-made hostile requests through the same entry point, so a crash the fuzzer once
 //! found stays fixed without nightly Rust. `seeds` writes the corpus's starting points.
 
+mod common;
+
 use prost::Message;
 use souk_protocol::pb;
 use souk_server::grpc::fuzz_one;
@@ -91,18 +93,13 @@ fn seeds_and_hostile_requests_are_errors_not_panics() {
 
 #[test]
 fn the_committed_corpus_replays_without_a_panic() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/grpc_requests");
     if std::env::var_os("SOUK_WRITE_SEEDS").is_some() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/grpc_requests");
         std::fs::create_dir_all(&dir).expect("corpus directory");
         for (i, seed) in seeds().iter().enumerate() {
             std::fs::write(dir.join(format!("seed-{i:02}")), seed).expect("seed");
         }
     }
-    let mut count = 0;
-    for entry in std::fs::read_dir(&dir).expect("corpus directory") {
-        let path = entry.expect("entry").path();
-        fuzz_one(&std::fs::read(&path).expect("corpus file"));
-        count += 1;
-    }
-    assert!(count > 0, "the corpus in {} is empty", dir.display());
+    common::replay_corpus("grpc_requests", fuzz_one);
 }

@@ -13,16 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn python() -> std::path::PathBuf {
-    if let Ok(path) = std::env::var("SOUK_TEST_PYTHON") {
-        return path.into();
-    }
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_client_learns_the_api_by_reflection_and_follows_the_feed() {
-    let python = python();
+    let python = test_python();
     assert!(
         python.exists(),
         "{} is missing. The outside gRPC client test needs Python with grpcio and \
@@ -84,17 +77,7 @@ async fn a_python_client_learns_the_api_by_reflection_and_follows_the_feed() {
         }
         seen.push(line);
     }
-    let exit_deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("the client's state") {
-            break status;
-        }
-        if Instant::now() > exit_deadline {
-            let _ = child.kill();
-            panic!("the Python client did not finish: {seen:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = wait_for_exit(&mut child, Duration::from_secs(10), "the Python client").await;
     assert!(status.success(), "the Python client failed: {seen:?}");
     assert!(seen.iter().any(|l| l.starts_with("SERVICES ")), "{seen:?}");
     assert!(seen.iter().any(|l| l.starts_with("SEARCH 30")), "{seen:?}");

@@ -7,16 +7,9 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-
-fn python() -> std::path::PathBuf {
-    if let Ok(path) = std::env::var("SOUK_TEST_PYTHON") {
-        return path.into();
-    }
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python")
-}
 
 fn named(config: &mut souk_server::config::Config) {
     config.server_name = "Browser test".into();
@@ -24,7 +17,7 @@ fn named(config: &mut souk_server::config::Config) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_verifies_search_results_in_the_browser() {
-    let python = python();
+    let python = test_python();
     let chromium =
         std::env::var("SOUK_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
     assert!(
@@ -74,17 +67,7 @@ async fn the_status_page_verifies_search_results_in_the_browser() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the browser test");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("state") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the browser test did not finish within two minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = wait_for_exit(&mut child, Duration::from_secs(120), "the browser test").await;
     let output = child.wait_with_output().expect("output");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);

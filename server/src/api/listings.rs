@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use super::{ApiError, SharedState, b64};
 use crate::search::SearchQuery;
 use crate::service::{
-    self, ModeratorQuery, StoredListing, decode_cursor, encode_cursor, page_limit, parse_id,
+    self, ModeratorQuery, StoredListing, cursor_offset, encode_cursor, page_limit, parse_id,
 };
 pub use crate::service::{MAX_LIMIT, MAX_OFFSET, SearchParams, parse_key, parse_search};
 use crate::store::RatingSummary;
@@ -337,12 +337,7 @@ pub async fn store_listings(
     let Query(params) = params.map_err(|r| query_rejection(&r))?;
     let seller = parse_key(&seller, "seller")?;
     let limit = page_limit(params.limit, 20)?;
-    let offset = params
-        .cursor
-        .as_deref()
-        .map(decode_cursor)
-        .transpose()?
-        .unwrap_or(0);
+    let offset = cursor_offset(params.cursor.as_deref())?;
     let page = state
         .store
         .listings_of(

@@ -410,6 +410,48 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The Python with the test tools (grpcio, PyYAML, Playwright): `SOUK_TEST_PYTHON`, or the
+/// virtual environment `.ci/run` makes in `target/test-venv`.
+pub fn test_python() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("SOUK_TEST_PYTHON") {
+        return path.into();
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python")
+}
+
+/// Waits for `child` to exit, killing it and failing the test with `what` after `within`.
+pub async fn wait_for_exit(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("the child's state") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish within {within:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs every file of the committed corpus of fuzz target `target` through `run`.
+pub fn replay_corpus(target: &str, run: impl Fn(&[u8])) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).expect("corpus directory") {
+        let path = entry.expect("entry").path();
+        run(&std::fs::read(&path).expect("corpus file"));
+        count += 1;
+    }
+    assert!(count > 0, "the corpus in {} is empty", dir.display());
+}
+
 /// A loopback port that was free a moment ago (for a server process to listen on).
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
