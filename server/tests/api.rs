@@ -5,7 +5,7 @@ mod common;
 use axum::http::StatusCode;
 use common::*;
 use prost::Message;
-use souk_protocol::{Kind, Object, RawEnvelope, pb, samples};
+use souk_protocol::{IdentityKey, Kind, Object, RawEnvelope, pb, samples};
 
 both!(
     a_published_listing_is_stored_searchable_and_readable,
@@ -508,6 +508,300 @@ both!(
                 .await
                 .0,
             StatusCode::NOT_FOUND
+        );
+    }
+);
+
+both!(
+    a_rating_without_the_rated_partys_permit_is_refused_and_not_counted,
+    |s: TestServer| async move {
+        let shop = seller(20);
+        let impostor = seller(21);
+        let buyer = seller(22);
+        let stranger = seller(23);
+        assert_eq!(
+            s.publish(&seller_rating(&shop, &buyer, 20, 4, 60)).await.0,
+            StatusCode::CREATED,
+            "one honest rating, so that the count to keep is not zero"
+        );
+        let rating = |order: u8, permit: &IdentityKey| {
+            samples::rating(now() - 30, [order; 32], permit, &buyer.public_key())
+        };
+        let about_the_shop = |mut r: pb::Rating| {
+            r.subject = shop.public_key().as_bytes().to_vec();
+            r
+        };
+        let signed_by_someone_else = about_the_shop(rating(21, &impostor));
+        let mut someone_elses_signature_under_the_shops_name = rating(22, &impostor);
+        if let Some(proof) = someone_elses_signature_under_the_shops_name.proof.as_mut() {
+            proof.permit_signer = shop.public_key().as_bytes().to_vec();
+        }
+        let someone_elses_signature_under_the_shops_name =
+            about_the_shop(someone_elses_signature_under_the_shops_name);
+        let mut moderator_permit_on_a_seller_rating = rating(24, &shop);
+        moderator_permit_on_a_seller_rating.proof = Some(shop.sign_rating_permit(
+            &[24; 32],
+            &buyer.public_key(),
+            pb::RatingRole::Moderator,
+        ));
+        let mut seller_permit_on_a_moderator_rating = rating(25, &shop);
+        seller_permit_on_a_moderator_rating.role = pb::RatingRole::Moderator as i32;
+        seller_permit_on_a_moderator_rating.quality = 0;
+        seller_permit_on_a_moderator_rating.description = 0;
+        seller_permit_on_a_moderator_rating.delivery = 0;
+        let mut permit_for_another_order = rating(26, &shop);
+        permit_for_another_order.order_id = [27; 32].to_vec();
+        let mut not_a_signature = rating(28, &shop);
+        if let Some(proof) = not_a_signature.proof.as_mut() {
+            proof.permit_signature = vec![7; 64];
+        }
+        let mut no_permit = rating(29, &shop);
+        no_permit.proof = None;
+
+        let cases = [
+            (
+                "a permit signed by someone other than the rated seller",
+                &buyer,
+                signed_by_someone_else,
+                "bad_rating_proof",
+            ),
+            (
+                "someone else's signature under the seller's key",
+                &buyer,
+                someone_elses_signature_under_the_shops_name,
+                "bad_rating_proof",
+            ),
+            (
+                "the seller's permit names another rating key",
+                &stranger,
+                rating(23, &shop),
+                "bad_rating_proof",
+            ),
+            (
+                "a moderator permit on a seller rating",
+                &buyer,
+                moderator_permit_on_a_seller_rating,
+                "bad_rating_proof",
+            ),
+            (
+                "a seller permit on a moderator rating",
+                &buyer,
+                seller_permit_on_a_moderator_rating,
+                "bad_rating_proof",
+            ),
+            (
+                "a permit for another order",
+                &buyer,
+                permit_for_another_order,
+                "bad_rating_proof",
+            ),
+            (
+                "64 bytes that are no signature",
+                &buyer,
+                not_a_signature,
+                "bad_rating_proof",
+            ),
+            // Validation runs before the permit check: an absent permit is a missing field.
+            ("no permit at all", &buyer, no_permit, "missing_field"),
+        ];
+        for (what, key, rating, code) in cases {
+            let (status, body) = s.publish_bytes(&unchecked_rating(key, &rating)).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (StatusCode::UNPROCESSABLE_ENTITY, Some(code)),
+                "{what}: {body}"
+            );
+        }
+
+        let (_, body) = s
+            .get(&format!("/api/v1/ratings/{}", shop.public_key()))
+            .await;
+        assert_eq!(
+            (
+                body["seller"]["count"].as_i64(),
+                body["seller"]["overall"].as_f64(),
+                body["moderator"]["count"].as_i64(),
+                body["ratings"].as_array().map(Vec::len),
+            ),
+            (Some(1), Some(4.0), Some(0), Some(1)),
+            "only the honest rating counts: {body}"
+        );
+        assert_eq!(s.state.store.counts().await.expect("counts").ratings, 1);
+    }
+);
+
+both!(
+    search_sorts_and_filters_by_each_sellers_average_rating,
+    |s: TestServer| async move {
+        let (good, middling, poor, unrated) = (seller(30), seller(31), seller(32), seller(33));
+        for (key, title) in [
+            (&good, "Alpha lamp"),
+            (&middling, "Beta lamp"),
+            (&unrated, "Delta lamp"),
+        ] {
+            assert_eq!(
+                s.publish(&listing(key, "lamp", title, 60)).await.0,
+                StatusCode::CREATED
+            );
+        }
+        // Ratings re-rank the listings already indexed; a listing published after its seller's
+        // ratings (Gamma) is indexed with them.
+        let ratings = [
+            (&good, 5),
+            (&good, 5),
+            (&middling, 4),
+            (&middling, 3),
+            (&poor, 2),
+        ];
+        for (n, (shop, overall)) in (0u8..).zip(ratings) {
+            assert_eq!(
+                s.publish(&seller_rating(shop, &seller(40 + n), 30 + n, overall, 30))
+                    .await
+                    .0,
+                StatusCode::CREATED
+            );
+        }
+        assert_eq!(
+            s.publish(&listing(&poor, "lamp", "Gamma lamp", 20)).await.0,
+            StatusCode::CREATED
+        );
+
+        assert_eq!(
+            s.titles("sort=rating").await,
+            ["Alpha lamp", "Beta lamp", "Gamma lamp", "Delta lamp"],
+            "averages 5, 3.5, 2, and none"
+        );
+        assert_eq!(
+            s.titles("sort=rating&min_rating=3.5").await,
+            ["Alpha lamp", "Beta lamp"],
+            "the threshold is inclusive"
+        );
+        assert_eq!(s.titles("sort=rating&min_rating=3.6").await, ["Alpha lamp"]);
+        assert_eq!(
+            s.titles("sort=rating&min_rating=1").await,
+            ["Alpha lamp", "Beta lamp", "Gamma lamp"],
+            "a seller nobody rated is below every threshold"
+        );
+
+        // A buyer revises a review: the new version replaces the old one in the average
+        // (Beta: 4 and 1, 2.5).
+        assert_eq!(
+            s.publish(&seller_rating(&middling, &seller(43), 33, 1, 10))
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        let (_, body) = s
+            .get(&format!("/api/v1/ratings/{}", middling.public_key()))
+            .await;
+        assert_eq!(
+            (
+                body["seller"]["count"].as_i64(),
+                body["seller"]["overall"].as_f64()
+            ),
+            (Some(2), Some(2.5))
+        );
+        assert_eq!(
+            s.titles("sort=rating").await,
+            ["Alpha lamp", "Beta lamp", "Gamma lamp", "Delta lamp"]
+        );
+        assert_eq!(s.titles("sort=rating&min_rating=3").await, ["Alpha lamp"]);
+        assert_eq!(
+            s.titles("sort=rating&min_rating=2.5").await,
+            ["Alpha lamp", "Beta lamp"]
+        );
+    }
+);
+
+both!(
+    moderators_are_rated_on_their_decisions_apart_from_their_sales,
+    |s: TestServer| async move {
+        let judge = seller(50);
+        assert_eq!(
+            s.publish(&profile(&judge, |p| p.store_name = "Fair judge".into()))
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            s.publish(&listing(&judge, "gavel", "Oak gavel", 60))
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        let (_, body) = s.get("/api/v1/moderators").await;
+        assert_eq!(
+            (
+                body[0]["name"].as_str(),
+                body[0]["ratings"]["count"].as_i64()
+            ),
+            (Some("Fair judge"), Some(0))
+        );
+
+        // Two buyers rate the disputes it decided, under the permits of its decisions.
+        for (n, overall, service) in [(51, 4, 3), (52, 2, 5)] {
+            assert_eq!(
+                s.publish(&moderator_rating(&judge, &seller(n), n, overall, service))
+                    .await
+                    .0,
+                StatusCode::CREATED
+            );
+        }
+        let (_, body) = s.get("/api/v1/moderators").await;
+        let ratings = &body[0]["ratings"];
+        assert_eq!(
+            (
+                ratings["count"].as_i64(),
+                ratings["overall"].as_f64(),
+                ratings["service"].as_f64(),
+                ratings["quality"].as_f64(),
+            ),
+            (Some(2), Some(3.0), Some(4.0), Some(0.0)),
+            "count and averages; a moderator has no item scores: {body}"
+        );
+        assert_eq!(
+            s.titles("min_rating=1").await,
+            Vec::<String>::new(),
+            "ratings as moderator do not make a seller rating"
+        );
+
+        // One buyer rates it as a seller: each role keeps its own aggregate.
+        assert_eq!(
+            s.publish(&seller_rating(&judge, &seller(53), 53, 5, 20))
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        let (_, body) = s
+            .get(&format!("/api/v1/ratings/{}", judge.public_key()))
+            .await;
+        assert_eq!(
+            (
+                body["seller"]["count"].as_i64(),
+                body["seller"]["overall"].as_f64(),
+                body["moderator"]["count"].as_i64(),
+                body["moderator"]["overall"].as_f64(),
+                body["ratings"].as_array().map(Vec::len),
+            ),
+            (Some(1), Some(5.0), Some(2), Some(3.0), Some(3)),
+            "{body}"
+        );
+        let (_, body) = s.get("/api/v1/moderators").await;
+        assert_eq!(
+            (
+                body[0]["ratings"]["count"].as_i64(),
+                body[0]["ratings"]["overall"].as_f64()
+            ),
+            (Some(2), Some(3.0))
+        );
+        let (_, body) = s
+            .get(&format!("/api/v1/stores/{}", judge.public_key()))
+            .await;
+        assert_eq!(body["seller_ratings"]["count"], 1);
+        assert_eq!(
+            s.titles("min_rating=4.5").await,
+            ["Oak gavel"],
+            "the seller average is 5, not diluted by the moderator's 3"
         );
     }
 );

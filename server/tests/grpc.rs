@@ -434,6 +434,76 @@ both!(
 );
 
 both!(
+    ratings_need_the_rated_partys_permit_and_count_per_role,
+    |s: TestServer| async move {
+        let grpc = s.grpc().await;
+        let channel = grpc.channel().await;
+        let judge = seller(60);
+        let buyer = seller(61);
+        let stranger = seller(62);
+        let as_seller = seller_rating(&judge, &buyer, 60, 5, 60);
+        let as_moderator = moderator_rating(&judge, &buyer, 61, 2, 4);
+        // The judge's permit for `buyer`, used by another key.
+        let borrowed = unchecked_rating(
+            &stranger,
+            &samples::rating(now() - 30, [62; 32], &judge, &buyer.public_key()),
+        );
+        let results = publish(
+            &channel,
+            vec![
+                as_seller.envelope().bytes().to_vec(),
+                as_moderator.envelope().bytes().to_vec(),
+                borrowed,
+            ],
+        )
+        .await;
+        let got: Vec<(pb::PublishStatus, &str)> = results
+            .iter()
+            .map(|r| (status_of(r), r.code.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (pb::PublishStatus::Accepted, ""),
+                (pb::PublishStatus::Accepted, ""),
+                (pb::PublishStatus::Rejected, "bad_rating_proof"),
+            ]
+        );
+        let ratings = IndexServiceClient::new(channel.clone())
+            .get_ratings(pb::GetRatingsRequest {
+                subject: judge.public_key().as_bytes().to_vec(),
+            })
+            .await
+            .expect("ratings")
+            .into_inner();
+        let seller_aggregate = ratings.seller.expect("seller aggregate");
+        let moderator_aggregate = ratings.moderator.expect("moderator aggregate");
+        assert_eq!(
+            (seller_aggregate.count, seller_aggregate.overall),
+            (1, 5.0),
+            "the moderator's rating is not counted as a sale"
+        );
+        assert_eq!(
+            (
+                moderator_aggregate.count,
+                moderator_aggregate.overall,
+                moderator_aggregate.service
+            ),
+            (1, 2.0, 4.0)
+        );
+        assert_eq!(
+            ratings.roles,
+            [
+                pb::RatingRole::Moderator as i32,
+                pb::RatingRole::Seller as i32
+            ],
+            "newest first"
+        );
+        grpc.stop().await.expect("clean stop");
+    }
+);
+
+both!(
     bad_input_gets_the_right_status,
     |s: TestServer| async move {
         let grpc = s.grpc().await;

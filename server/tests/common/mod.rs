@@ -515,3 +515,58 @@ pub fn profile(key: &IdentityKey, edit: impl FnOnce(&mut pb::Profile)) -> Signed
     edit(&mut p);
     seal(key, Object::Profile(p))
 }
+
+/// A buyer's rating of `shop` as seller, `age` seconds old, signed by `rating_key` under the
+/// permit the shop signed for it when confirming order `[order; 32]`.
+pub fn seller_rating(
+    shop: &IdentityKey,
+    rating_key: &IdentityKey,
+    order: u8,
+    overall: u32,
+    age: u64,
+) -> SignedObject {
+    let mut r = samples::rating(now() - age, [order; 32], shop, &rating_key.public_key());
+    r.overall = overall;
+    seal(rating_key, Object::Rating(r))
+}
+
+/// A buyer's rating of `moderator` for the dispute of order `[order; 32]`, signed by
+/// `rating_key` under the permit the moderator signed in its `Decision`. A moderator is rated on
+/// overall and service only.
+pub fn moderator_rating(
+    moderator: &IdentityKey,
+    rating_key: &IdentityKey,
+    order: u8,
+    overall: u32,
+    service: u32,
+) -> SignedObject {
+    let order_id = [order; 32];
+    let rating = pb::Rating {
+        created_at: now() - 30,
+        order_id: order_id.to_vec(),
+        subject: moderator.public_key().as_bytes().to_vec(),
+        role: pb::RatingRole::Moderator as i32,
+        proof: Some(moderator.sign_rating_permit(
+            &order_id,
+            &rating_key.public_key(),
+            pb::RatingRole::Moderator,
+        )),
+        overall,
+        quality: 0,
+        description: 0,
+        delivery: 0,
+        service,
+        review: "Read both sides and decided within a day.".into(),
+    };
+    seal(rating_key, Object::Rating(rating))
+}
+
+/// `rating` signed by `key` without any check: how a forged rating reaches a server.
+pub fn unchecked_rating(key: &IdentityKey, rating: &pb::Rating) -> Vec<u8> {
+    use prost::Message as _;
+    souk_protocol::RawEnvelope::sign_unchecked(
+        key,
+        souk_protocol::Kind::Rating as i32,
+        rating.encode_to_vec(),
+    )
+}
