@@ -173,6 +173,12 @@ enum Command {
     /// Follow your orders' payments on the chain
     #[command(subcommand)]
     Chain(orders::ChainCommand),
+    /// The moderators a listing accepts: each one's fee, languages, terms and ratings (every
+    /// rating verified on this machine); pass one to `souk order place --moderator`
+    Moderators {
+        /// The listing's id (64 hex digits)
+        listing: String,
+    },
     /// Follow a server's live feed over gRPC: one verified JSON line per object, resuming by
     /// itself after a dropped connection
     Watch(watch::WatchArgs),
@@ -439,6 +445,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Order(command) => orders::order(&ctx, command),
         Command::Inbox(command) => orders::inbox(&ctx, command),
         Command::Chain(command) => orders::chain(&ctx, command),
+        Command::Moderators { listing } => orders::moderators(&ctx, listing),
         Command::Watch(args) => watch::watch(&ctx, &args),
     }
 }
@@ -965,6 +972,15 @@ fn store_set(ctx: &Ctx, args: &StoreSetArgs) -> Result<()> {
         ));
     }
     let wallet = unlock(ctx)?;
+    // A moderator's offer takes escrowed orders only with its moderation xpub: fill it in from
+    // this key for --network, so a profile file need not carry it.
+    if let Some(offer) = draft.moderator.as_mut()
+        && offer.escrow_xpub.trim().is_empty()
+    {
+        offer.escrow_xpub = wallet
+            .moderation_xpub(ctx.network.clone())
+            .map_err(|e| sign_error("profile", e))?;
+    }
     let envelope = match stamp {
         Some(at) => wallet.sign_profile_at(draft, at),
         None => wallet.sign_profile(draft),

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use souk_mobile_core::{Client, OrderBook, OrderDraft, OrderFlowError, OutgoingMessage, Wallet};
+use souk_mobile_core::{
+    Client, OrderBook, OrderDraft, OrderFlowError, OrderMessage, OutgoingMessage, Wallet,
+};
 
-use crate::{Ctx, emit, fail, unlock, warn};
+use crate::{Ctx, emit, fail, output, unlock, warn};
 
 /// Fee rate used when neither `--fee-rate` is given nor the Esplora API answers, in sat/vB.
 const FALLBACK_FEE_RATE: u32 = 2;
@@ -40,10 +42,35 @@ pub(crate) enum OrderCommand {
     Place(PlaceArgs),
     /// Your orders, newest first
     List,
-    /// One order: state, parties, where to pay
+    /// One order: state, parties, where to pay, and its messages (disputes and evidence with
+    /// the signed messages they quote, checked)
     Show {
         /// Order id (64 hex digits)
         id: String,
+    },
+    /// Buyer: tell the seller you paid (after `souk chain watch` saw the payment)
+    Paid {
+        /// Order id
+        id: String,
+    },
+    /// Buyer or seller of a disputed order: send the moderator your case, with the order's
+    /// signed messages so it can check them
+    Evidence {
+        /// Order id
+        id: String,
+        /// What you say
+        #[arg(long)]
+        text: String,
+        /// Send the text alone, without the order's signed messages
+        #[arg(long)]
+        no_messages: bool,
+    },
+    /// Write to the other party (the moderator writes to both)
+    Chat {
+        /// Order id
+        id: String,
+        /// The text
+        text: String,
     },
     /// Seller: accept an order (a moderated order gets its escrow address here)
     Confirm {
@@ -199,6 +226,11 @@ pub(crate) struct PlaceArgs {
     /// Your inbox servers for the answers [default: those of your published profile]
     #[arg(long = "inbox", value_name = "URL")]
     inbox: Vec<String>,
+    /// Fee rate to judge the escrow's miner fee by, sat/vB [default: the Esplora estimate for 6
+    /// blocks]. A moderated order whose escrow could only be spent above the fee cap (5 % of
+    /// the order, at least 1,000 sats) is refused
+    #[arg(long)]
+    fee_rate: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +242,8 @@ pub(crate) enum InboxCommand {
         #[arg(long = "inbox", value_name = "URL")]
         inbox: Vec<String>,
     },
+    /// Messages you made that no inbox server has taken yet (`sync` sends them again)
+    Pending,
 }
 
 #[derive(Debug, Subcommand)]
@@ -390,6 +424,28 @@ pub(crate) fn order(ctx: &Ctx, command: OrderCommand) -> Result<()> {
                 None => None,
             };
             let reply_inbox = own_inbox(ctx, &client, &wallet, &args.inbox)?;
+            let fee_rate_sat_vb = match &moderator_profile {
+                Some(profile) => {
+                    let rate = fee_rate(ctx, &book, args.fee_rate)?;
+                    let estimate = book
+                        .escrow_fee_estimate(args.amount, profile.clone(), rate)
+                        .map_err(flow_error)?;
+                    let line = format!(
+                        "spending the escrow costs about {} sats in miner fees at {rate} sat/vB ({}.{:02} % of the order; the cap is {} sats)",
+                        estimate.fee_sats,
+                        estimate.share_bp / 100,
+                        estimate.share_bp % 100,
+                        estimate.cap_sats
+                    );
+                    if estimate.warn || estimate.refused {
+                        warn(&line);
+                    } else if !ctx.json {
+                        eprintln!("{line}");
+                    }
+                    Some(rate)
+                }
+                None => None,
+            };
             let placed = book.place_order(OrderDraft {
                 listing: listing.envelope,
                 skus: args.skus,
@@ -402,6 +458,7 @@ pub(crate) fn order(ctx: &Ctx, command: OrderCommand) -> Result<()> {
                 seller_inbox,
                 reply_inbox,
                 memo: args.memo,
+                fee_rate_sat_vb,
             });
             step(placed.map(|m| vec![m]), "ordered")
         }
@@ -434,11 +491,68 @@ pub(crate) fn order(ctx: &Ctx, command: OrderCommand) -> Result<()> {
                 .as_ref()
                 .map(|a| format!("pay to     {a}  ({} sats)\n", o.amount_sats))
                 .unwrap_or_default();
-            let text = format!(
+            let mut text = format!(
                 "order      {}\nrole       {}\nstate      {}\npayment    {}\nbuyer      {}\nseller     {}\n{pay}",
                 o.id, o.role, o.state, o.payment, o.buyer, o.seller
             );
-            print(ctx, &summary_json(&o), &text)
+            let messages = book.conversation(id.clone()).map_err(flow_error)?;
+            let pending = book
+                .outbox()
+                .map_err(flow_error)?
+                .into_iter()
+                .filter(|m| m.order_id == id)
+                .count();
+            if !messages.is_empty() {
+                text.push_str("messages\n");
+            }
+            for m in &messages {
+                text.push_str(&format!(
+                    "  {} {:<3} {:<9} {:<12} {}\n",
+                    output::format_time(m.at),
+                    m.direction,
+                    m.sender,
+                    m.kind,
+                    m.text
+                ));
+                for q in &m.quoted {
+                    text.push_str(&format!(
+                        "      quotes {} {:<9} {:<12} {}\n",
+                        output::format_time(q.at),
+                        q.sender,
+                        q.kind,
+                        q.text
+                    ));
+                }
+            }
+            if pending > 0 {
+                text.push_str(&format!(
+                    "{pending} message(s) not yet taken by an inbox server: `souk inbox sync` sends them again\n"
+                ));
+            }
+            let mut doc = summary_json(&o);
+            doc["messages"] = messages.iter().map(message_json).collect();
+            doc["pending_messages"] = json!(pending);
+            print(ctx, &doc, &text)
+        }
+        OrderCommand::Paid { id } => {
+            step(book.notify_payment(id).map(|m| vec![m]), "told the seller")
+        }
+        OrderCommand::Evidence {
+            id,
+            text,
+            no_messages,
+        } => step(
+            book.send_evidence(id, text, !no_messages).map(|m| vec![m]),
+            "evidence sent",
+        ),
+        OrderCommand::Chat { id, text } => {
+            let o = summary_of(&book, &id)?;
+            let seller_inbox = if o.role == "moderator" {
+                inbox_of(ctx, &client, &o.seller, "seller")?
+            } else {
+                Vec::new()
+            };
+            step(book.chat(id, text, seller_inbox), "sent")
         }
         OrderCommand::Confirm { id } => step(book.confirm(id).map(|m| vec![m]), "confirmed"),
         OrderCommand::Decline { id, reason } => {
@@ -551,8 +665,24 @@ pub(crate) fn order(ctx: &Ctx, command: OrderCommand) -> Result<()> {
     }
 }
 
+fn message_json(m: &OrderMessage) -> Value {
+    json!({
+        "direction": m.direction,
+        "sender": m.sender,
+        "kind": m.kind,
+        "text": m.text,
+        "at": m.at,
+        "quoted": m.quoted.iter().map(|q| json!({
+            "sender": q.sender, "kind": q.kind, "text": q.text, "at": q.at,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 pub(crate) fn inbox(ctx: &Ctx, command: InboxCommand) -> Result<()> {
-    let InboxCommand::Sync { inbox } = command;
+    let inbox = match command {
+        InboxCommand::Sync { inbox } => inbox,
+        InboxCommand::Pending => return pending(ctx),
+    };
     let wallet = unlock(ctx)?;
     let client = ctx.client()?;
     let book = book(ctx, &wallet)?;
@@ -611,6 +741,96 @@ pub(crate) fn inbox(ctx: &Ctx, command: InboxCommand) -> Result<()> {
         ctx,
         &json!({ "resent": resent, "messages": results }),
         &text,
+    )
+}
+
+/// `souk moderators LISTING`: the listing's moderators to choose from.
+pub(crate) fn moderators(ctx: &Ctx, listing: String) -> Result<()> {
+    let client = ctx.client()?;
+    let listing = ctx.block_on(client.get_listing(listing))??;
+    let choices = ctx.block_on(client.moderators_for_listing(listing))??;
+    let mut text = String::new();
+    for c in &choices {
+        let fee = match (&c.offer.fee_fixed, c.offer.fee_percentage_bp) {
+            (Some(fixed), 0) => output::format_price(fixed),
+            (Some(fixed), bp) => format!(
+                "{} + {}.{:02} %",
+                output::format_price(fixed),
+                bp / 100,
+                bp % 100
+            ),
+            (None, bp) => format!("{}.{:02} %", bp / 100, bp % 100),
+        };
+        let ratings = if c.ratings.count == 0 {
+            "no ratings yet".to_owned()
+        } else {
+            format!(
+                "{:.1}/5 overall, {:.1}/5 service from {} verified rating(s)",
+                c.ratings.overall, c.ratings.service, c.ratings.count
+            )
+        };
+        text.push_str(&format!(
+            "{}  {}\n  fee        {fee}\n  languages  {}\n  ratings    {ratings}\n",
+            c.address,
+            c.name,
+            c.offer.languages.join(", ")
+        ));
+        if c.ratings.server_count > c.ratings.count + c.ratings.refused {
+            text.push_str(&format!(
+                "  (the server says {} ratings; it sent {})\n",
+                c.ratings.server_count,
+                c.ratings.count + c.ratings.refused
+            ));
+        }
+        if c.ratings.refused > 0 {
+            text.push_str(&format!(
+                "  ({} rating(s) from the server did not verify and are not counted)\n",
+                c.ratings.refused
+            ));
+        }
+        if !c.offer.terms.is_empty() {
+            text.push_str(&format!("  terms      {}\n", c.offer.terms));
+        }
+    }
+    print(
+        ctx,
+        &json!({ "moderators": choices }),
+        if text.is_empty() {
+            "this listing accepts no moderator that can take escrow: pay directly\n"
+        } else {
+            &text
+        },
+    )
+}
+
+/// `souk inbox pending`: the outbox, a line per message.
+fn pending(ctx: &Ctx) -> Result<()> {
+    let wallet = unlock(ctx)?;
+    let book = book(ctx, &wallet)?;
+    let outbox = book.outbox().map_err(flow_error)?;
+    let text: String = outbox
+        .iter()
+        .map(|m| {
+            format!(
+                "{}  to {}  via {}\n",
+                m.order_id,
+                m.recipient,
+                m.servers.join(", ")
+            )
+        })
+        .collect();
+    let list: Vec<Value> = outbox
+        .iter()
+        .map(|m| json!({ "order_id": m.order_id, "recipient": m.recipient, "servers": m.servers }))
+        .collect();
+    print(
+        ctx,
+        &json!({ "pending": list }),
+        if text.is_empty() {
+            "nothing pending: every message was taken by an inbox server\n"
+        } else {
+            &text
+        },
     )
 }
 

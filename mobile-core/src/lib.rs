@@ -13,7 +13,11 @@
 //!   [`VerifiedListing`], [`SearchPage`], …) and one error enum per area ([`WalletError`],
 //!   [`ClientError`]).
 //!
-//! Nothing here writes to disk. `mobile-core/README.md` states the contract with the native
+//! - [`OrderBook`] (over [`orders::Orders`]): the order flow on the device — place, answer,
+//!   pay, ship, complete, dispute, decide, refund, claim, rate — persisted in the one SQLite
+//!   file the app names, with an outbox for messages no inbox server has taken yet.
+//!
+//! Only the order book writes to disk, to the file the app gives it. `mobile-core/README.md` states the contract with the native
 //! apps (where the seed lives, threading, TLS roots).
 //!
 //! ```no_run
@@ -44,6 +48,7 @@ mod client;
 mod drafts;
 mod error;
 mod inbox;
+mod moderators;
 mod order_book;
 pub mod orders;
 mod verify;
@@ -60,8 +65,10 @@ pub use drafts::{
 };
 pub use error::{ClientError, ServerFailure, WalletError};
 pub use inbox::{Delivery, HeldMessage, InboxBatch, MAX_INBOX_PAGES, SendReport};
+pub use moderators::{ModeratorChoice, VerifiedRatings};
 pub use order_book::{
-    OrderBook, OrderDraft, OrderFlowError, OrderSummary, OutgoingMessage, ReceivedMessage,
+    EscrowFeeEstimate, OrderBook, OrderDraft, OrderFlowError, OrderMessage, OrderSummary,
+    OutgoingMessage, QuotedOrderMessage, ReceivedMessage,
 };
 pub use verify::{DroppedHit, VerifiedListing, VerifiedStore};
 pub use wallet::{SignedEnvelope, Wallet};

@@ -12,7 +12,10 @@ use souk_protocol::pb;
 
 use crate::chain::Chain;
 use crate::drafts::hex;
-use crate::orders::{FlowError, Orders, Outgoing, PlaceOrder, Received, payment_name};
+use crate::orders::{
+    ConversationEntry, FeeEstimate, FlowError, Orders, Outgoing, PlaceOrder, QuotedMessage,
+    Received, payment_name,
+};
 use crate::wallet::{SignedEnvelope, Wallet};
 
 /// Why an order step was refused; nothing was stored or sent.
@@ -127,6 +130,91 @@ pub struct OrderDraft {
     /// A note to the seller.
     #[uniffi(default = "")]
     pub memo: String,
+    /// The chain's fee rate now, in sat/vB (from `feeRate`). With it, a moderated order whose
+    /// escrow could only be spent above the miner-fee cap is refused with `fee_too_high`; show
+    /// `escrowFeeEstimate` first.
+    #[uniffi(default = None)]
+    pub fee_rate_sat_vb: Option<u32>,
+}
+
+/// What spending an order's escrow would cost in miner fees (see `escrowFeeEstimate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
+pub struct EscrowFeeEstimate {
+    /// The miner fee of the largest spend (a dispute payout), in satoshis.
+    pub fee_sats: u64,
+    /// That fee as a share of the order, in basis points (100 = 1 %).
+    pub share_bp: u64,
+    /// The most a spend of this escrow may leave to miners, in satoshis.
+    pub cap_sats: u64,
+    /// Worth telling the buyer before ordering (above 1 % of the order).
+    pub warn: bool,
+    /// Above the cap: `placeOrder` refuses escrow at this fee rate.
+    pub refused: bool,
+}
+
+impl From<FeeEstimate> for EscrowFeeEstimate {
+    fn from(e: FeeEstimate) -> Self {
+        Self {
+            fee_sats: e.fee_sats,
+            share_bp: e.share_bp,
+            cap_sats: e.cap_sats,
+            warn: e.warn,
+            refused: e.refused,
+        }
+    }
+}
+
+/// A signed message quoted in a dispute or in evidence (its signature checked).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct QuotedOrderMessage {
+    /// `buyer`, `seller` or `moderator`.
+    pub sender: String,
+    /// The message kind.
+    pub kind: String,
+    /// Its text.
+    pub text: String,
+    /// Its time (Unix seconds).
+    pub at: u64,
+}
+
+/// One message of an order's conversation.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct OrderMessage {
+    /// `in` or `out`.
+    pub direction: String,
+    /// `buyer`, `seller` or `moderator`.
+    pub sender: String,
+    /// `order`, `confirmation`, `decline`, `payment`, `fulfillment`, `completion`, `cancel`,
+    /// `dispute`, `evidence`, `decision`, `psbt` or `chat`.
+    pub kind: String,
+    /// The memo, reason, note, evidence or chat text.
+    pub text: String,
+    /// Its time (Unix seconds).
+    pub at: u64,
+    /// What it quotes, each checked.
+    pub quoted: Vec<QuotedOrderMessage>,
+}
+
+fn quoted(q: QuotedMessage) -> QuotedOrderMessage {
+    QuotedOrderMessage {
+        sender: q.sender.as_str().into(),
+        kind: q.kind.into(),
+        text: q.text,
+        at: q.at,
+    }
+}
+
+impl From<ConversationEntry> for OrderMessage {
+    fn from(e: ConversationEntry) -> Self {
+        Self {
+            direction: e.direction,
+            sender: e.sender.as_str().into(),
+            kind: e.kind.into(),
+            text: e.text,
+            at: e.at,
+            quoted: e.quoted.into_iter().map(quoted).collect(),
+        }
+    }
 }
 
 /// One order as the app lists it.
@@ -267,6 +355,7 @@ impl OrderBook {
             seller_inbox: draft.seller_inbox,
             reply_inbox: draft.reply_inbox,
             memo: draft.memo,
+            fee_rate: draft.fee_rate_sat_vb.map(fee_rate),
         };
         Ok(self.inner.place_order(order, now())?.into())
     }
@@ -435,7 +524,92 @@ impl OrderBook {
             .collect())
     }
 
-    /// Where and how much the buyer pays, once the order is confirmed: `[address, sats]`.
+    /// What spending the escrow of an order of `amount_sats` with the moderator of
+    /// `moderator_profile` (its signed profile) would cost in miner fees at `fee_rate_sat_vb`:
+    /// show it before a moderated order; above the cap, `placeOrder` refuses escrow.
+    ///
+    /// # Errors
+    /// [`OrderFlowError`] (`order_mismatch` for a profile without a usable moderator offer).
+    pub fn escrow_fee_estimate(
+        &self,
+        amount_sats: u64,
+        moderator_profile: Vec<u8>,
+        fee_rate_sat_vb: u32,
+    ) -> Result<EscrowFeeEstimate, OrderFlowError> {
+        Ok(self
+            .inner
+            .escrow_fee_estimate(
+                amount_sats,
+                &moderator_profile,
+                fee_rate(fee_rate_sat_vb),
+                now(),
+            )?
+            .into())
+    }
+
+    /// The buyer tells the seller it paid (after `watchChain` saw the payment).
+    ///
+    /// # Errors
+    /// [`OrderFlowError`].
+    pub fn notify_payment(&self, order_id: String) -> Result<OutgoingMessage, OrderFlowError> {
+        Ok(self
+            .inner
+            .notify_payment(&parse_id(&order_id)?, now())?
+            .into())
+    }
+
+    /// A party of a disputed order sends the moderator its case; with `quote_messages`, the
+    /// order's signed messages go with it so the moderator can check them.
+    ///
+    /// # Errors
+    /// [`OrderFlowError`].
+    pub fn send_evidence(
+        &self,
+        order_id: String,
+        text: String,
+        quote_messages: bool,
+    ) -> Result<OutgoingMessage, OrderFlowError> {
+        Ok(self
+            .inner
+            .send_evidence(&parse_id(&order_id)?, &text, quote_messages, now())?
+            .into())
+    }
+
+    /// A chat message: buyer to seller or back; the moderator to both (the seller at
+    /// `seller_inbox`, ignored for the parties).
+    ///
+    /// # Errors
+    /// [`OrderFlowError`].
+    pub fn chat(
+        &self,
+        order_id: String,
+        text: String,
+        seller_inbox: Vec<String>,
+    ) -> Result<Vec<OutgoingMessage>, OrderFlowError> {
+        Ok(self
+            .inner
+            .chat(&parse_id(&order_id)?, &text, seller_inbox, now())?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// The order's messages, oldest first, decoded — what a moderator reads before deciding:
+    /// both sides' disputes and evidence with the signed messages they quote.
+    ///
+    /// # Errors
+    /// [`OrderFlowError`].
+    pub fn conversation(&self, order_id: String) -> Result<Vec<OrderMessage>, OrderFlowError> {
+        Ok(self
+            .inner
+            .conversation(&parse_id(&order_id)?)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Where the buyer pays, once the order is confirmed (the amount is the order's
+    /// `amountSats`).
     ///
     /// # Errors
     /// [`OrderFlowError`].

@@ -33,8 +33,15 @@ use souk_protocol::{
 use crate::chain::{Chain, ChainError};
 use crate::drafts::hex;
 
-/// Largest share of the escrowed amount that a spend may leave to miners, in basis points.
+/// Largest share of the escrowed amount that a spend may leave to miners, in basis points (the
+/// cap is this share or [`MIN_FEE_CAP_SATS`], whichever is larger).
 pub const MAX_MINER_FEE_BP: u64 = 500;
+/// The miner-fee cap never falls below this many satoshis, so a small escrow stays spendable at
+/// a modest fee rate.
+pub const MIN_FEE_CAP_SATS: u64 = 1_000;
+/// Above this share of the order (basis points) [`Orders::escrow_fee_estimate`] says the miner
+/// fee is worth a warning before ordering.
+pub const WARN_MINER_FEE_BP: u64 = 100;
 /// Schema version of the order database.
 pub const SCHEMA_VERSION: i64 = 1;
 
@@ -66,6 +73,10 @@ pub enum FlowError {
     /// Key derivation failed.
     #[error("keys: {0}")]
     Keys(String),
+    /// At the current fee rate, spending the escrow would leave more than the cap to miners, so
+    /// the money could not be moved out again without breaking the cap: escrow is refused.
+    #[error("{0}")]
+    FeeTooHigh(String),
 }
 
 impl FlowError {
@@ -81,6 +92,7 @@ impl FlowError {
             Self::Chain(inner) => inner.code(),
             Self::Storage(_) => "storage",
             Self::Keys(_) => "keys",
+            Self::FeeTooHigh(_) => "fee_too_high",
         }
     }
 }
@@ -205,6 +217,94 @@ pub struct PlaceOrder {
     pub reply_inbox: Vec<String>,
     /// A note to the seller.
     pub memo: String,
+    /// The chain's current fee rate. With it, a moderated order is refused
+    /// ([`FlowError::FeeTooHigh`]) when spending its escrow would cost more than the cap
+    /// ([`max_fee`]); see [`Orders::escrow_fee_estimate`].
+    pub fee_rate: Option<FeeRate>,
+}
+
+/// One message of an order's conversation, decoded for display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationEntry {
+    /// `in` (received) or `out` (sent by this device).
+    pub direction: String,
+    /// Who signed it.
+    pub sender: Actor,
+    /// The message kind (`order`, `confirmation`, `decline`, `payment`, `fulfillment`,
+    /// `completion`, `cancel`, `dispute`, `evidence`, `decision`, `psbt`, `chat`).
+    pub kind: &'static str,
+    /// Its text: the memo, reason, note, evidence or chat text.
+    pub text: String,
+    /// The message's own time (`created_at`).
+    pub at: u64,
+    /// Earlier signed messages it quotes (a dispute quotes the order and the confirmation;
+    /// evidence quotes what the party chose), each checked: signed by a party of this order and
+    /// about this order.
+    pub quoted: Vec<QuotedMessage>,
+}
+
+/// A signed message quoted in a dispute or in evidence, after its signature was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotedMessage {
+    /// Who signed it.
+    pub sender: Actor,
+    /// Its kind.
+    pub kind: &'static str,
+    /// Its text.
+    pub text: String,
+    /// Its `created_at`.
+    pub at: u64,
+}
+
+/// Stable name of a message body's kind.
+#[must_use]
+pub fn message_kind(body: &pb::message::Body) -> &'static str {
+    use pb::message::Body;
+    match body {
+        Body::Order(_) => "order",
+        Body::Confirmation(_) => "confirmation",
+        Body::Decline(_) => "decline",
+        Body::Payment(_) => "payment",
+        Body::Fulfillment(_) => "fulfillment",
+        Body::Completion(_) => "completion",
+        Body::Cancel(_) => "cancel",
+        Body::Dispute(_) => "dispute",
+        Body::Evidence(_) => "evidence",
+        Body::Decision(_) => "decision",
+        Body::Psbt(_) => "psbt",
+        Body::Chat(_) => "chat",
+    }
+}
+
+/// The human text of a message body.
+fn message_text(body: &pb::message::Body) -> String {
+    use pb::message::Body;
+    match body {
+        Body::Order(o) => o.memo.clone(),
+        Body::Confirmation(_) | Body::Psbt(_) => String::new(),
+        Body::Completion(c) => c.note.clone(),
+        Body::Decline(d) => d.reason.clone(),
+        Body::Payment(p) => format!("paid {} sats", p.amount_sats),
+        Body::Fulfillment(f) => {
+            let mut text = f.note.clone();
+            if !f.carrier.is_empty() || !f.tracking.is_empty() {
+                text = format!("{text} ({} {})", f.carrier, f.tracking)
+                    .trim()
+                    .to_owned();
+            }
+            text
+        }
+        Body::Cancel(c) => c.reason.clone(),
+        Body::Dispute(d) => d.reason.clone(),
+        Body::Evidence(e) => e.text.clone(),
+        Body::Decision(d) => format!(
+            "buyer gets {}.{:02} % of the rest after the fee: {}",
+            d.buyer_share_bps / 100,
+            d.buyer_share_bps % 100,
+            d.reason
+        ),
+        Body::Chat(c) => c.text.clone(),
+    }
 }
 
 /// One order as stored.
@@ -335,8 +435,27 @@ fn parse_address(text: &str, network: Network) -> Result<Address, FlowError> {
         .ok_or_else(|| mismatch(format!("{text:.100} is not an address on {network}")))
 }
 
-fn max_fee(total: u64) -> Amount {
-    Amount::from_sat((total * MAX_MINER_FEE_BP / 10_000).max(1_000))
+/// The miner-fee cap of an escrow of `total` sats: [`MAX_MINER_FEE_BP`] of it, at least
+/// [`MIN_FEE_CAP_SATS`].
+#[must_use]
+pub fn max_fee(total: u64) -> Amount {
+    Amount::from_sat((total.saturating_mul(MAX_MINER_FEE_BP) / 10_000).max(MIN_FEE_CAP_SATS))
+}
+
+/// What spending an order's escrow would cost in miner fees at one fee rate (the largest spend:
+/// a dispute payout with three outputs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeeEstimate {
+    /// The miner fee of that spend, in satoshis.
+    pub fee_sats: u64,
+    /// That fee as a share of the order's amount, in basis points.
+    pub share_bp: u64,
+    /// The cap a spend of this escrow may leave to miners ([`max_fee`]).
+    pub cap_sats: u64,
+    /// The fee is above [`WARN_MINER_FEE_BP`] of the amount: tell the buyer before ordering.
+    pub warn: bool,
+    /// The fee is above the cap: escrow is refused at this fee rate.
+    pub refused: bool,
 }
 
 impl Orders {
@@ -1041,6 +1160,19 @@ impl Orders {
         let (payment, moderator, buyer_escrow_key, escrow_index) = match &order.moderator_profile {
             Some(profile) => {
                 let (moderator, _offer) = moderator_offer(profile, at)?;
+                if let Some(rate) = order.fee_rate {
+                    let estimate =
+                        self.escrow_fee_estimate(order.amount_sats, profile, rate, at)?;
+                    if estimate.refused {
+                        return Err(FlowError::FeeTooHigh(format!(
+                            "at {} sat/vB, spending this escrow would cost about {} sats in miner fees, more than the cap of {} sats ({} % of the order, at least {MIN_FEE_CAP_SATS} sats): pay directly, order more, or wait for lower fees",
+                            rate.to_sat_per_vb_ceil(),
+                            estimate.fee_sats,
+                            estimate.cap_sats,
+                            MAX_MINER_FEE_BP / 100
+                        )));
+                    }
+                }
                 if !l
                     .accepted_moderators
                     .iter()
@@ -1382,8 +1514,20 @@ impl Orders {
                 record.pending_psbt = Some(c.refund_psbt.clone());
             }
             pb::message::Body::Decision(d) => {
+                // Checked on arrival, like a release: a decision that pays other than the
+                // moderator's offer and the escrow allow is refused here, and the order stays
+                // disputed (so the timeout path stays open) instead of ending on a payout that
+                // can never be carried out.
+                record.order.check(Event::Resolve, actor)?;
+                self.check_decision(&record, d)?;
                 record.decision = Some(d.clone());
                 record.pending_psbt = Some(d.payout_psbt.clone());
+            }
+            pb::message::Body::Payment(_) if actor != Actor::Buyer => {
+                return Err(mismatch("only the buyer sends a payment notice"));
+            }
+            pb::message::Body::Evidence(_) if actor == Actor::Moderator => {
+                return Err(mismatch("evidence comes from the buyer or the seller"));
             }
             pb::message::Body::Payment(p) if record.funding.is_none() => {
                 let txid: [u8; 32] = p.txid.as_slice().try_into().map_err(|_| mismatch("txid"))?;
@@ -1398,7 +1542,17 @@ impl Orders {
             }
             _ => {}
         }
-        let event = event_for_message(record.order.state(), &body);
+        let event = match &body {
+            // The other party's dispute reaching the moderator, or both parties opening one:
+            // the order is already disputed; the message is that side's case, kept with it.
+            pb::message::Body::Dispute(_)
+                if record.role == Role::Moderator
+                    || record.order.state() == OrderState::Disputed =>
+            {
+                None
+            }
+            body => event_for_message(record.order.state(), body),
+        };
         let event = event.map(|e| (e, actor));
         self.commit(&mut record, event, Some(("in", opened.signed_bytes())), at)?;
         Ok(match event {
@@ -1838,6 +1992,262 @@ impl Orders {
         Ok(vec![to_buyer, to_seller])
     }
 
+    /// The buyer tells the seller it paid: the funding output this device saw on the chain
+    /// (after [`Orders::watch_chain`] found it). The seller still reads the chain itself; the
+    /// notice only saves it waiting.
+    ///
+    /// # Errors
+    /// [`FlowError::Mismatch`] before the payment is seen or for a seller's device.
+    pub fn notify_payment(&self, id: &[u8; 32], at: u64) -> Result<Outgoing, FlowError> {
+        let mut record = self.get(id)?;
+        if record.role != Role::Buyer {
+            return Err(mismatch("only the buyer sends a payment notice"));
+        }
+        if record.order.state().is_final() {
+            return Err(OrderError::Finished {
+                state: record.order.state(),
+            }
+            .into());
+        }
+        let (outpoint, sats, _) = record.funding.ok_or_else(|| {
+            mismatch("no payment seen on the chain yet: pay, then watch the chain")
+        })?;
+        let (outgoing, signed) = self.seal(
+            *id,
+            record.seller,
+            record.seller_servers.clone(),
+            pb::message::Body::Payment(pb::PaymentNotice {
+                txid: souk_escrow::bitcoin::hashes::Hash::to_byte_array(outpoint.txid).to_vec(),
+                vout: outpoint.vout,
+                amount_sats: sats,
+            }),
+            at,
+        )?;
+        self.commit_with(&mut record, None, Some(("out", &signed)), &[&outgoing], at)?;
+        Ok(outgoing)
+    }
+
+    /// A party of a disputed order sends the moderator its case: `text`, and with
+    /// `quote_messages` every signed message of the order this device holds (up to
+    /// [`MAX_EVIDENCE_MESSAGES`](souk_protocol::limits::MAX_EVIDENCE_MESSAGES), newest kept), each
+    /// signed by its sender so the moderator can check it.
+    ///
+    /// # Errors
+    /// [`FlowError`]: not a party, not moderated, not disputed, or a message over the limits.
+    pub fn send_evidence(
+        &self,
+        id: &[u8; 32],
+        text: &str,
+        quote_messages: bool,
+        at: u64,
+    ) -> Result<Outgoing, FlowError> {
+        let mut record = self.get(id)?;
+        if record.role == Role::Moderator {
+            return Err(mismatch("evidence comes from the buyer or the seller"));
+        }
+        if record.order.state() != OrderState::Disputed {
+            return Err(mismatch(format!(
+                "evidence is for a disputed order; this one is {}",
+                record.order.state().as_str()
+            )));
+        }
+        let moderator = record
+            .moderator()
+            .ok_or_else(|| mismatch("a direct order has no moderator"))?;
+        let messages = if quote_messages {
+            let mut all: Vec<Vec<u8>> = self.messages(id)?.into_iter().map(|(_, m)| m).collect();
+            let keep = souk_protocol::limits::MAX_EVIDENCE_MESSAGES;
+            if all.len() > keep {
+                all.drain(..all.len() - keep);
+            }
+            all
+        } else {
+            Vec::new()
+        };
+        let (outgoing, signed) = self.seal(
+            *id,
+            moderator,
+            Self::moderator_servers(&record),
+            pb::message::Body::Evidence(pb::Evidence {
+                text: text.into(),
+                messages,
+                attachments: Vec::new(),
+            }),
+            at,
+        )?;
+        self.commit_with(&mut record, None, Some(("out", &signed)), &[&outgoing], at)?;
+        Ok(outgoing)
+    }
+
+    /// A chat message about an order: from the buyer to the seller or back; from the moderator
+    /// to both parties (the seller at `seller_inbox`, from its profile, as for
+    /// [`Orders::decide`]; ignored for the parties). Stored with the order on both sides.
+    ///
+    /// # Errors
+    /// [`FlowError`].
+    pub fn chat(
+        &self,
+        id: &[u8; 32],
+        text: &str,
+        seller_inbox: Vec<String>,
+        at: u64,
+    ) -> Result<Vec<Outgoing>, FlowError> {
+        let mut record = self.get(id)?;
+        let body = pb::message::Body::Chat(pb::Chat { text: text.into() });
+        let recipients = match record.role {
+            Role::Moderator => vec![
+                (record.buyer, record.buyer_servers()),
+                (record.seller, seller_inbox),
+            ],
+            _ => vec![self.counterparty(&record)?],
+        };
+        let mut outgoing = Vec::new();
+        let mut signed_first = None;
+        for (recipient, servers) in recipients {
+            let (message, signed) = self.seal(*id, recipient, servers, body.clone(), at)?;
+            signed_first.get_or_insert(signed);
+            outgoing.push(message);
+        }
+        let refs: Vec<&Outgoing> = outgoing.iter().collect();
+        self.commit_with(
+            &mut record,
+            None,
+            signed_first.as_deref().map(|s| ("out", s)),
+            &refs,
+            at,
+        )?;
+        Ok(outgoing)
+    }
+
+    /// An order's messages, oldest first, decoded: who sent each, its kind and text, and the
+    /// signed messages it quotes (a dispute's order and confirmation, evidence's chosen
+    /// messages), each checked to be signed by a party of this order and about this order —
+    /// what a moderator reads before deciding.
+    ///
+    /// # Errors
+    /// [`FlowError::UnknownOrder`], [`FlowError::Storage`].
+    pub fn conversation(&self, id: &[u8; 32]) -> Result<Vec<ConversationEntry>, FlowError> {
+        let record = self.get(id)?;
+        let ctx = ValidationContext::at(u64::MAX / 2);
+        let decode = |signed: &[u8]| -> Option<(Actor, pb::message::Body, u64)> {
+            let message = read_signed_message(signed, &ctx).ok()?;
+            let sender = record.actor_of(&message.sender())?;
+            let about_this = match message.message().body {
+                Some(pb::message::Body::Order(_)) => order_id_of(signed) == record.id,
+                _ => message.order_id() == Some(record.id),
+            };
+            if !about_this {
+                return None;
+            }
+            let body = message.message().body.clone()?;
+            Some((sender, body, message.message().created_at))
+        };
+        let mut entries = Vec::new();
+        for (direction, signed) in self.messages(id)? {
+            let Some((sender, body, at)) = decode(&signed) else {
+                continue;
+            };
+            let quoted_bytes: Vec<&[u8]> = match &body {
+                pb::message::Body::Dispute(d) => vec![&d.order, &d.confirmation],
+                pb::message::Body::Evidence(e) => e.messages.iter().map(Vec::as_slice).collect(),
+                _ => Vec::new(),
+            };
+            let quoted = quoted_bytes
+                .into_iter()
+                .filter_map(&decode)
+                .map(|(sender, body, at)| QuotedMessage {
+                    sender,
+                    kind: message_kind(&body),
+                    text: message_text(&body),
+                    at,
+                })
+                .collect();
+            entries.push(ConversationEntry {
+                direction,
+                sender,
+                kind: message_kind(&body),
+                text: message_text(&body),
+                at,
+                quoted,
+            });
+        }
+        Ok(entries)
+    }
+
+    /// What spending the escrow of an order of `amount_sats` with this moderator would cost in
+    /// miner fees at `fee_rate`: the largest spend (a dispute payout to buyer, seller and
+    /// moderator), against the cap ([`max_fee`]). A buyer's app shows it before ordering;
+    /// [`Orders::place_order`] refuses escrow when `refused`.
+    ///
+    /// # Errors
+    /// [`FlowError::Mismatch`] for a profile without a usable moderator offer.
+    pub fn escrow_fee_estimate(
+        &self,
+        amount_sats: u64,
+        moderator_profile: &[u8],
+        fee_rate: FeeRate,
+        at: u64,
+    ) -> Result<FeeEstimate, FlowError> {
+        let (_, offer) = moderator_offer(moderator_profile, at)?;
+        let network = souk_protocol::order::parse_network(&self.network)
+            .ok_or_else(|| mismatch("unknown network"))?;
+        // The weight depends only on the script shapes, not on whose keys they are: this
+        // device's first three escrow keys stand in for the three parties.
+        let key = |i| {
+            self.keychain
+                .escrow_key(network, i)
+                .map(|k| k.public)
+                .map_err(keys_error)
+        };
+        let escrow = Escrow::moderated(
+            key(0)?,
+            key(1)?,
+            key(2)?,
+            u16::try_from(souk_protocol::limits::DEFAULT_ESCROW_TIMEOUT_BLOCKS).unwrap_or(u16::MAX),
+        )
+        .map_err(escrow_error)?;
+        let address = self
+            .keychain
+            .payout_address(network, 0)
+            .map_err(keys_error)?
+            .as_unchecked()
+            .clone();
+        let spend = Spend::Dispute {
+            buyer: address.clone(),
+            seller: address.clone(),
+            moderator: address,
+            buyer_bp: souk_escrow::FULL_SHARE_BP / 2,
+            fee: moderator_fee(&offer)?,
+        };
+        let cap = max_fee(amount_sats);
+        let terms = Terms::new(
+            escrow,
+            network,
+            &[Funding {
+                outpoint: OutPoint::null(),
+                amount: Amount::from_sat(amount_sats),
+            }],
+            &spend,
+            // Measured without a cap, then compared with it.
+            Amount::from_sat(amount_sats),
+        )
+        .map_err(escrow_error)?;
+        let fee = terms
+            .build(fee_rate)
+            .map_err(escrow_error)?
+            .fee()
+            .map_err(escrow_error)?
+            .to_sat();
+        let share_bp = fee.saturating_mul(10_000) / amount_sats.max(1);
+        Ok(FeeEstimate {
+            fee_sats: fee,
+            share_bp,
+            cap_sats: cap.to_sat(),
+            warn: share_bp > WARN_MINER_FEE_BP,
+            refused: fee > cap.to_sat(),
+        })
+    }
+
     fn full_refund(record: &OrderRecord) -> Result<Spend, FlowError> {
         let network = record.network()?;
         Ok(Spend::Refund {
@@ -1937,11 +2347,7 @@ impl Orders {
             .decision
             .clone()
             .ok_or_else(|| mismatch("no decision stored"))?;
-        let spend = Self::dispute_spend(
-            &record,
-            &parse_address(&decision.fee_address, record.network()?)?,
-            u16::try_from(decision.buyer_share_bps).map_err(|_| mismatch("share out of range"))?,
-        )?;
+        let spend = Self::decision_spend(&record, &decision)?;
         self.sign_and_broadcast(&record, Some(&decision.payout_psbt), &spend, chain)
             .await
     }
@@ -1990,8 +2396,20 @@ impl Orders {
         }
         let (subject, permit) = match role {
             pb::RatingRole::Seller => {
-                if record.order.state() != OrderState::Completed {
-                    return Err(mismatch("a seller is rated after the order completed"));
+                // After the deal ended with money moved: completed, refunded, decided by the
+                // moderator or claimed after the timeout. The seller's permit came with its
+                // confirmation, so it needs no further proof (SPEC.md, "Ratings").
+                if !matches!(
+                    record.order.state(),
+                    OrderState::Completed
+                        | OrderState::Refunded
+                        | OrderState::Resolved
+                        | OrderState::Claimed
+                ) {
+                    return Err(mismatch(format!(
+                        "a seller is rated once the order has ended after payment; it is {}",
+                        record.order.state().as_str()
+                    )));
                 }
                 let (_, c) = record
                     .confirmation
@@ -2056,6 +2474,67 @@ impl Orders {
             buyer_bp,
             fee: moderator_fee(&offer)?,
         })
+    }
+
+    /// The spend a received decision describes: its share, the fee from the offer, paid to its
+    /// fee address (a moderator without a fee names none; the seller's payout address then
+    /// stands in, and the terms leave it no output).
+    fn decision_spend(record: &OrderRecord, decision: &pb::Decision) -> Result<Spend, FlowError> {
+        let share = u16::try_from(decision.buyer_share_bps)
+            .ok()
+            .filter(|s| *s <= souk_escrow::FULL_SHARE_BP)
+            .ok_or_else(|| mismatch("the decision's share is above 10,000 basis points"))?;
+        let fee_address = if decision.fee_address.is_empty() {
+            Self::seller_payout(record)?
+        } else {
+            parse_address(&decision.fee_address, record.network()?)?
+        };
+        Self::dispute_spend(record, &fee_address, share)
+    }
+
+    /// What a party checks when a decision arrives: the fee is the one the moderator's offer
+    /// gives for this escrow, a fee is paid to an address the decision names, the payout PSBT
+    /// pays exactly the decided split of the escrow this device saw funded, and the moderator's
+    /// rating permit verifies.
+    fn check_decision(
+        &self,
+        record: &OrderRecord,
+        decision: &pb::Decision,
+    ) -> Result<(), FlowError> {
+        let spend = Self::decision_spend(record, decision)?;
+        let terms = self.terms(record, &spend)?;
+        let fee = terms
+            .payments(Amount::ZERO)
+            .map_err(escrow_error)?
+            .iter()
+            .find(|p| p.role == souk_escrow::Role::Moderator)
+            .map_or(0, |p| p.amount.to_sat());
+        if fee != decision.moderator_fee_sats {
+            return Err(mismatch(format!(
+                "the decision claims a moderator fee of {} sats; the moderator's offer gives {fee} for this escrow",
+                decision.moderator_fee_sats
+            )));
+        }
+        if fee > 0 && decision.fee_address.is_empty() {
+            return Err(mismatch(
+                "the decision charges a fee but names no fee address",
+            ));
+        }
+        let psbt = souk_escrow::parse_psbt(&decision.payout_psbt).map_err(escrow_error)?;
+        souk_escrow::check(&psbt, &terms).map_err(escrow_error)?;
+        let moderator = record
+            .moderator()
+            .ok_or_else(|| mismatch("a direct order has no moderator"))?;
+        if !rating_permit_ok(
+            &record.id,
+            &record.request.rating_key,
+            &moderator,
+            pb::RatingRole::Moderator,
+            &decision.rating_permit,
+        ) {
+            return Err(mismatch("the moderator's rating permit does not verify"));
+        }
+        Ok(())
     }
 
     /// Checks a PSBT another party signed against `spend`, adds this device's signature,

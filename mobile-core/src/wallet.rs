@@ -213,6 +213,26 @@ impl Wallet {
         self.identity.public_key().to_hex()
     }
 
+    /// The moderation account's extended public key for `network` (`bitcoin`, `testnet`,
+    /// `signet` or `regtest`): what a moderator puts in its offer's `escrow_xpub`, so buyers and
+    /// sellers derive its escrow key of each order (SPEC.md, "Keys").
+    ///
+    /// # Errors
+    /// [`WalletError::InvalidDraft`] (field `network`) for an unknown network.
+    pub fn moderation_xpub(&self, network: String) -> Result<String, WalletError> {
+        let invalid = |detail: String| WalletError::InvalidDraft {
+            code: "bad_format".into(),
+            field: "network".into(),
+            detail,
+        };
+        let net = souk_protocol::order::parse_network(&network)
+            .ok_or_else(|| invalid(format!("unknown network {network:.20}")))?;
+        self.keychain
+            .moderation_xpub(net)
+            .map(|x| x.to_string())
+            .map_err(|e| invalid(e.to_string()))
+    }
+
     /// Signs a store profile, stamped with the current time.
     ///
     /// # Errors

@@ -276,6 +276,7 @@ impl World {
             seller_inbox: self.seller.inbox.clone(),
             reply_inbox: self.buyer.inbox.clone(),
             memo: String::new(),
+            fee_rate: None,
         }
     }
 
@@ -355,8 +356,39 @@ impl World {
         id
     }
 
+    /// The dispute the moderator holds for `id` (what either party's copy quotes).
+    fn moderator_copy_of_dispute(&self, id: &[u8; 32]) -> pb::DisputeOpen {
+        let record = self
+            .moderator
+            .orders
+            .get(id)
+            .expect("the moderator's order");
+        let (outpoint, sats, _) = record.funding.expect("funding");
+        pb::DisputeOpen {
+            reason: String::new(),
+            order: record.request_signed.clone(),
+            confirmation: record.confirmation.expect("confirmation").0,
+            funding_txid: souk_protocol::bitcoin::hashes::Hash::to_byte_array(outpoint.txid)
+                .to_vec(),
+            funding_vout: outpoint.vout,
+            funding_sats: sats,
+        }
+    }
+
     fn balance(&self, address: &Address) -> u64 {
         self.chain.balance(&address.script_pubkey())
+    }
+
+    /// The buyer rates the seller and publishes it; the index counts exactly that rating.
+    async fn rate_seller(&self, id: &[u8; 32], scores: [u32; 5], review: &str) {
+        let rating = self
+            .buyer
+            .orders
+            .rate(id, pb::RatingRole::Seller, scores, review, now())
+            .expect("the buyer may rate the seller now");
+        self.publish_rating(rating).await;
+        let ratings = ratings_of(&self.seller.inbox[0], &self.seller.identity().public_key()).await;
+        assert_eq!(ratings["seller"]["count"], 1, "{ratings}");
     }
 
     async fn publish_rating(&self, envelope: Vec<u8>) {
@@ -413,20 +445,7 @@ async fn a_moderated_purchase_completes_and_the_seller_is_rated() {
     let paid = w.balance(&payout_address(&w.seller.keys, 0));
     assert!(paid > PRICE - 5_000 && paid < PRICE, "seller got {paid}");
 
-    let rating = w
-        .buyer
-        .orders
-        .rate(
-            &id,
-            pb::RatingRole::Seller,
-            [5, 5, 4, 5, 5],
-            "Lovely mug",
-            now(),
-        )
-        .expect("rating");
-    w.publish_rating(rating).await;
-    let ratings = ratings_of(&w.seller.inbox[0], &w.seller.identity().public_key()).await;
-    assert_eq!(ratings["seller"]["count"], 1, "{ratings}");
+    w.rate_seller(&id, [5, 5, 4, 5, 5], "Lovely mug").await;
 }
 
 /// (b) Direct purchase: the buyer pays the seller's own address; no escrow, no moderator.
@@ -697,6 +716,7 @@ async fn an_offline_seller_receives_the_order_from_its_other_inbox_server() {
                 seller_inbox: vec![first.url.clone()],
                 reply_inbox: buyer.inbox.clone(),
                 memo: String::new(),
+                fee_rate: None,
             },
             now(),
         )
@@ -884,4 +904,439 @@ async fn fee_rates_follow_the_chain_apis_estimates() {
             "{target}"
         );
     }
+}
+
+/// Seals `body` about order `id` from `from` to `to`, as a device would (for forged and replayed
+/// messages that no honest step makes).
+fn sealed_by(
+    from: &Keychain,
+    to: &souk_protocol::PublicKey,
+    id: &[u8; 32],
+    body: pb::message::Body,
+) -> Vec<u8> {
+    let message = pb::Message {
+        created_at: now(),
+        recipient: to.as_bytes().to_vec(),
+        order_id: id.to_vec(),
+        body: Some(body),
+    };
+    from.identity()
+        .seal_message(&message, &ValidationContext::at(now()))
+        .expect("sealable")
+        .bytes
+}
+
+/// A dispute the seller opens: the moderator builds the order from the seller's copy alone,
+/// hears the buyer's side too (its copy of the dispute is kept, and its evidence quotes the
+/// order's signed messages, each checked), and decides. Forged decisions — from a party, with a
+/// fee above the offer, paying more than the escrow holds — are refused on arrival and leave the
+/// order disputed; the moderator's real decision is carried out, and the buyer rates the seller
+/// after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderator_hears_both_sides_and_forged_decisions_are_refused() {
+    let w = world().await;
+    let id = w.shipped_order(true).await;
+    // The seller opens the dispute; the moderator has nothing of this order but that message.
+    for outgoing in w
+        .seller
+        .orders
+        .open_dispute(
+            &id,
+            "The buyer says it never arrived; tracking says delivered",
+            now(),
+        )
+        .expect("dispute")
+    {
+        send(&w.seller, outgoing).await;
+    }
+    assert!(matches!(
+        w.moderator.sync().await.as_slice(),
+        [Ok(Received::NewOrder { .. })]
+    ));
+    assert!(matches!(
+        w.buyer.sync().await.as_slice(),
+        [Ok(Received::Moved {
+            state: OrderState::Disputed,
+            ..
+        })]
+    ));
+    // The buyer answers with its own dispute message and evidence quoting the order's messages.
+    let own = pb::message::Body::Dispute(pb::DisputeOpen {
+        reason: "Nothing arrived; the tracking number is for another town".into(),
+        ..w.moderator_copy_of_dispute(&id)
+    });
+    let moderator_key = w.moderator.identity().public_key();
+    w.moderator
+        .orders
+        .receive(&sealed_by(&w.buyer.keys, &moderator_key, &id, own), now())
+        .expect("the buyer's side is kept");
+    send(
+        &w.buyer,
+        w.buyer
+            .orders
+            .send_evidence(
+                &id,
+                "The tracking number points to Hamburg; I live in Berlin",
+                true,
+                now(),
+            )
+            .expect("evidence"),
+    )
+    .await;
+    assert!(matches!(
+        w.moderator.sync().await.as_slice(),
+        [Ok(Received::Noted { .. })]
+    ));
+    assert_eq!(w.moderator.state(&id), OrderState::Disputed);
+    let conversation = w.moderator.orders.conversation(&id).expect("conversation");
+    let said: Vec<(&str, &str)> = conversation
+        .iter()
+        .map(|m| (m.sender.as_str(), m.kind))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            ("seller", "dispute"),
+            ("buyer", "dispute"),
+            ("buyer", "evidence")
+        ]
+    );
+    assert!(conversation[2].text.contains("Hamburg"));
+    // Each side's dispute quotes the order and the confirmation; the evidence quotes every
+    // message the buyer's device holds (request, confirmation, fulfilment, dispute), each
+    // checked to be signed by its party.
+    let quoted_kinds = |i: usize| -> Vec<(&str, &str)> {
+        conversation[i]
+            .quoted
+            .iter()
+            .map(|q| (q.sender.as_str(), q.kind))
+            .collect()
+    };
+    assert_eq!(
+        quoted_kinds(0),
+        [("buyer", "order"), ("seller", "confirmation")]
+    );
+    assert_eq!(
+        quoted_kinds(2),
+        [
+            ("buyer", "order"),
+            ("seller", "confirmation"),
+            ("seller", "fulfillment"),
+            ("seller", "dispute")
+        ]
+    );
+
+    let decided = w
+        .moderator
+        .orders
+        .decide(
+            &id,
+            10_000,
+            "Delivered to the wrong town: full refund",
+            w.seller.inbox.clone(),
+            FeeRate::from_sat_per_vb_u32(2),
+            now(),
+        )
+        .expect("decide");
+    let real = w
+        .moderator
+        .orders
+        .get(&id)
+        .expect("order")
+        .decision
+        .expect("decision");
+    let buyer_key = w.buyer.identity().public_key();
+    let refused = |keys: &Keychain, decision: pb::Decision| {
+        let sealed = sealed_by(keys, &buyer_key, &id, pb::message::Body::Decision(decision));
+        let error = w
+            .buyer
+            .orders
+            .receive(&sealed, now())
+            .expect_err("a forged decision is refused");
+        assert_eq!(w.buyer.state(&id), OrderState::Disputed, "{error}");
+        error.code()
+    };
+    // A party cannot decide.
+    assert_eq!(refused(&w.seller.keys, real.clone()), "wrong_actor");
+    // The moderator cannot charge more than its offer gives.
+    let greedy = pb::Decision {
+        moderator_fee_sats: real.moderator_fee_sats + 10_000,
+        ..real.clone()
+    };
+    assert_eq!(refused(&w.moderator.keys, greedy), "order_mismatch");
+    // A payout of more than the escrow holds.
+    let mut psbt = souk_escrow::parse_psbt(&real.payout_psbt).expect("psbt");
+    psbt.unsigned_tx.output[0].value += souk_protocol::bitcoin::Amount::from_sat(50_000);
+    let inflated = pb::Decision {
+        payout_psbt: psbt.serialize(),
+        ..real.clone()
+    };
+    assert_eq!(refused(&w.moderator.keys, inflated), "escrow_refused");
+    // A decision saying 70 % while its PSBT pays the full refund.
+    let misdescribed = pb::Decision {
+        buyer_share_bps: 7_000,
+        ..real.clone()
+    };
+    assert_eq!(refused(&w.moderator.keys, misdescribed), "escrow_refused");
+    // A rating permit that is not the moderator's.
+    let no_permit = pb::Decision {
+        rating_permit: vec![7; 64],
+        ..real.clone()
+    };
+    assert_eq!(refused(&w.moderator.keys, no_permit), "order_mismatch");
+
+    for outgoing in decided {
+        send(&w.moderator, outgoing).await;
+    }
+    assert!(matches!(
+        w.buyer.sync().await.as_slice(),
+        [Ok(Received::Moved {
+            state: OrderState::Resolved,
+            ..
+        })]
+    ));
+    let txid = w
+        .buyer
+        .orders
+        .execute_decision(&id, &chain_client(&w.chain))
+        .await
+        .expect("the payout is valid");
+    assert!(w.chain.transaction(&txid).is_some());
+    // A full refund less the moderator's 7,250 sats and the miner fee.
+    let back = w.balance(&payout_address(&w.buyer.keys, 0));
+    assert!(
+        back > PRICE - 7_250 - 2_000 && back < PRICE - 7_250,
+        "buyer got {back}"
+    );
+    // After a dispute the buyer rates the seller with the permit of the seller's confirmation.
+    w.rate_seller(&id, [1, 1, 1, 1, 2], "Sent it to the wrong town")
+        .await;
+}
+
+/// Messages that are not for this order book, replayed, or from someone outside the order
+/// change nothing; chat and a payment notice travel and are kept with the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_misaddressed_and_outside_messages_change_nothing() {
+    let w = world().await;
+    let outgoing = w
+        .buyer
+        .orders
+        .place_order(w.order(true), now())
+        .expect("order");
+    let id = outgoing.order_id;
+    // Sealed to the seller: the moderator's device cannot open it.
+    let error = w
+        .moderator
+        .orders
+        .receive(&outgoing.sealed, now())
+        .expect_err("not for the moderator");
+    assert_eq!(error.code(), "wrong_recipient", "{error}");
+    assert!(w.moderator.orders.list().expect("list").is_empty());
+    // Delivered twice: the second copy is seen as such.
+    assert!(matches!(
+        w.seller.orders.receive(&outgoing.sealed, now()),
+        Ok(Received::NewOrder { .. })
+    ));
+    assert_eq!(
+        w.seller
+            .orders
+            .receive(&outgoing.sealed, now())
+            .expect("copy"),
+        Received::AlreadySeen
+    );
+    let confirmation = w.seller.orders.confirm(&id, now()).expect("confirm");
+    assert!(matches!(
+        w.buyer.orders.receive(&confirmation.sealed, now()),
+        Ok(Received::Moved {
+            state: OrderState::AwaitingPayment,
+            ..
+        })
+    ));
+    // The same signed confirmation under a fresh seal (a sender's retry) is taken once too.
+    let resealed = w.seller.orders.messages(&id).expect("messages");
+    assert_eq!(resealed.len(), 2, "the request in, the confirmation out");
+    assert_eq!(
+        w.buyer
+            .orders
+            .receive(&confirmation.sealed, now())
+            .expect("copy"),
+        Received::AlreadySeen
+    );
+    // Someone outside the order writes about it.
+    let stranger =
+        Keychain::from_mnemonic(&Mnemonic::from_entropy(&[99; 16]).expect("entropy"), "");
+    let chat = pb::message::Body::Chat(pb::Chat {
+        text: "Pay me instead".into(),
+    });
+    let error = w
+        .buyer
+        .orders
+        .receive(
+            &sealed_by(&stranger, &w.buyer.identity().public_key(), &id, chat),
+            now(),
+        )
+        .expect_err("a stranger takes no part");
+    assert_eq!(error.code(), "order_mismatch", "{error}");
+    // The moderator cannot complete an order for the buyer.
+    let error = w
+        .buyer
+        .orders
+        .receive(
+            &sealed_by(
+                &w.moderator.keys,
+                &w.buyer.identity().public_key(),
+                &id,
+                pb::message::Body::Completion(pb::Completion::default()),
+            ),
+            now(),
+        )
+        .expect_err("the moderator does not complete");
+    assert_eq!(error.code(), "wrong_actor", "{error}");
+    assert_eq!(w.buyer.state(&id), OrderState::AwaitingPayment);
+
+    // Chat both ways, and the payment notice once the chain shows the payment.
+    for outgoing in w
+        .buyer
+        .orders
+        .chat(&id, "Paying tonight", Vec::new(), now())
+        .expect("chat")
+    {
+        w.seller
+            .orders
+            .receive(&outgoing.sealed, now())
+            .expect("chat in");
+    }
+    let early = w
+        .buyer
+        .orders
+        .notify_payment(&id, now())
+        .expect_err("not paid yet");
+    assert_eq!(early.code(), "order_mismatch");
+    let (address, amount) = w.buyer.orders.payment_due(&id).expect("due");
+    w.chain.pay(&address, amount).expect("paid");
+    w.buyer
+        .orders
+        .watch_chain(&chain_client(&w.chain), now())
+        .await
+        .expect("watch");
+    let notice = w.buyer.orders.notify_payment(&id, now()).expect("notice");
+    assert!(matches!(
+        w.seller.orders.receive(&notice.sealed, now()),
+        Ok(Received::Noted { .. })
+    ));
+    let kinds: Vec<(String, &str, String)> = w
+        .seller
+        .orders
+        .conversation(&id)
+        .expect("conversation")
+        .into_iter()
+        .map(|m| (m.direction, m.kind, m.text))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("in".to_string(), "order", String::new()),
+            ("out".to_string(), "confirmation", String::new()),
+            ("in".to_string(), "chat", "Paying tonight".to_string()),
+            ("in".to_string(), "payment", format!("paid {PRICE} sats")),
+        ]
+    );
+}
+
+/// Before a moderated order the buyer learns what spending its escrow would cost in miner fees;
+/// when that would exceed the cap (5 % of the order, at least 1,000 sats) escrow is refused and
+/// nothing is stored.
+#[test]
+fn escrow_is_refused_when_miner_fees_would_eat_the_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys =
+        |n: u8| Keychain::from_mnemonic(&Mnemonic::from_entropy(&[n; 16]).expect("entropy"), "");
+    let (buyer, seller, moderator) = (keys(31), keys(32), keys(33));
+    let at = now();
+    let ctx = ValidationContext::at(at);
+    let mut profile = samples::profile(at - 5);
+    profile.inbox_servers = vec!["https://inbox.example".into()];
+    if let Some(offer) = &mut profile.moderator {
+        offer.escrow_xpub = moderator
+            .moderation_xpub(Network::Regtest)
+            .expect("xpub")
+            .to_string();
+    }
+    let moderator_profile = moderator
+        .identity()
+        .seal(&Object::Profile(profile), &ctx)
+        .expect("profile")
+        .envelope()
+        .bytes()
+        .to_vec();
+    let listing = seller
+        .identity()
+        .seal(
+            &Object::Listing(samples::listing(
+                at - 5,
+                "blue-mug",
+                Some(&moderator.identity().public_key()),
+            )),
+            &ctx,
+        )
+        .expect("listing")
+        .envelope()
+        .bytes()
+        .to_vec();
+    let orders = Orders::open(&dir.path().join("orders.db"), buyer, "regtest").expect("db");
+    let calm = orders
+        .escrow_fee_estimate(
+            PRICE,
+            &moderator_profile,
+            FeeRate::from_sat_per_vb_u32(2),
+            at,
+        )
+        .expect("estimate");
+    assert!(calm.fee_sats > 300 && calm.fee_sats < 1_000, "{calm:?}");
+    assert!(!calm.warn && !calm.refused, "{calm:?}");
+    assert_eq!(calm.cap_sats, 7_500);
+    let busy = orders
+        .escrow_fee_estimate(
+            PRICE,
+            &moderator_profile,
+            FeeRate::from_sat_per_vb_u32(20),
+            at,
+        )
+        .expect("estimate");
+    assert!(busy.warn && !busy.refused, "{busy:?}");
+    // A small order: the cap is the 1,000-sat floor.
+    let small = orders
+        .escrow_fee_estimate(
+            12_000,
+            &moderator_profile,
+            FeeRate::from_sat_per_vb_u32(10),
+            at,
+        )
+        .expect("estimate");
+    assert_eq!(small.cap_sats, 1_000);
+    assert!(small.refused, "{small:?}");
+
+    let order = |fee_rate| PlaceOrder {
+        listing: listing.clone(),
+        items: vec![(0, 1)],
+        shipping_option: String::new(),
+        shipping_service: String::new(),
+        shipping_address: String::new(),
+        moderator_profile: Some(moderator_profile.clone()),
+        amount_sats: PRICE,
+        seller_inbox: vec!["https://seller.example".into()],
+        reply_inbox: vec!["https://buyer.example".into()],
+        memo: String::new(),
+        fee_rate,
+    };
+    let error = orders
+        .place_order(order(Some(FeeRate::from_sat_per_vb_u32(100))), at)
+        .expect_err("fees would eat the escrow");
+    assert_eq!(error.code(), "fee_too_high");
+    assert!(error.to_string().contains("7500 sats"), "{error}");
+    assert!(orders.list().expect("list").is_empty(), "nothing stored");
+    assert!(orders.outbox().expect("outbox").is_empty(), "nothing sent");
+    orders
+        .place_order(order(Some(FeeRate::from_sat_per_vb_u32(2))), at)
+        .expect("at a calm fee rate escrow is fine");
 }

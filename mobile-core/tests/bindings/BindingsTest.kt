@@ -1,6 +1,7 @@
 // The generated Kotlin bindings on the JVM, against the real cdylib and a live souk-server on
 // loopback. Run by scripts/test-bindings, which builds the library, generates the bindings,
-// compiles this file with them and sets SOUK_SERVER_BIN and SOUK_VECTORS.
+// compiles this file with them and sets SOUK_SERVER_BIN, SOUK_VECTORS and SOUK_ESPLORA_BIN (the
+// chain stand-in of the full moderated purchase).
 
 import java.io.File
 import java.net.HttpURLConnection
@@ -75,6 +76,35 @@ class LiveServer : AutoCloseable {
         process.destroy()
         if (!process.waitFor(20, java.util.concurrent.TimeUnit.SECONDS)) process.destroyForcibly()
         dir.deleteRecursively()
+    }
+}
+
+/** The Esplora-shaped chain stand-in (souk-testkit-esplora); it stops when its stdin closes. */
+class LiveChain : AutoCloseable {
+    private val process: Process = ProcessBuilder(System.getenv("SOUK_ESPLORA_BIN"), "regtest")
+        .redirectError(ProcessBuilder.Redirect.INHERIT)
+        .start()
+    val url: String
+
+    init {
+        val line = process.inputStream.bufferedReader().readLine() ?: ""
+        check(line.startsWith("listening on ")) { "souk-testkit-esplora said '$line'" }
+        url = line.removePrefix("listening on ")
+    }
+
+    fun post(path: String, json: String) {
+        val c = URI("$url$path").toURL().openConnection() as HttpURLConnection
+        c.requestMethod = "POST"
+        c.doOutput = true
+        c.setRequestProperty("content-type", "application/json")
+        c.outputStream.use { it.write(json.toByteArray()) }
+        check(c.responseCode == 200) { "$path answered ${c.responseCode}" }
+        c.inputStream.close()
+    }
+
+    override fun close() {
+        process.outputStream.close()
+        if (!process.waitFor(20, java.util.concurrent.TimeUnit.SECONDS)) process.destroyForcibly()
     }
 }
 
@@ -173,9 +203,94 @@ fun main() {
         }
     }
 
+    moderatedPurchase()
+
     if (failures > 0) {
         println("$failures check(s) failed")
         exitProcess(1)
     }
     println("all Kotlin binding checks passed")
+}
+
+/**
+ * One full moderated purchase from Kotlin: the buyer picks the listing's moderator, orders into
+ * the 2-of-3 escrow, pays on the chain stand-in, the seller ships with a signed release, the
+ * buyer completes it (the stand-in's script interpreter accepts the spend) and rates the seller.
+ */
+fun moderatedPurchase() {
+    val seller = Wallet.generate(12u, "")
+    val buyer = Wallet.generate(12u, "")
+    val moderator = Wallet.generate(12u, "")
+    val price = 150_000uL
+    LiveServer().use { server ->
+        LiveChain().use { chain ->
+            val client = Client(ClientConfig(servers = listOf(server.url), timeoutMs = 5000uL))
+            val dir = java.nio.file.Files.createTempDirectory("souk-moderated")
+            fun book(name: String, wallet: Wallet) =
+                OrderBook.open(dir.resolve("$name.db").toString(), wallet, "regtest")
+            val buyerBook = book("buyer", buyer)
+            val sellerBook = book("seller", seller)
+            runBlocking {
+                suspend fun deliver(book: OrderBook, message: OutgoingMessage) {
+                    check(client.sendMessage(message.servers, message.sealed).delivered)
+                    book.delivered(message.sealed)
+                }
+                suspend fun read(wallet: Wallet, book: OrderBook): List<String?> {
+                    val batch = client.fetchInbox(wallet, server.url)
+                    val got = batch.messages.map { book.receive(it.sealed) }
+                    if (batch.messages.isNotEmpty()) {
+                        client.acknowledge(wallet, server.url, batch.token, batch.messages.map { it.id })
+                    }
+                    return got.map { it.state ?: it.outcome }
+                }
+                fun state(book: OrderBook, id: String) = book.list().first { it.id == id }.state
+
+                val offer = ModeratorOffer(
+                    feeType = FeeType.PERCENTAGE, feePercentageBp = 200u, languages = listOf("en"),
+                    terms = "Evidence within 3 days.", acceptedCurrencies = listOf("BTC"), escrowXpub = moderator.moderationXpub("regtest"),
+                )
+                client.publish(moderator.signProfile(ProfileDraft(storeName = "Quick Arbiter", inboxServers = listOf(server.url), moderator = offer)).bytes)
+                client.publish(seller.signProfile(ProfileDraft(storeName = "Apron Works", inboxServers = listOf(server.url))).bytes)
+                val listing = seller.signListing(draft("waxed-apron").copy(acceptedModerators = listOf(moderator.identityAddress())))
+                client.publish(listing.bytes)
+
+                val choices = client.moderatorsForListing(client.getListing(listing.id))
+                checkThat("the listing's moderator is offered", choices.map { it.address } == listOf(moderator.identityAddress())) { "$choices" }
+                val choice = choices.first()
+                val estimate = buyerBook.escrowFeeEstimate(price, choice.profile, 2u)
+                checkThat("the escrow's miner fee is shown and allowed", !estimate.refused && estimate.feeSats > 0uL) { "$estimate" }
+
+                val order = buyerBook.placeOrder(OrderDraft(
+                    listing = listing.bytes, skus = listOf(0u), quantities = listOf(1u), amountSats = price,
+                    moderatorProfile = choice.profile, sellerInbox = listOf(server.url),
+                    replyInbox = listOf(server.url), feeRateSatVb = 2u))
+                val id = order.orderId
+                deliver(buyerBook, order)
+                checkThat("the seller has the order", read(seller, sellerBook) == listOf("new_order"))
+                deliver(sellerBook, sellerBook.confirm(id))
+                checkThat("the buyer is asked to pay", read(buyer, buyerBook) == listOf("awaiting_payment"))
+
+                chain.post("/regtest/pay", """{"address":"${buyerBook.paymentAddress(id)}","sats":$price}""")
+                buyerBook.watchChain(chain.url)
+                sellerBook.watchChain(chain.url)
+                chain.post("/regtest/mine", """{"blocks":1}""")
+                buyerBook.watchChain(chain.url)
+                sellerBook.watchChain(chain.url)
+                checkThat("both see the escrow confirmed", state(buyerBook, id) == "confirmed" && state(sellerBook, id) == "confirmed") {
+                    "${state(buyerBook, id)} / ${state(sellerBook, id)}"
+                }
+
+                deliver(sellerBook, sellerBook.ship(id, "Shipped with PostNL", 2u))
+                checkThat("the buyer sees it shipped", read(buyer, buyerBook) == listOf("shipped"))
+                deliver(buyerBook, buyerBook.complete(id, chain.url))
+                checkThat("the seller sees it completed", read(seller, sellerBook) == listOf("completed"))
+
+                val rating = buyerBook.rate(id, false, listOf(5u, 5u, 5u, 4u, 5u), "Great apron")
+                val published = client.publish(rating.bytes)
+                checkThat("the rating is accepted", published.status is PublishStatus.Accepted) { "${published.status}" }
+                val ratings = client.verifiedRatings(seller.identityAddress(), false)
+                checkThat("one verified seller rating", ratings.count == 1uL && ratings.refused == 0uL) { "$ratings" }
+            }
+        }
+    }
 }

@@ -4,6 +4,7 @@ Run by scripts/test-bindings, which builds the library, generates the bindings a
   SOUK_BINDINGS_PYTHON  directory holding the generated `souk` module and the .so
   SOUK_SERVER_BIN       the souk-server binary this test starts
   SOUK_VECTORS          protocol/test-vectors/identity.json
+  SOUK_ESPLORA_BIN      the souk-testkit-esplora binary (the chain stand-in) this test starts
 """
 
 import asyncio
@@ -63,6 +64,55 @@ class LiveServer:
             self.proc.kill()
         self.log.close()
         self.dir.cleanup()
+
+
+class LiveChain:
+    """The Esplora-shaped chain stand-in (souk-testkit-esplora): every broadcast transaction is
+    judged by Bitcoin Core's script interpreter. It stops when its stdin closes."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(
+            [os.environ["SOUK_ESPLORA_BIN"], "regtest"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("listening on "):
+            self.proc.kill()
+            raise RuntimeError(f"souk-testkit-esplora said {line!r}")
+        self.url = line.removeprefix("listening on ")
+        return self
+
+    def post(self, path, body):
+        request = urllib.request.Request(
+            self.url + path, data=json.dumps(body).encode(),
+            headers={"content-type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return json.load(r)
+
+    def __exit__(self, *exc):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.proc.stdout.close()
+
+
+async def deliver_message(client, book, message):
+    """Posts a message an order step made and takes it out of the book's outbox."""
+    report = await client.send_message(message.servers, message.sealed)
+    if not report.delivered:
+        raise AssertionError(f"not delivered: {report.deliveries}")
+    book.delivered(message.sealed)
+
+
+async def read_inbox(client, server_url, wallet, book):
+    """Reads the wallet's inbox at one server into its order book and acknowledges it all."""
+    batch = await client.fetch_inbox(wallet, server_url)
+    outcomes = [book.receive(m.sealed) for m in batch.messages]
+    if batch.messages:
+        await client.acknowledge(wallet, server_url, batch.token, [m.id for m in batch.messages])
+    return outcomes
 
 
 def vector():
@@ -154,16 +204,10 @@ class OrderBindingsTest(unittest.TestCase):
             self.assertEqual(buyer_book.list(), [])
 
             async def deliver(book, message):
-                report = await client.send_message(message.servers, message.sealed)
-                self.assertTrue(report.delivered, report.deliveries)
-                book.delivered(message.sealed)
+                await deliver_message(client, book, message)
 
             async def read(wallet, book):
-                batch = await client.fetch_inbox(wallet, server.url)
-                outcomes = [book.receive(m.sealed) for m in batch.messages]
-                await client.acknowledge(wallet, server.url, batch.token,
-                                         [m.id for m in batch.messages])
-                return outcomes
+                return await read_inbox(client, server.url, wallet, book)
 
             async def flow():
                 order = buyer_book.place_order(souk.OrderDraft(
@@ -207,6 +251,114 @@ class OrderBindingsTest(unittest.TestCase):
             with self.assertRaises(souk.OrderFlowError.Refused) as caught:
                 book.confirm("not-an-id")
             self.assertEqual(caught.exception.code, "invalid_argument")
+
+
+class ModeratedPurchaseTest(unittest.TestCase):
+    """One full moderated purchase from Python: the buyer picks the listing's moderator by its
+    offer and verified ratings, sees the escrow's miner fee, orders, pays into the 2-of-3 escrow
+    on the chain stand-in, the seller ships with a signed release, the buyer completes it (the
+    stand-in's script interpreter accepts the spend) and rates the seller."""
+
+    def test_a_moderated_purchase_from_order_to_rating(self):
+        seller = souk.Wallet.generate(12, "")
+        buyer = souk.Wallet.generate(12, "")
+        moderator = souk.Wallet.generate(12, "")
+        price = 150_000
+        with LiveServer() as server, LiveChain() as chain, tempfile.TemporaryDirectory() as tmp:
+            client = souk.Client(souk.ClientConfig(servers=[server.url], timeout_ms=5000))
+            books = {
+                name: souk.OrderBook.open(os.path.join(tmp, f"{name}.db"), wallet, "regtest")
+                for name, wallet in [("buyer", buyer), ("seller", seller), ("moderator", moderator)]
+            }
+
+            async def deliver(book, message):
+                await deliver_message(client, book, message)
+
+            async def read(wallet, book):
+                return [(o.outcome, o.state)
+                        for o in await read_inbox(client, server.url, wallet, book)]
+
+            def state(book, order_id):
+                return next(o.state for o in book.list() if o.id == order_id)
+
+            async def flow():
+                offer = souk.ModeratorOffer(
+                    fee_type=souk.FeeType.FIXED_PLUS_PERCENTAGE,
+                    fee_fixed=souk.Price(amount=5_000, currency="BTC", divisibility=8),
+                    fee_percentage_bp=150, languages=["en", "pt"],
+                    terms="I decide within 7 days.", accepted_currencies=["BTC"],
+                    escrow_xpub=moderator.moderation_xpub("regtest"))
+                await client.publish(moderator.sign_profile(souk.ProfileDraft(
+                    store_name="Fair Judge", inbox_servers=[server.url], moderator=offer)).bytes)
+                await client.publish(seller.sign_profile(souk.ProfileDraft(
+                    store_name="Oak & Iron", inbox_servers=[server.url])).bytes)
+                item = draft("oak-bench")
+                item.accepted_moderators = [moderator.identity_address()]
+                listing = seller.sign_listing(item)
+                await client.publish(listing.bytes)
+
+                # The buyer chooses among the listing's moderators.
+                verified = await client.get_listing(listing.id)
+                [choice] = await client.moderators_for_listing(verified)
+                self.assertEqual((choice.address, choice.name), (moderator.identity_address(), "Fair Judge"))
+                self.assertEqual((choice.offer.fee_percentage_bp, choice.offer.languages), (150, ["en", "pt"]))
+                self.assertEqual(choice.ratings.count, 0)
+                estimate = books["buyer"].escrow_fee_estimate(price, choice.profile, 2)
+                self.assertFalse(estimate.refused or estimate.warn, estimate)
+                self.assertEqual(estimate.cap_sats, 7_500)
+                with self.assertRaises(souk.OrderFlowError.Refused) as caught:
+                    books["buyer"].place_order(souk.OrderDraft(
+                        listing=listing.bytes, skus=[0], quantities=[1], amount_sats=price,
+                        moderator_profile=choice.profile, seller_inbox=[server.url],
+                        reply_inbox=[server.url], fee_rate_sat_vb=200))
+                self.assertEqual(caught.exception.code, "fee_too_high")
+                self.assertEqual(books["buyer"].list(), [])
+
+                order = books["buyer"].place_order(souk.OrderDraft(
+                    listing=listing.bytes, skus=[0], quantities=[1], amount_sats=price,
+                    shipping_address="Rua Augusta 1, Lisboa", moderator_profile=choice.profile,
+                    seller_inbox=[server.url], reply_inbox=[server.url], fee_rate_sat_vb=2))
+                oid = order.order_id
+                await deliver(books["buyer"], order)
+                self.assertEqual(await read(seller, books["seller"]), [("new_order", None)])
+                await deliver(books["seller"], books["seller"].confirm(oid))
+                self.assertEqual(await read(buyer, books["buyer"]), [("moved", "awaiting_payment")])
+
+                # The buyer pays the escrow address it recomputed (from outside, on the stand-in).
+                address = books["buyer"].payment_address(oid)
+                self.assertTrue(address.startswith("bcrt1q"), address)
+                chain.post("/regtest/pay", {"address": address, "sats": price})
+                for name in ("buyer", "seller"):
+                    self.assertEqual(await books[name].watch_chain(chain.url), [oid])
+                    self.assertEqual(state(books[name], oid), "funded")
+                await deliver(books["buyer"], books["buyer"].notify_payment(oid))
+                self.assertEqual(await read(seller, books["seller"]), [("noted", None)])
+                chain.post("/regtest/mine", {"blocks": 1})
+                for name in ("buyer", "seller"):
+                    await books[name].watch_chain(chain.url)
+                    self.assertEqual(state(books[name], oid), "confirmed")
+
+                fee_rate = await books["seller"].fee_rate(chain.url, 6)
+                await deliver(books["seller"], books["seller"].ship(oid, "Posted, tracking PT123", fee_rate))
+                self.assertEqual(await read(buyer, books["buyer"]), [("moved", "shipped")])
+                done = await books["buyer"].complete(oid, chain.url)
+                await deliver(books["buyer"], done)
+                self.assertEqual(await read(seller, books["seller"]), [("moved", "completed")])
+                self.assertEqual(state(books["buyer"], oid), "completed")
+
+                rating = books["buyer"].rate(oid, False, [5, 5, 4, 5, 5], "Solid bench, well packed")
+                outcome = await client.publish(rating.bytes)
+                self.assertTrue(outcome.status.is_accepted(), outcome.status)
+                ratings = await client.verified_ratings(seller.identity_address(), False)
+                self.assertEqual((ratings.count, ratings.refused), (1, 0))
+                self.assertEqual(ratings.reviews, ["Solid bench, well packed"])
+                kinds = [(m.sender, m.kind) for m in books["seller"].conversation(oid)]
+                self.assertEqual(kinds, [("buyer", "order"), ("seller", "confirmation"),
+                                         ("buyer", "payment"), ("seller", "fulfillment"),
+                                         ("buyer", "completion")])
+                self.assertEqual(books["buyer"].outbox(), [])
+
+            asyncio.run(flow())
 
 
 if __name__ == "__main__":
