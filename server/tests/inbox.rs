@@ -424,6 +424,75 @@ both!(
 );
 
 both!(
+    malformed_queries_and_bodies_get_the_json_error_shape,
+    |server: TestServer| async move {
+        let me = person(7);
+        let address = me.public_key().to_address();
+        let token = login(&server, &me).await;
+        // A query axum cannot parse.
+        let (status, body) = server
+            .request(
+                Request::post("/api/v1/inbox?replica=maybe")
+                    .header("content-type", "application/x-protobuf")
+                    .body(Body::from(sealed(&person(1), &me, "x")))
+                    .expect("request"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_parameter", "{body}");
+        let (status, body) = get_with(
+            &server,
+            &format!("/api/v1/inbox/{address}/messages?limit=many"),
+            &token,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_parameter", "{body}");
+        // Bodies that are not the JSON asked for.
+        let (status, body) = post_json(
+            &server,
+            &format!("/api/v1/inbox/{address}/session"),
+            json!({ "challenge": 7 }),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_body", "{body}");
+        let (status, body) = server
+            .request(
+                Request::post(format!("/api/v1/inbox/{address}/ack"))
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("content-type", "text/plain")
+                    .body(Body::from("all of them"))
+                    .expect("request"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+        assert_eq!(body["error"]["code"], "unsupported_media_type", "{body}");
+        let (status, body) = post_json(
+            &server,
+            &format!("/api/v1/inbox/{address}/ack"),
+            json!({ "ids": "not a list" }),
+            Some(&token),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_body", "{body}");
+        assert_eq!(
+            server
+                .state
+                .store
+                .inbox_stats()
+                .await
+                .expect("stats")
+                .messages,
+            0,
+            "nothing was stored"
+        );
+    }
+);
+
+both!(
     a_full_inbox_refuses_more_and_keeps_what_it_holds,
     |server: TestServer| async move {
         // Hold the whole server (its temp dir and database), not only the fields used below.

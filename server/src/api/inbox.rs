@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +15,7 @@ use souk_protocol::ObjectId;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::listings::parse_key;
+use super::listings::{parse_key, query_rejection};
 use super::{ApiError, SharedState, b64};
 use crate::mailbox::{MAX_PAGE, Posted};
 
@@ -33,6 +34,23 @@ pub(super) fn router() -> OpenApiRouter<SharedState> {
 pub const INBOX_BODY_LIMIT: usize = 300 * 1024;
 
 /// Lower-case hex of a 32-byte value (ids, challenges, tokens), written as object ids are.
+/// A JSON body axum could not take, as the API's error shape (not axum's plain text).
+fn json_rejection(rejection: &JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            other.body_text(),
+        ),
+        other => ApiError::bad_request("invalid_body", other.body_text()),
+    }
+}
+
 fn hex(bytes: &[u8; 32]) -> String {
     ObjectId(*bytes).to_string()
 }
@@ -114,10 +132,11 @@ pub struct PostQuery {
 )]
 pub async fn post_message(
     State(state): State<SharedState>,
-    Query(query): Query<PostQuery>,
+    query: Result<Query<PostQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|r| query_rejection(&r))?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -235,8 +254,9 @@ pub struct SessionResponse {
 pub async fn session(
     State(state): State<SharedState>,
     Path(person): Path<String>,
-    Json(request): Json<SessionRequest>,
+    request: Result<Json<SessionRequest>, JsonRejection>,
 ) -> Result<Json<SessionResponse>, ApiError> {
+    let Json(request) = request.map_err(|r| json_rejection(&r))?;
     let person = parse_key(&person, "person")?;
     let challenge = parse_hex32(&request.challenge, "challenge")?;
     let signature = request
@@ -309,9 +329,10 @@ pub struct MessagesResponse {
 pub async fn messages(
     State(state): State<SharedState>,
     Path(person): Path<String>,
-    Query(query): Query<MessagesQuery>,
+    query: Result<Query<MessagesQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Json<MessagesResponse>, ApiError> {
+    let Query(query) = query.map_err(|r| query_rejection(&r))?;
     let person = parse_key(&person, "person")?;
     let token = bearer(&headers)?;
     let limit = query.limit.unwrap_or(20);
@@ -376,8 +397,9 @@ pub async fn ack(
     State(state): State<SharedState>,
     Path(person): Path<String>,
     headers: HeaderMap,
-    Json(request): Json<AckRequest>,
+    request: Result<Json<AckRequest>, JsonRejection>,
 ) -> Result<Json<AckResponse>, ApiError> {
+    let Json(request) = request.map_err(|r| json_rejection(&r))?;
     let person = parse_key(&person, "person")?;
     let token = bearer(&headers)?;
     if request.ids.len() > crate::mailbox::MAX_ACK_IDS {
