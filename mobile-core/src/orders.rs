@@ -871,6 +871,14 @@ impl Orders {
                 "INSERT INTO messages (order_id, direction, signed, at) VALUES (?1, ?2, ?3, ?4)",
                 params![record.id.as_slice(), direction, signed, at_i],
             )?;
+            // A received message is marked processed in the same transaction as its effect, so
+            // a crash between the two cannot make a redelivered copy count twice.
+            if direction == "in" {
+                tx.execute(
+                    "INSERT INTO seen (id) VALUES (?1) ON CONFLICT (id) DO NOTHING",
+                    params![souk_protocol::message::SealedId::of(signed).0.as_slice()],
+                )?;
+            }
         }
         for outgoing in outbox {
             tx.execute(

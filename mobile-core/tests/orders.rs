@@ -934,7 +934,7 @@ fn sealed_by(
 /// after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moderator_hears_both_sides_and_forged_decisions_are_refused() {
-    let w = world().await;
+    let mut w = world().await;
     let id = w.shipped_order(true).await;
     // The seller opens the dispute; the moderator has nothing of this order but that message.
     for outgoing in w
@@ -970,24 +970,33 @@ async fn a_moderator_hears_both_sides_and_forged_decisions_are_refused() {
         .orders
         .receive(&sealed_by(&w.buyer.keys, &moderator_key, &id, own), now())
         .expect("the buyer's side is kept");
-    send(
-        &w.buyer,
-        w.buyer
-            .orders
-            .send_evidence(
-                &id,
-                "The tracking number points to Hamburg; I live in Berlin",
-                true,
-                now(),
-            )
-            .expect("evidence"),
-    )
-    .await;
+    let evidence = w
+        .buyer
+        .orders
+        .send_evidence(
+            &id,
+            "The tracking number points to Hamburg; I live in Berlin",
+            true,
+            now(),
+        )
+        .expect("evidence");
+    send(&w.buyer, evidence.clone()).await;
     assert!(matches!(
         w.moderator.sync().await.as_slice(),
         [Ok(Received::Noted { .. })]
     ));
     assert_eq!(w.moderator.state(&id), OrderState::Disputed);
+    // The moderator's app restarts mid-dispute: the case is all still there, and a copy of the
+    // evidence delivered again (from another inbox server) is taken as already seen.
+    w.moderator.restart();
+    assert_eq!(w.moderator.state(&id), OrderState::Disputed);
+    assert_eq!(
+        w.moderator
+            .orders
+            .receive(&evidence.sealed, now())
+            .expect("a copy"),
+        Received::AlreadySeen
+    );
     let conversation = w.moderator.orders.conversation(&id).expect("conversation");
     let said: Vec<(&str, &str)> = conversation
         .iter()
