@@ -757,6 +757,469 @@ fn a_direct_order_from_the_command_line() {
     assert_eq!(unknown.json()["error"]["code"], "unknown_order");
 }
 
+/// What each message of an `inbox sync --json` did: `(outcome, state)`, with `""` for no state.
+fn outcomes(synced: &Value) -> Vec<(String, String)> {
+    synced["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages array: {synced:#}"))
+        .iter()
+        .map(|m| {
+            assert!(
+                m.get("error").is_none(),
+                "a message was refused: {synced:#}"
+            );
+            (
+                m["outcome"].as_str().unwrap_or_default().to_owned(),
+                m["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pair(outcome: &str, state: &str) -> (String, String) {
+    (outcome.to_owned(), state.to_owned())
+}
+
+/// A moderated order that ends in a dispute, from start to end through the command line, for
+/// three people with their own homes: the moderator publishes an offer (its escrow xpub filled
+/// in from its key), the seller's listing accepts it, the buyer chooses it with `souk
+/// moderators` and pays into the 2-of-3 escrow on the (stand-in) chain; after shipping the
+/// buyer disputes and sends evidence quoting the order's signed messages, the moderator reads
+/// both and decides 70/30, the buyer carries out the payout (the stand-in's script interpreter
+/// accepts it) and rates the moderator and the seller; nothing is left pending.
+#[test]
+fn a_moderated_order_disputed_and_decided_from_the_command_line() {
+    let server = Server::start();
+    let chain_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let chain = chain_runtime
+        .block_on(souk_testkit::Esplora::start(
+            souk_testkit::bitcoin::Network::Regtest,
+        ))
+        .unwrap();
+    let homes = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let on = |home: &Path, phrase: &str| {
+        Souk::new(home, &server.url)
+            .env("SOUK_MNEMONIC", phrase)
+            .env("SOUK_NETWORK", "regtest")
+            .env("SOUK_ESPLORA", &chain.url)
+    };
+    let seller = on(homes[0].path(), PHRASE);
+    let buyer = on(
+        homes[1].path(),
+        "legal winner thank year wave sausage worth useful legal winner thank yellow",
+    );
+    let moderator = on(
+        homes[2].path(),
+        "letter advice cage absurd amount doctor acoustic avoid letter advice cage above",
+    );
+    for who in [&seller, &buyer, &moderator] {
+        restore(who);
+    }
+    let address_of = |who: &Souk| {
+        who.run(&["--json", "key", "show"]).ok().json()["address"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (seller_addr, buyer_addr, moderator_addr) = (
+        address_of(&seller),
+        address_of(&buyer),
+        address_of(&moderator),
+    );
+    for (who, name) in [(&seller, "Lamp shop"), (&buyer, "A buyer")] {
+        who.run(&["store", "set", "--name", name, "--inbox", &server.url])
+            .ok();
+    }
+
+    // The moderator's offer, without an escrow xpub: `store set` adds the key's, for regtest.
+    let profile = homes[2].path().join("moderator.toml");
+    std::fs::write(
+        &profile,
+        r#"store_name = "Fair Judge"
+about = "I settle disputes about lamps and furniture."
+
+[moderator]
+fee_type = "fixed_plus_percentage"
+fee_percentage_bp = 150
+languages = ["en", "de"]
+terms = "I decide within 7 days of hearing both sides."
+accepted_currencies = ["BTC"]
+
+[moderator.fee_fixed]
+amount = 5000
+currency = "BTC"
+divisibility = 8
+"#,
+    )
+    .unwrap();
+    moderator
+        .run(&[
+            "--network",
+            "regtest",
+            "store",
+            "set",
+            "--file",
+            &profile.display().to_string(),
+            "--inbox",
+            &server.url,
+        ])
+        .ok();
+    let store = moderator.run(&["--json", "store", "show"]).ok().json();
+    let xpub = store["profile"]["moderator"]["escrow_xpub"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(xpub.starts_with("tpub"), "a regtest xpub: {store:#}");
+
+    // The seller's lamp, accepting the moderator.
+    let lamp = std::fs::read_to_string(examples().join("listing.toml")).unwrap();
+    let moderated = lamp.replace(
+        "max_quantity_per_order = 1\n",
+        &format!("max_quantity_per_order = 1\naccepted_moderators = [\"{moderator_addr}\"]\n"),
+    );
+    assert_ne!(
+        moderated, lamp,
+        "the example still has max_quantity_per_order"
+    );
+    let listing_file = homes[0].path().join("moderated.toml");
+    std::fs::write(&listing_file, moderated).unwrap();
+    let published = seller
+        .run(&[
+            "--json",
+            "listing",
+            "publish",
+            &listing_file.display().to_string(),
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        published["results"][0]["status"], "accepted",
+        "{published:#}"
+    );
+    let listing = published["results"][0]["id"].as_str().unwrap().to_owned();
+
+    // The buyer chooses the moderator: its signed offer, and no ratings yet.
+    let choices = buyer.run(&["--json", "moderators", &listing]).ok().json();
+    let list = choices["moderators"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{choices:#}");
+    let choice = &list[0];
+    assert_eq!(choice["address"], moderator_addr.as_str(), "{choices:#}");
+    assert_eq!(choice["name"], "Fair Judge");
+    assert_eq!(choice["offer"]["fee_type"], "fixed_plus_percentage");
+    assert_eq!(choice["offer"]["fee_fixed"]["amount"], 5000);
+    assert_eq!(choice["offer"]["fee_percentage_bp"], 150);
+    assert_eq!(choice["offer"]["escrow_xpub"], xpub);
+    assert_eq!(choice["ratings"]["count"], 0);
+    let out = buyer.run(&["moderators", &listing]).ok();
+    assert!(out.stdout.contains("no ratings yet"), "{out:#?}");
+
+    // Place: the escrow's miner fee is estimated first.
+    let out = buyer
+        .run(&[
+            "order",
+            "place",
+            &listing,
+            "--amount",
+            "150000",
+            "--moderator",
+            &moderator_addr,
+            "--ship-to",
+            "Hauptstrasse 1, Berlin",
+            "--fee-rate",
+            "2",
+        ])
+        .ok();
+    assert!(
+        out.stderr.contains("spending the escrow costs about")
+            && out.stderr.contains("sats in miner fees at 2 sat/vB")
+            && out.stderr.contains("the cap is 7500 sats"),
+        "{out:#?}"
+    );
+    assert!(out.stdout.starts_with("ordered  "), "{out:#?}");
+    assert!(out.stdout.contains("(now requested)"), "{out:#?}");
+    let id = out.stdout.split_whitespace().nth(1).unwrap().to_owned();
+    assert_eq!(id.len(), 64, "{out:#?}");
+
+    let synced = seller.run(&["--json", "inbox", "sync"]).ok().json();
+    assert_eq!(outcomes(&synced), [pair("new_order", "")], "{synced:#}");
+    let confirmed = seller.run(&["--json", "order", "confirm", &id]).ok().json();
+    assert_eq!(confirmed["state"], "awaiting_payment", "{confirmed:#}");
+    assert_eq!(confirmed["messages"][0]["delivered"], true);
+    let synced = buyer.run(&["--json", "inbox", "sync"]).ok().json();
+    assert_eq!(
+        outcomes(&synced),
+        [pair("moved", "awaiting_payment")],
+        "{synced:#}"
+    );
+
+    // Pay the escrow address from outside, on the stand-in chain.
+    let shown = buyer.run(&["--json", "order", "show", &id]).ok().json();
+    assert_eq!(shown["role"], "buyer", "{shown:#}");
+    assert_eq!(shown["payment"], "moderated", "{shown:#}");
+    assert_eq!(shown["amount_sats"], 150_000);
+    assert_eq!(shown["seller"], seller_addr.as_str());
+    assert_eq!(shown["buyer"], buyer_addr.as_str());
+    let address = shown["payment_address"].as_str().unwrap().to_owned();
+    assert!(address.starts_with("bcrt1q"), "{shown:#}");
+    assert_eq!(
+        seller.run(&["--json", "order", "show", &id]).ok().json()["payment_address"],
+        address.as_str(),
+        "both sides derive the same escrow"
+    );
+    chain.pay(&address, 150_000).unwrap();
+    chain.mine(1);
+    for who in [&buyer, &seller] {
+        let watched = who.run(&["--json", "chain", "watch"]).ok().json();
+        assert_eq!(watched["moved"][0]["id"], id.as_str(), "{watched:#}");
+        assert_eq!(watched["moved"][0]["state"], "confirmed", "{watched:#}");
+    }
+    let paid = buyer.run(&["--json", "order", "paid", &id]).ok().json();
+    assert_eq!(paid["state"], "confirmed", "{paid:#}");
+    assert_eq!(paid["messages"][0]["to"], seller_addr.as_str());
+    assert_eq!(paid["messages"][0]["delivered"], true);
+    let synced = seller.run(&["--json", "inbox", "sync"]).ok().json();
+    assert_eq!(outcomes(&synced), [pair("noted", "")], "{synced:#}");
+
+    let shipped = seller
+        .run(&[
+            "--json",
+            "order",
+            "ship",
+            &id,
+            "--note",
+            "Posted today, DHL 0034",
+            "--fee-rate",
+            "2",
+        ])
+        .ok()
+        .json();
+    assert_eq!(shipped["state"], "shipped", "{shipped:#}");
+    let synced = buyer.run(&["--json", "inbox", "sync"]).ok().json();
+    assert_eq!(outcomes(&synced), [pair("moved", "shipped")], "{synced:#}");
+
+    // The lamp arrives broken: the buyer disputes and makes its case to the moderator.
+    let disputed = buyer
+        .run(&[
+            "--json",
+            "order",
+            "dispute",
+            &id,
+            "--reason",
+            "The shade arrived cracked",
+        ])
+        .ok()
+        .json();
+    assert_eq!(disputed["state"], "disputed", "{disputed:#}");
+    let to: Vec<&str> = disputed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["delivered"], true, "{disputed:#}");
+            m["to"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(to, [moderator_addr.as_str(), seller_addr.as_str()]);
+    let evidence = buyer
+        .run(&[
+            "--json",
+            "order",
+            "evidence",
+            &id,
+            "--text",
+            "Photos of the cracked shade and of the thin packing",
+        ])
+        .ok()
+        .json();
+    assert_eq!(evidence["state"], "disputed", "{evidence:#}");
+    assert_eq!(evidence["messages"][0]["to"], moderator_addr.as_str());
+    assert_eq!(evidence["messages"][0]["delivered"], true);
+
+    let synced = moderator.run(&["--json", "inbox", "sync"]).ok().json();
+    let mut got = outcomes(&synced);
+    got.sort();
+    assert_eq!(
+        got,
+        [pair("new_order", ""), pair("noted", "")],
+        "the dispute and the evidence: {synced:#}"
+    );
+    let listed = moderator.run(&["--json", "order", "list"]).ok().json();
+    assert_eq!(listed["orders"][0]["id"], id.as_str(), "{listed:#}");
+    assert_eq!(listed["orders"][0]["role"], "moderator");
+    assert_eq!(listed["orders"][0]["state"], "disputed");
+    let case = moderator.run(&["--json", "order", "show", &id]).ok().json();
+    assert_eq!(case["state"], "disputed", "{case:#}");
+    let messages = case["messages"].as_array().unwrap();
+    let kinds: Vec<&str> = messages
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"dispute") && kinds.contains(&"evidence"),
+        "{case:#}"
+    );
+    let dispute = messages.iter().find(|m| m["kind"] == "dispute").unwrap();
+    assert_eq!(dispute["sender"], "buyer", "{case:#}");
+    assert!(
+        dispute["text"]
+            .as_str()
+            .unwrap()
+            .contains("The shade arrived cracked"),
+        "{case:#}"
+    );
+    let evidence = messages.iter().find(|m| m["kind"] == "evidence").unwrap();
+    assert_eq!(evidence["sender"], "buyer", "{case:#}");
+    assert!(
+        evidence["text"]
+            .as_str()
+            .unwrap()
+            .contains("Photos of the cracked shade"),
+        "{case:#}"
+    );
+    let quoted: Vec<(&str, &str)> = evidence["quoted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| (q["sender"].as_str().unwrap(), q["kind"].as_str().unwrap()))
+        .collect();
+    for expected in [
+        ("buyer", "order"),
+        ("seller", "confirmation"),
+        ("buyer", "payment"),
+        ("seller", "fulfillment"),
+    ] {
+        assert!(
+            quoted.contains(&expected),
+            "the evidence quotes {expected:?}: {case:#}"
+        );
+    }
+    let out = moderator.run(&["order", "show", &id]).ok();
+    assert!(out.stdout.contains("quotes"), "{out:#?}");
+
+    let synced = seller.run(&["--json", "inbox", "sync"]).ok().json();
+    assert_eq!(outcomes(&synced), [pair("moved", "disputed")], "{synced:#}");
+
+    // The moderator decides: 70 % of what remains after its fee to the buyer.
+    let decided = moderator
+        .run(&[
+            "--json",
+            "order",
+            "decide",
+            &id,
+            "--buyer-share-bps",
+            "7000",
+            "--reason",
+            "Broken in transit; the packing was thin",
+            "--fee-rate",
+            "2",
+        ])
+        .ok()
+        .json();
+    assert_eq!(decided["state"], "resolved", "{decided:#}");
+    let to: Vec<&str> = decided["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["delivered"], true, "{decided:#}");
+            m["to"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(to, [buyer_addr.as_str(), seller_addr.as_str()]);
+    for who in [&buyer, &seller] {
+        let synced = who.run(&["--json", "inbox", "sync"]).ok().json();
+        assert_eq!(outcomes(&synced), [pair("moved", "resolved")], "{synced:#}");
+    }
+
+    // The buyer carries out the payout; the stand-in chain took it.
+    let payout = buyer
+        .run(&["--json", "order", "accept-decision", &id])
+        .ok()
+        .json();
+    assert_eq!(payout["order_id"], id.as_str(), "{payout:#}");
+    let txid: souk_testkit::bitcoin::Txid = payout["txid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|e| panic!("a txid ({e}): {payout:#}"));
+    let tx = chain
+        .transaction(&txid)
+        .expect("the payout is on the chain");
+    let values: Vec<u64> = tx.output.iter().map(|o| o.value.to_sat()).collect();
+    assert_eq!(values.len(), 3, "moderator, buyer, seller: {values:?}");
+    // The offer: 5,000 sats fixed + 1.5 % of 150,000 = 7,250 sats.
+    assert!(values.contains(&7_250), "the moderator's fee: {values:?}");
+    let mut shares: Vec<u64> = values.iter().copied().filter(|v| *v != 7_250).collect();
+    shares.sort_unstable();
+    assert!(shares[1] > shares[0] * 2, "70/30: {values:?}");
+    assert!(
+        values.iter().sum::<u64>() < 150_000,
+        "a miner fee: {values:?}"
+    );
+
+    // Ratings: the moderator after its decision, the seller after a decided dispute.
+    let rated = buyer
+        .run(&[
+            "--json",
+            "order",
+            "rate",
+            &id,
+            "--moderator",
+            "--overall",
+            "4",
+            "--service",
+            "5",
+            "--review",
+            "Fair and quick",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        rated["rating"].as_str().unwrap_or_default().len(),
+        64,
+        "{rated:#}"
+    );
+    let rated = buyer
+        .run(&[
+            "--json",
+            "order",
+            "rate",
+            &id,
+            "--overall",
+            "2",
+            "--service",
+            "2",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        rated["rating"].as_str().unwrap_or_default().len(),
+        64,
+        "{rated:#}"
+    );
+    let choices = buyer.run(&["--json", "moderators", &listing]).ok().json();
+    let ratings = &choices["moderators"][0]["ratings"];
+    assert_eq!(ratings["count"], 1, "{choices:#}");
+    assert_eq!(ratings["overall"], 4.0, "{choices:#}");
+    assert_eq!(ratings["service"], 5.0, "{choices:#}");
+    assert_eq!(ratings["refused"], 0, "{choices:#}");
+    assert_eq!(ratings["reviews"][0], "Fair and quick", "{choices:#}");
+
+    // Every message was taken by an inbox server.
+    for who in [&buyer, &seller, &moderator] {
+        let out = who.run(&["inbox", "pending"]).ok();
+        assert!(out.stdout.contains("nothing pending"), "{out:#?}");
+        let pending = who.run(&["--json", "inbox", "pending"]).ok().json();
+        assert_eq!(pending["pending"], serde_json::json!([]), "{pending:#}");
+    }
+    let shown = buyer.run(&["--json", "order", "show", &id]).ok().json();
+    assert_eq!(shown["state"], "resolved", "{shown:#}");
+    assert_eq!(shown["pending_messages"], 0);
+}
+
 /// Signed listings from a fixed test key, for the feed.
 fn feed_listings(from: usize, count: usize) -> Vec<Vec<u8>> {
     let key = souk_protocol::IdentityKey::from_secret_bytes(&[77; 32]);
