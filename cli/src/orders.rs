@@ -437,9 +437,10 @@ pub(crate) fn order(ctx: &Ctx, command: OrderCommand) -> Result<()> {
                         estimate.share_bp % 100,
                         estimate.cap_sats
                     );
+                    // On stderr with or without --json (stdout carries the one document).
                     if estimate.warn || estimate.refused {
                         warn(&line);
-                    } else if !ctx.json {
+                    } else {
                         eprintln!("{line}");
                     }
                     Some(rate)
@@ -589,11 +590,7 @@ pub(crate) fn order(ctx: &Ctx, command: OrderCommand) -> Result<()> {
             let txid = ctx
                 .block_on(book.execute_refund(id.clone(), esplora))?
                 .map_err(flow_error)?;
-            print(
-                ctx,
-                &json!({ "order_id": id, "txid": txid }),
-                &format!("refund broadcast  {txid}\n"),
-            )
+            txid_done(ctx, &book, &id, &txid, "refund broadcast")
         }
         OrderCommand::Dispute { id, reason } => step(book.open_dispute(id, reason), "disputed"),
         OrderCommand::Decide {
@@ -614,22 +611,14 @@ pub(crate) fn order(ctx: &Ctx, command: OrderCommand) -> Result<()> {
             let txid = ctx
                 .block_on(book.execute_decision(id.clone(), esplora))?
                 .map_err(flow_error)?;
-            print(
-                ctx,
-                &json!({ "order_id": id, "txid": txid }),
-                &format!("payout broadcast  {txid}\n"),
-            )
+            txid_done(ctx, &book, &id, &txid, "payout broadcast")
         }
         OrderCommand::Claim { id, fee_rate: rate } => {
             let rate = fee_rate(ctx, &book, rate)?;
             let txid = ctx
                 .block_on(book.claim(id.clone(), esplora, rate))?
                 .map_err(flow_error)?;
-            print(
-                ctx,
-                &json!({ "order_id": id, "txid": txid }),
-                &format!("claim broadcast  {txid}\n"),
-            )
+            txid_done(ctx, &book, &id, &txid, "claim broadcast")
         }
         OrderCommand::Rate {
             id,
@@ -663,6 +652,16 @@ pub(crate) fn order(ctx: &Ctx, command: OrderCommand) -> Result<()> {
             )
         }
     }
+}
+
+/// What a step that broadcast a transaction prints: the order, its state now, the txid.
+fn txid_done(ctx: &Ctx, book: &OrderBook, id: &str, txid: &str, what: &str) -> Result<()> {
+    let state = summary_of(book, id).map(|o| o.state).unwrap_or_default();
+    print(
+        ctx,
+        &json!({ "order_id": id, "state": state, "txid": txid }),
+        &format!("{what}  {txid}  (order {id} now {state})\n"),
+    )
 }
 
 fn message_json(m: &OrderMessage) -> Value {

@@ -1140,6 +1140,7 @@ divisibility = 8
         .ok()
         .json();
     assert_eq!(payout["order_id"], id.as_str(), "{payout:#}");
+    assert_eq!(payout["state"], "resolved", "{payout:#}");
     let txid: souk_testkit::bitcoin::Txid = payout["txid"]
         .as_str()
         .unwrap()
