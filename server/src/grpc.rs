@@ -249,9 +249,20 @@ impl IndexService for GrpcApi {
         )
         .await
         .map_err(status)?;
+        let mut ratings = Vec::with_capacity(page.profiles.len());
+        for profile in &page.profiles {
+            let summary = self
+                .state
+                .store
+                .rating_summary(&profile.person, pb::RatingRole::Moderator)
+                .await
+                .map_err(|e| status(e.into()))?;
+            ratings.push(aggregate(summary));
+        }
         Ok(Response::new(pb::ListModeratorsResponse {
             profiles: page.profiles.into_iter().map(|p| p.bytes).collect(),
             next_cursor: page.next_cursor.unwrap_or_default(),
+            ratings,
         }))
     }
 

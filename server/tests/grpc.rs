@@ -499,6 +499,28 @@ both!(
             ],
             "newest first"
         );
+        // ListModerators carries each moderator's ratings as a moderator beside its profile.
+        let mut profile = samples::profile(now() - 5);
+        assert!(
+            profile.moderator.is_some(),
+            "the sample profile offers moderation"
+        );
+        profile.store_name = "Judge".into();
+        let profile = seal(&judge, Object::Profile(profile));
+        let results = publish(&channel, vec![profile.envelope().bytes().to_vec()]).await;
+        assert_eq!(status_of(&results[0]), pb::PublishStatus::Accepted);
+        let listed = IndexServiceClient::new(channel.clone())
+            .list_moderators(pb::ListModeratorsRequest::default())
+            .await
+            .expect("moderators")
+            .into_inner();
+        assert_eq!(listed.profiles, [profile.envelope().bytes().to_vec()]);
+        let judged: Vec<(u64, f64)> = listed
+            .ratings
+            .iter()
+            .map(|r| (r.count, r.overall))
+            .collect();
+        assert_eq!(judged, [(1, 2.0)], "as a moderator, not as a seller");
         grpc.stop().await.expect("clean stop");
     }
 );
