@@ -1,10 +1,12 @@
 //! Index server benchmark: ingest throughput (batches of 1,000, through the real ingest path:
-//! verify, store, index), then search latency and throughput over the committed query mix
-//! (`benches/queries.txt`) at concurrency 1 and 16, then resident memory.
+//! verify, store, index; from one client, or from `--ingest-clients N` clients at once), then
+//! search latency and throughput over the committed query mix (`benches/queries.txt`) at
+//! concurrency 1 and 16, then resident memory.
 //!
 //! ```sh
 //! cargo bench -p souk-server --bench index -- --listings 100000            # SQLite
 //! cargo bench -p souk-server --bench index -- --listings 100000 --postgres  # PostgreSQL too
+//! cargo bench -p souk-server --bench index -- --listings 100000 --ingest-clients 4
 //! ```
 //! PostgreSQL comes from `SOUK_TEST_POSTGRES_URL` (default postgres://postgres@127.0.0.1:5432/test);
 //! a scratch database is created and dropped.
@@ -22,6 +24,7 @@ struct Args {
     listings: usize,
     postgres: bool,
     queries_per_client: usize,
+    ingest_clients: usize,
 }
 
 fn args() -> Args {
@@ -29,6 +32,7 @@ fn args() -> Args {
         listings: 100_000,
         postgres: false,
         queries_per_client: 400,
+        ingest_clients: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -44,6 +48,13 @@ fn args() -> Args {
                     .next()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(out.queries_per_client)
+            }
+            "--ingest-clients" => {
+                out.ingest_clients = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n > 0)
+                    .unwrap_or(out.ingest_clients)
             }
             "--postgres" => out.postgres = true,
             _ => {} // cargo bench passes --bench
@@ -83,19 +94,26 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
     let count: usize = batches.iter().map(Vec::len).sum();
     let bytes: usize = batches.iter().flatten().map(Vec::len).sum();
     let started = Instant::now();
-    for batch in batches {
-        let results = state.ingestor.ingest(batch).await.expect("ingest");
-        assert!(
-            results
-                .iter()
-                .all(|r| matches!(r, souk_server::ingest::IngestResult::Accepted { .. }))
-        );
-    }
+    // `ingest_clients` batches in flight at once, as from that many clients or peers.
+    use futures::StreamExt as _;
+    let ingestor = &state.ingestor;
+    futures::stream::iter(batches)
+        .map(|batch| async move { ingestor.ingest(batch).await.expect("ingest") })
+        .buffer_unordered(a.ingest_clients)
+        .for_each(|results| async move {
+            assert!(
+                results
+                    .iter()
+                    .all(|r| matches!(r, souk_server::ingest::IngestResult::Accepted { .. }))
+            );
+        })
+        .await;
     let ingest = started.elapsed();
     #[allow(clippy::cast_precision_loss, reason = "rates")]
     let rate = count as f64 / ingest.as_secs_f64();
     println!(
-        "| {label} | ingest | {count} envelopes ({:.0} MiB) in {:.1} s | **{rate:.0} envelopes/s** | (signing them took {:.1} s, not counted) |",
+        "| {label} | ingest, {} client(s) | {count} envelopes ({:.0} MiB) in {:.1} s | **{rate:.0} envelopes/s** | (signing them took {:.1} s, not counted) |",
+        a.ingest_clients,
         bytes as f64 / 1_048_576.0,
         ingest.as_secs_f64(),
         generation.as_secs_f64()

@@ -1,9 +1,15 @@
-//! The one ingest path. REST (and, later, gRPC and P2P) hand envelope bytes to
-//! [`Ingestor::ingest`]; it runs the protocol's checks (size → decode → validate → verify), then
-//! a single writer task stores the batch in one transaction and updates the search index, and
-//! only then does the caller get its results. Concurrent requests are grouped into one
-//! transaction and one index commit (group commit), so many small requests cost about as much
-//! as one large one.
+//! The one ingest path. REST, gRPC and P2P hand envelope bytes to [`Ingestor::ingest`]; it runs
+//! the protocol's checks (size → decode → validate → verify), then a single writer stores the
+//! batch in one transaction and the search index takes it, and only then does the caller get
+//! its results. Concurrent requests are grouped into one transaction (group commit), so many
+//! small requests cost about as much as one large one.
+//!
+//! The writer is a pipeline of two tasks: the *store* stage writes a group to the database and
+//! works out its index changes; the *index* stage applies them and commits the index, then
+//! updates the sync set, tells the live feed and answers the callers. While the index stage
+//! commits one group, the store stage writes the next, and every group that is ready when an
+//! index commit starts shares it. Each stage keeps its order, so commits stay in ingest order,
+//! and a caller is answered only once what it sent is stored *and* searchable.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -17,6 +23,12 @@ use crate::store::{Store, StoreError, WriteOutcome, decode_stored};
 
 /// Most jobs the writer task takes into one transaction.
 const GROUP_COMMIT_JOBS: usize = 64;
+/// Most stored groups the index stage takes into one index commit.
+const GROUP_INDEX_COMMITS: usize = 8;
+/// Stored groups waiting for the index stage; when full, the store stage waits.
+const INDEX_QUEUE_DEPTH: usize = 2;
+/// Sellers whose rating the store stage remembers between groups (emptied when exceeded).
+const RATING_CACHE_SELLERS: usize = 100_000;
 /// Depth of the writer's queue; when it is full, callers wait (back-pressure).
 const QUEUE_DEPTH: usize = 256;
 
@@ -141,7 +153,9 @@ impl Ingestor {
     pub fn start(store: Store, search: Arc<SearchIndex>, sync_set: Option<Arc<SyncSet>>) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let (committed, _) = broadcast::channel(COMMITTED_BACKLOG);
-        tokio::spawn(writer(queue, store, search, sync_set, committed.clone()));
+        let (stored, index_queue) = mpsc::channel(INDEX_QUEUE_DEPTH);
+        tokio::spawn(writer(queue, store, stored));
+        tokio::spawn(indexer(index_queue, search, sync_set, committed.clone()));
         Self {
             jobs,
             published: Arc::new(OnceLock::new()),
@@ -307,14 +321,27 @@ async fn verify_parallel(
     Ok(out)
 }
 
-async fn writer(
-    mut queue: mpsc::Receiver<Job>,
-    store: Store,
-    search: Arc<SearchIndex>,
-    sync_set: Option<Arc<SyncSet>>,
-    committed: broadcast::Sender<Arc<[Committed]>>,
-) {
+/// A group the store stage wrote, on its way to the index stage.
+struct Stored {
+    jobs: Vec<Job>,
+    objects: Vec<SignedObject>,
+    outcomes: Vec<WriteOutcome>,
+    /// The index changes, or why they could not be worked out.
+    changes: Result<Vec<Change>, StoreError>,
+    /// The highest ingest sequence stored (0: nothing new).
+    max_seq: i64,
+    /// When the store stage took the group.
+    started: std::time::Instant,
+}
+
+/// The store stage: groups queued jobs into one transaction, works out the index changes, and
+/// hands both to the index stage (waiting when it is [`INDEX_QUEUE_DEPTH`] groups behind).
+async fn writer(mut queue: mpsc::Receiver<Job>, store: Store, stored: mpsc::Sender<Stored>) {
+    // Sellers' ratings, remembered across groups: only this task stores ratings, and it
+    // forgets a seller as soon as it stores a rating of it.
+    let mut ratings: HashMap<PublicKey, f64> = HashMap::new();
     while let Some(first) = queue.recv().await {
+        let started = std::time::Instant::now();
         let mut jobs = vec![first];
         while jobs.len() < GROUP_COMMIT_JOBS {
             match queue.try_recv() {
@@ -326,56 +353,113 @@ async fn writer(
             .iter()
             .flat_map(|j| j.objects.iter().cloned())
             .collect();
-        let started = std::time::Instant::now();
-        let result = commit(&store, &search, sync_set.as_deref(), &committed, &objects)
-            .await
-            .map_err(Arc::new);
-        metrics::histogram!("souk_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(outcomes) => {
-                let mut outcomes = outcomes.into_iter();
-                for job in jobs {
-                    let mine: Vec<WriteOutcome> =
-                        outcomes.by_ref().take(job.objects.len()).collect();
-                    let _ = job.reply.send(Ok(mine));
-                }
-            }
+        let outcomes = match store.write_batch(&objects).await {
+            Ok(outcomes) => outcomes,
             Err(error) => {
+                let error = Arc::new(IngestError::from(error));
                 tracing::error!(%error, objects = objects.len(), "ingest batch failed");
+                metrics::histogram!("souk_ingest_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 for job in jobs {
                     let _ = job.reply.send(Err(Arc::clone(&error)));
                 }
+                continue;
             }
+        };
+        metrics::histogram!("souk_ingest_stage_seconds", "stage" => "store")
+            .record(started.elapsed().as_secs_f64());
+        let mut accepted = Vec::new();
+        let mut max_seq = 0;
+        for (object, outcome) in objects.iter().zip(&outcomes) {
+            if let WriteOutcome::Accepted { seq, .. } = outcome {
+                max_seq = max_seq.max(*seq);
+                accepted.push((object.id(), object.signer(), object.object().clone()));
+            }
+        }
+        let changes = if max_seq > 0 {
+            if ratings.len() > RATING_CACHE_SELLERS {
+                ratings.clear();
+            }
+            index_changes(&store, &mut ratings, accepted).await
+        } else {
+            Ok(Vec::new())
+        };
+        let group = Stored {
+            jobs,
+            objects,
+            outcomes,
+            changes,
+            max_seq,
+            started,
+        };
+        if let Err(mpsc::error::SendError(group)) = stored.send(group).await {
+            // The index stage is gone (shutting down): the group is stored; say so.
+            for job in group.jobs {
+                let _ = job.reply.send(Err(Arc::new(IngestError::ShuttingDown)));
+            }
+            return;
         }
     }
 }
 
-async fn commit(
-    store: &Store,
-    search: &Arc<SearchIndex>,
-    sync_set: Option<&SyncSet>,
-    committed: &broadcast::Sender<Arc<[Committed]>>,
-    objects: &[SignedObject],
-) -> Result<Vec<WriteOutcome>, IngestError> {
-    let outcomes = store.write_batch(objects).await?;
-    let mut accepted = Vec::new();
-    let mut max_seq = 0;
-    for (object, outcome) in objects.iter().zip(&outcomes) {
-        if let WriteOutcome::Accepted { seq, .. } = outcome {
-            max_seq = max_seq.max(*seq);
-            accepted.push((object.id(), object.signer(), object.object().clone()));
+/// The index stage: applies every ready group's changes with one index commit, then, group by
+/// group in order, updates the sync set, tells the live feed and answers the callers.
+async fn indexer(
+    mut queue: mpsc::Receiver<Stored>,
+    search: Arc<SearchIndex>,
+    sync_set: Option<Arc<SyncSet>>,
+    committed: broadcast::Sender<Arc<[Committed]>>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut groups = vec![first];
+        while groups.len() < GROUP_INDEX_COMMITS {
+            match queue.try_recv() {
+                Ok(group) => groups.push(group),
+                Err(_) => break,
+            }
+        }
+        let indexing = std::time::Instant::now();
+        // One commit for every group whose changes are known; a group whose changes could not
+        // be worked out fails alone (it is stored; the index catches up on restart).
+        let mut changes = Vec::new();
+        let mut max_seq = 0;
+        for group in &mut groups {
+            if let Ok(mine) = &mut group.changes {
+                changes.append(mine);
+                max_seq = max_seq.max(group.max_seq);
+            }
+        }
+        let indexed = if max_seq > 0 {
+            apply(&search, changes, max_seq).await.map_err(Arc::new)
+        } else {
+            Ok(())
+        };
+        metrics::histogram!("souk_ingest_stage_seconds", "stage" => "index")
+            .record(indexing.elapsed().as_secs_f64());
+        for group in groups {
+            finish(group, &indexed, sync_set.as_deref(), &committed);
         }
     }
-    let indexed = if max_seq > 0 {
-        match index_changes(store, &mut HashMap::new(), accepted).await {
-            Ok(changes) => apply(search, changes, max_seq).await,
-            Err(error) => Err(error.into()),
-        }
-    } else {
-        Ok(())
-    };
-    // The sync set follows the store (committed above) whatever the index did, and only after
-    // the index, so a peer-visible object count never runs ahead of search.
+}
+
+/// After the index commit: the sync set and the live feed follow the store (whatever the index
+/// did), then the callers get their results — or the index's error.
+fn finish(
+    group: Stored,
+    indexed: &Result<(), Arc<IngestError>>,
+    sync_set: Option<&SyncSet>,
+    committed: &broadcast::Sender<Arc<[Committed]>>,
+) {
+    let Stored {
+        jobs,
+        objects,
+        outcomes,
+        changes,
+        max_seq,
+        started,
+    } = group;
+    // The sync set follows the store whatever the index did, and only after the index, so a
+    // peer-visible object count never runs ahead of search.
     if let Some(set) = sync_set {
         for (object, outcome) in objects.iter().zip(&outcomes) {
             if let WriteOutcome::Accepted { replaced, .. } = outcome {
@@ -403,8 +487,22 @@ async fn commit(
         stored.sort_by_key(|c| c.seq);
         let _ = committed.send(stored.into());
     }
-    indexed?;
-    Ok(outcomes)
+    metrics::histogram!("souk_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
+    let result = match (changes, indexed) {
+        (Err(error), _) => Err(Arc::new(IngestError::from(error))),
+        (Ok(_), Err(error)) => Err(Arc::clone(error)),
+        (Ok(_), Ok(())) => Ok(outcomes),
+    };
+    if let Err(error) = &result {
+        tracing::error!(%error, objects = objects.len(), "ingest batch stored but not indexed");
+    }
+    let mut outcomes = result.map(Vec::into_iter);
+    for job in jobs {
+        let _ = job.reply.send(match &mut outcomes {
+            Ok(outcomes) => Ok(outcomes.by_ref().take(job.objects.len()).collect()),
+            Err(error) => Err(Arc::clone(error)),
+        });
+    }
 }
 
 /// The index changes for stored objects, in ingest order: a listing is put in with its seller's
@@ -450,6 +548,8 @@ async fn index_changes(
     rated_sellers.sort();
     rated_sellers.dedup();
     for seller in rated_sellers {
+        // Its rating changed: forget the remembered one; the refresh reads it anew.
+        ratings.remove(&seller);
         changes.extend(reindex_seller(store, &seller).await?);
     }
     Ok(changes)

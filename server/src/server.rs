@@ -92,6 +92,9 @@ fn register_metrics() {
         // filled by the first search or commit.
         let _ = metrics::histogram!(name);
     }
+    for stage in ["store", "index"] {
+        let _ = metrics::histogram!("souk_ingest_stage_seconds", "stage" => stage);
+    }
     metrics::gauge!("souk_feed_subscribers").increment(0.0);
     metrics::gauge!("souk_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

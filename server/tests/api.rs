@@ -1126,3 +1126,42 @@ both!(
         assert!(s.titles("q=quince").await.is_empty());
     }
 );
+
+both!(
+    concurrent_publishers_are_answered_only_once_their_listings_are_searchable,
+    |s: TestServer| async move {
+        // Six publishers, eight batches each, all in flight together: the ingest pipeline stores
+        // one group while it indexes another and shares index commits between groups, yet every
+        // publisher finds its listings the moment it is answered.
+        let publisher = |p: u8| {
+            let s = &s;
+            async move {
+                let key = seller(100 + p);
+                for batch in 0..8u8 {
+                    let envelopes: Vec<Vec<u8>> = (0..5u8)
+                        .map(|i| {
+                            let mut listing =
+                                samples::listing(now() - 60, &format!("p{p}-b{batch}-i{i}"), None);
+                            listing.title = format!("Kiln token zq{p}x{batch}y{i}");
+                            seal(&key, Object::Listing(listing))
+                                .envelope()
+                                .bytes()
+                                .to_vec()
+                        })
+                        .collect();
+                    let (status, body) = s.publish_batch(&envelopes).await;
+                    assert_eq!(status, StatusCode::OK, "{body}");
+                    for i in 0..5u8 {
+                        assert_eq!(
+                            s.titles(&format!("q=zq{p}x{batch}y{i}")).await,
+                            [format!("Kiln token zq{p}x{batch}y{i}")],
+                            "acknowledged, so searchable"
+                        );
+                    }
+                }
+            }
+        };
+        futures::future::join_all((0..6).map(publisher)).await;
+        assert_eq!(s.search("q=kiln&limit=1").await["total"], 240);
+    }
+);
