@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use souk_protocol::summary::{condition_name, listing_type_name};
@@ -419,6 +419,8 @@ pub struct SearchIndex {
     dir: PathBuf,
     cache: Mutex<ResultCache>,
     cache_capacity: AtomicUsize,
+    /// Searches computed (not answered from the cache or by another caller's computation).
+    computations: AtomicUsize,
 }
 
 /// How long a cached result may be served: bounds how late a listing that just expired can
@@ -433,6 +435,60 @@ pub const DEFAULT_RESULT_CACHE_ENTRIES: usize = 4096;
 struct ResultCache {
     generation: u64,
     entries: HashMap<String, (Instant, SearchResult)>,
+    /// Queries being computed now, in this generation: an identical query that misses the cache
+    /// waits for that computation instead of running its own (no stampede when an entry's
+    /// second is up and many clients ask for it at once).
+    in_flight: HashMap<String, Arc<Flight>>,
+}
+
+/// One computation others may wait for: its result once known (`None` until then, and for
+/// one that failed — waiters then compute it themselves).
+#[derive(Default)]
+struct Flight {
+    result: Mutex<Option<Option<SearchResult>>>,
+    done: Condvar,
+}
+
+impl Flight {
+    fn finish(&self, result: Option<SearchResult>) {
+        if let Ok(mut slot) = self.result.lock() {
+            *slot = Some(result);
+        }
+        self.done.notify_all();
+    }
+
+    /// The leader's result, waiting at most `timeout`; `None` if it failed or took too long.
+    fn wait(&self, timeout: Duration) -> Option<SearchResult> {
+        let slot = self.result.lock().ok()?;
+        let (slot, _) = self
+            .done
+            .wait_timeout_while(slot, timeout, |slot| slot.is_none())
+            .ok()?;
+        slot.clone().flatten()
+    }
+}
+
+/// Ends a leader's flight however its computation ends (an error or a panic included), so no
+/// waiter waits longer than its timeout and the next identical query can lead.
+struct FlightGuard<'a> {
+    index: &'a SearchIndex,
+    key: String,
+    flight: Arc<Flight>,
+    result: Option<SearchResult>,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        self.flight.finish(self.result.take());
+        if let Ok(mut cache) = self.index.cache.lock()
+            && cache
+                .in_flight
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+        {
+            cache.in_flight.remove(&self.key);
+        }
+    }
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -538,6 +594,7 @@ impl SearchIndex {
             dir: dir.to_path_buf(),
             cache: Mutex::new(ResultCache::default()),
             cache_capacity: AtomicUsize::new(DEFAULT_RESULT_CACHE_ENTRIES),
+            computations: AtomicUsize::new(0),
         })
     }
 
@@ -805,20 +862,52 @@ impl SearchIndex {
                 ..q.clone()
             }
         );
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.generation != generation {
-                cache.generation = generation;
-                cache.entries.clear();
+        let flight = match self.cache.lock() {
+            Ok(mut cache) => {
+                if cache.generation != generation {
+                    cache.generation = generation;
+                    cache.entries.clear();
+                    cache.in_flight.clear();
+                }
+                if let Some((at, result)) = cache.entries.get(&key)
+                    && at.elapsed() < RESULT_CACHE_TTL
+                {
+                    metrics::counter!("souk_search_cache_total", "result" => "hit").increment(1);
+                    return Ok(result.clone());
+                }
+                match cache.in_flight.get(&key) {
+                    Some(flight) => Err(Arc::clone(flight)),
+                    None => {
+                        let flight = Arc::new(Flight::default());
+                        cache.in_flight.insert(key.clone(), Arc::clone(&flight));
+                        Ok(flight)
+                    }
+                }
             }
-            if let Some((at, result)) = cache.entries.get(&key)
-                && at.elapsed() < RESULT_CACHE_TTL
-            {
-                metrics::counter!("souk_search_cache_total", "result" => "hit").increment(1);
-                return Ok(result.clone());
+            Err(_) => return self.compute(&searcher, q),
+        };
+        let flight = match flight {
+            Ok(flight) => flight,
+            // Someone is computing this very query in this generation: take its answer.
+            Err(leader) => {
+                if let Some(result) = leader.wait(RESULT_CACHE_TTL) {
+                    metrics::counter!("souk_search_cache_total", "result" => "shared").increment(1);
+                    return Ok(result);
+                }
+                metrics::counter!("souk_search_cache_total", "result" => "miss").increment(1);
+                return self.compute(&searcher, q);
             }
-        }
+        };
         metrics::counter!("souk_search_cache_total", "result" => "miss").increment(1);
+        let mut guard = FlightGuard {
+            index: self,
+            key: key.clone(),
+            flight,
+            result: None,
+        };
         let result = self.compute(&searcher, q)?;
+        guard.result = Some(result.clone());
+        // Cached before the flight ends, so a query arriving in between finds one or the other.
         if let Ok(mut cache) = self.cache.lock()
             && cache.generation == generation
         {
@@ -832,7 +921,15 @@ impl SearchIndex {
             }
             cache.entries.insert(key, (Instant::now(), result.clone()));
         }
+        drop(guard);
         Ok(result)
+    }
+
+    /// How many searches were computed since the index was opened (the rest were answered
+    /// from the result cache or shared with an identical one being computed).
+    #[must_use]
+    pub fn computations(&self) -> usize {
+        self.computations.load(AtomicOrdering::Relaxed)
     }
 
     fn compute(
@@ -840,6 +937,7 @@ impl SearchIndex {
         searcher: &tantivy::Searcher,
         q: &SearchQuery,
     ) -> Result<SearchResult, SearchError> {
+        self.computations.fetch_add(1, AtomicOrdering::Relaxed);
         let text = self.text_query(&q.text);
         let has_text = text.is_some();
         let mut clauses = self.filters(q);

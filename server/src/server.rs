@@ -72,6 +72,7 @@ fn register_metrics() {
         ("souk_sync_bytes_total", &[("direction", "received")]),
         ("souk_search_cache_total", &[("result", "hit")]),
         ("souk_search_cache_total", &[("result", "miss")]),
+        ("souk_search_cache_total", &[("result", "shared")]),
         ("souk_inbox_posts_total", &[("result", "stored")]),
         ("souk_inbox_replications_total", &[("result", "sent")]),
         ("souk_inbox_sessions_total", &[("result", "opened")]),

@@ -1165,3 +1165,47 @@ both!(
         assert_eq!(s.search("q=kiln&limit=1").await["total"], 240);
     }
 );
+
+both!(
+    identical_searches_at_once_are_computed_once,
+    |s: TestServer| async move {
+        // Sixteen callers ask the same question at the same moment, as when a popular query's
+        // cached second runs out: one computes, the others take its answer (no stampede).
+        let key = seller(12);
+        let envelopes: Vec<Vec<u8>> = (0..200)
+            .map(|i| {
+                listing(&key, &format!("mug-{i}"), &format!("Stoneware mug {i}"), 60)
+                    .envelope()
+                    .bytes()
+                    .to_vec()
+            })
+            .collect();
+        let (status, body) = s.publish_batch(&envelopes).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let query = souk_server::service::parse_search(
+            serde_urlencoded::from_str("q=mug&sort=price_asc").expect("params"),
+            now(),
+        )
+        .expect("query");
+        let search = std::sync::Arc::clone(&s.state.search);
+        let before = search.computations();
+        let start = std::sync::Barrier::new(16);
+        let answers: Vec<Vec<String>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..16)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        let found = search.search(&query).expect("search");
+                        found.ids.iter().map(ToString::to_string).collect()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("no panic"))
+                .collect()
+        });
+        assert_eq!(search.computations() - before, 1, "computed once");
+        assert!(answers.iter().all(|a| a == &answers[0] && !a.is_empty()));
+    }
+);
