@@ -816,7 +816,16 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?
             {
-                return Ok(InboxPut::Duplicate { expires_at: row.try_get("expires_at")? });
+                let held_until: i64 = row.try_get("expires_at")?;
+                if held_until > now {
+                    return Ok(InboxPut::Duplicate { expires_at: held_until });
+                }
+                // Expired but not swept yet: the new post stores it afresh (with a new expiry,
+                // under the quota) instead of answering with a copy that is already gone.
+                sqlx::query("DELETE FROM inbox WHERE id = $1")
+                    .bind(id.as_slice())
+                    .execute(&mut *tx)
+                    .await?;
             }
             if sqlx::query(
                 "SELECT 1 AS one FROM inbox_delivered WHERE id = $1 AND recipient = $2",

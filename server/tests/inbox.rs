@@ -634,5 +634,28 @@ both!(
                 .expect("list")
                 .is_empty()
         );
+        // A sender posting it again then stores it afresh (a new expiry), instead of being told
+        // "duplicate" about a copy that is already gone.
+        assert_eq!(
+            put([3; 32], t + 2_200, t + 3_000).await,
+            souk_server::store::InboxPut::Stored {
+                expires_at: t + 3_000
+            }
+        );
+        assert_eq!(
+            store
+                .inbox_list(&bob, 0, t + 2_300, 10)
+                .await
+                .expect("list")
+                .len(),
+            1
+        );
+        // While it is held, the same post is a duplicate that keeps the first expiry.
+        assert_eq!(
+            put([3; 32], t + 2_400, t + 9_000).await,
+            souk_server::store::InboxPut::Duplicate {
+                expires_at: t + 3_000
+            }
+        );
     }
 );
