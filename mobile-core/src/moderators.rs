@@ -30,7 +30,7 @@ pub struct VerifiedRatings {
     /// How many ratings the server says it holds (unverified: a server may hold more than it
     /// sends, up to 100 are sent).
     pub server_count: u64,
-    /// Ratings the server sent that did not verify, or were not of this person in this role.
+    /// Ratings the server sent that did not verify, or were not of this person.
     pub refused: u64,
     /// The newest reviews' texts (up to 5), from verified ratings.
     pub reviews: Vec<String>,
@@ -81,14 +81,13 @@ fn aggregate(
             .ok()
             .and_then(|bytes| souk_protocol::open(&bytes, ctx).ok())
             .and_then(|opened| match opened.object() {
-                Object::Rating(r)
-                    if r.subject.as_slice() == subject.as_bytes() && r.role == role as i32 =>
-                {
-                    Some(r.clone())
-                }
+                Object::Rating(r) if r.subject.as_slice() == subject.as_bytes() => Some(r.clone()),
                 _ => None,
             });
         match rating {
+            // The same person's ratings in its other role come in the same answer: not ours
+            // to count, and nothing wrong with them.
+            Some(r) if r.role != role as i32 => {}
             Some(r) => {
                 let keep = by_order
                     .get(&r.order_id)
@@ -163,7 +162,8 @@ impl Client {
             let Some(offer) = store.profile.moderator.clone() else {
                 continue;
             };
-            if offer.escrow_xpub.is_empty() {
+            // A seller moderating its own sale would hold two of the three escrow keys.
+            if offer.escrow_xpub.is_empty() || store.seller == listing.seller {
                 continue;
             }
             let ratings = self.verified_ratings(store.seller.clone(), true).await?;
@@ -308,5 +308,9 @@ mod tests {
             &ValidationContext::at(t + 100),
         );
         assert_eq!(as_seller.count, 0);
+        assert_eq!(
+            as_seller.refused, 3,
+            "other-role ratings are skipped, not refused"
+        );
     }
 }

@@ -1168,6 +1168,11 @@ impl Orders {
         let (payment, moderator, buyer_escrow_key, escrow_index) = match &order.moderator_profile {
             Some(profile) => {
                 let (moderator, _offer) = moderator_offer(profile, at)?;
+                if moderator == listing.signer() {
+                    return Err(mismatch(
+                        "the seller cannot moderate its own sale (it would hold two of the three escrow keys)",
+                    ));
+                }
                 if let Some(rate) = order.fee_rate {
                     let estimate =
                         self.escrow_fee_estimate(order.amount_sats, profile, rate, at)?;
@@ -2214,16 +2219,18 @@ impl Orders {
             u16::try_from(souk_protocol::limits::DEFAULT_ESCROW_TIMEOUT_BLOCKS).unwrap_or(u16::MAX),
         )
         .map_err(escrow_error)?;
-        let address = self
-            .keychain
-            .payout_address(network, 0)
-            .map_err(keys_error)?
-            .as_unchecked()
-            .clone();
+        // Three distinct outputs (the same address would merge them into one and price a
+        // smaller transaction than the real payout).
+        let address = |i| {
+            self.keychain
+                .payout_address(network, i)
+                .map(|a| a.as_unchecked().clone())
+                .map_err(keys_error)
+        };
         let spend = Spend::Dispute {
-            buyer: address.clone(),
-            seller: address.clone(),
-            moderator: address,
+            buyer: address(0)?,
+            seller: address(1)?,
+            moderator: address(2)?,
             buyer_bp: souk_escrow::FULL_SHARE_BP / 2,
             fee: moderator_fee(&offer)?,
         };
@@ -2240,12 +2247,12 @@ impl Orders {
             Amount::from_sat(amount_sats),
         )
         .map_err(escrow_error)?;
-        let fee = terms
-            .build(fee_rate)
-            .map_err(escrow_error)?
-            .fee()
-            .map_err(escrow_error)?
-            .to_sat();
+        // A spend that cannot be built at this rate at all (the fee would eat the escrow, or
+        // every output would be dust) is the extreme case of too expensive.
+        let fee = match terms.build(fee_rate) {
+            Ok(psbt) => psbt.fee().map_err(escrow_error)?.to_sat(),
+            Err(_) => amount_sats,
+        };
         let share_bp = fee.saturating_mul(10_000) / amount_sats.max(1);
         Ok(FeeEstimate {
             fee_sats: fee,
@@ -2413,6 +2420,7 @@ impl Orders {
                         | OrderState::Refunded
                         | OrderState::Resolved
                         | OrderState::Claimed
+                        | OrderState::TimedOut
                 ) {
                     return Err(mismatch(format!(
                         "a seller is rated once the order has ended after payment; it is {}",
@@ -2509,14 +2517,26 @@ impl Orders {
         record: &OrderRecord,
         decision: &pb::Decision,
     ) -> Result<(), FlowError> {
-        let spend = Self::decision_spend(record, decision)?;
-        let terms = self.terms(record, &spend)?;
-        let fee = terms
+        // The fee the offer gives for this escrow, measured with an output of its own (a
+        // decision naming no fee address would otherwise fold the fee into the seller's).
+        let network = record.network()?;
+        let probe = self
+            .keychain
+            .payout_address(network, 0x7FFF_FFFF)
+            .map_err(keys_error)?;
+        let share = u16::try_from(decision.buyer_share_bps)
+            .ok()
+            .filter(|s| *s <= souk_escrow::FULL_SHARE_BP)
+            .ok_or_else(|| mismatch("the decision's share is above 10,000 basis points"))?;
+        let fee = self
+            .terms(record, &Self::dispute_spend(record, &probe, share)?)?
             .payments(Amount::ZERO)
             .map_err(escrow_error)?
             .iter()
             .find(|p| p.role == souk_escrow::Role::Moderator)
             .map_or(0, |p| p.amount.to_sat());
+        let spend = Self::decision_spend(record, decision)?;
+        let terms = self.terms(record, &spend)?;
         if fee != decision.moderator_fee_sats {
             return Err(mismatch(format!(
                 "the decision claims a moderator fee of {} sats; the moderator's offer gives {fee} for this escrow",

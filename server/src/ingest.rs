@@ -328,7 +328,8 @@ struct Stored {
     outcomes: Vec<WriteOutcome>,
     /// The index changes, or why they could not be worked out.
     changes: Result<Vec<Change>, StoreError>,
-    /// The highest ingest sequence stored (0: nothing new).
+    /// The lowest and highest ingest sequence stored (0: nothing new).
+    min_seq: i64,
     max_seq: i64,
     /// When the store stage took the group.
     started: std::time::Instant,
@@ -369,9 +370,10 @@ async fn writer(mut queue: mpsc::Receiver<Job>, store: Store, stored: mpsc::Send
         metrics::histogram!("souk_ingest_stage_seconds", "stage" => "store")
             .record(started.elapsed().as_secs_f64());
         let mut accepted = Vec::new();
-        let mut max_seq = 0;
+        let (mut min_seq, mut max_seq) = (i64::MAX, 0);
         for (object, outcome) in objects.iter().zip(&outcomes) {
             if let WriteOutcome::Accepted { seq, .. } = outcome {
+                min_seq = min_seq.min(*seq);
                 max_seq = max_seq.max(*seq);
                 accepted.push((object.id(), object.signer(), object.object().clone()));
             }
@@ -380,7 +382,12 @@ async fn writer(mut queue: mpsc::Receiver<Job>, store: Store, stored: mpsc::Send
             if ratings.len() > RATING_CACHE_SELLERS {
                 ratings.clear();
             }
-            index_changes(&store, &mut ratings, accepted).await
+            let changes = index_changes(&store, &mut ratings, accepted).await;
+            if changes.is_err() {
+                // A rating may have been stored before the failure: remember none.
+                ratings.clear();
+            }
+            changes
         } else {
             Ok(Vec::new())
         };
@@ -389,6 +396,7 @@ async fn writer(mut queue: mpsc::Receiver<Job>, store: Store, stored: mpsc::Send
             objects,
             outcomes,
             changes,
+            min_seq,
             max_seq,
             started,
         };
@@ -410,6 +418,10 @@ async fn indexer(
     sync_set: Option<Arc<SyncSet>>,
     committed: broadcast::Sender<Arc<[Committed]>>,
 ) {
+    // Just below the first stored envelope the index does not have (a group whose changes
+    // failed, or a failed commit): later commits record at most this, so a restart's catch-up
+    // replays from there and nothing stored stays out of search.
+    let mut hole: Option<i64> = None;
     while let Some(first) = queue.recv().await {
         let mut groups = vec![first];
         while groups.len() < GROUP_INDEX_COMMITS {
@@ -423,14 +435,30 @@ async fn indexer(
         // be worked out fails alone (it is stored; the index catches up on restart).
         let mut changes = Vec::new();
         let mut max_seq = 0;
+        let mut lowest = i64::MAX;
+        let below = |seq: i64| seq.saturating_sub(1);
         for group in &mut groups {
-            if let Ok(mine) = &mut group.changes {
-                changes.append(mine);
-                max_seq = max_seq.max(group.max_seq);
+            if group.max_seq == 0 {
+                continue;
+            }
+            lowest = lowest.min(group.min_seq);
+            match &mut group.changes {
+                Ok(mine) => {
+                    changes.append(mine);
+                    max_seq = max_seq.max(group.max_seq);
+                }
+                Err(_) => {
+                    hole = Some(hole.map_or(below(group.min_seq), |h| h.min(below(group.min_seq))))
+                }
             }
         }
         let indexed = if max_seq > 0 {
-            apply(&search, changes, max_seq).await.map_err(Arc::new)
+            let upto = hole.map_or(max_seq, |h| h.min(max_seq));
+            let applied = apply(&search, changes, upto).await.map_err(Arc::new);
+            if applied.is_err() {
+                hole = Some(hole.map_or(below(lowest), |h| h.min(below(lowest))));
+            }
+            applied
         } else {
             Ok(())
         };
@@ -457,6 +485,7 @@ fn finish(
         changes,
         max_seq,
         started,
+        ..
     } = group;
     // The sync set follows the store whatever the index did, and only after the index, so a
     // peer-visible object count never runs ahead of search.

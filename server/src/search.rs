@@ -862,7 +862,8 @@ impl SearchIndex {
                 ..q.clone()
             }
         );
-        let flight = match self.cache.lock() {
+        // A poisoned cache is bypassed; `map_err` drops its guard before the search runs.
+        let flight = match self.cache.lock().map_err(drop) {
             Ok(mut cache) => {
                 if cache.generation != generation {
                     cache.generation = generation;
@@ -884,7 +885,7 @@ impl SearchIndex {
                     }
                 }
             }
-            Err(_) => return self.compute(&searcher, q),
+            Err(()) => return self.compute(&searcher, q),
         };
         let flight = match flight {
             Ok(flight) => flight,

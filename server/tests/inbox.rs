@@ -440,6 +440,11 @@ both!(
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(body["error"]["code"], "invalid_parameter", "{body}");
+        // A body over the server's request limit, refused before it is read in full.
+        let over = vec![0u8; server.state.config.max_body_bytes + 1];
+        let (status, body) = post(&server, &over).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert_eq!(body["error"]["code"], "message_too_large", "{body}");
         let (status, body) = get_with(
             &server,
             &format!("/api/v1/inbox/{address}/messages?limit=many"),
@@ -457,7 +462,7 @@ both!(
         )
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert_eq!(body["error"]["code"], "invalid_body", "{body}");
+        assert_eq!(body["error"]["code"], "invalid_json", "{body}");
         let (status, body) = server
             .request(
                 Request::post(format!("/api/v1/inbox/{address}/ack"))
@@ -477,7 +482,7 @@ both!(
         )
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert_eq!(body["error"]["code"], "invalid_body", "{body}");
+        assert_eq!(body["error"]["code"], "invalid_json", "{body}");
         assert_eq!(
             server
                 .state

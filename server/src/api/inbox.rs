@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -33,7 +33,6 @@ pub(super) fn router() -> OpenApiRouter<SharedState> {
 /// Largest inbox request body: a sealed message at its limit, base64 in JSON, with room.
 pub const INBOX_BODY_LIMIT: usize = 300 * 1024;
 
-/// Lower-case hex of a 32-byte value (ids, challenges, tokens), written as object ids are.
 /// A JSON body axum could not take, as the API's error shape (not axum's plain text).
 fn json_rejection(rejection: &JsonRejection) -> ApiError {
     match rejection {
@@ -47,10 +46,11 @@ fn json_rejection(rejection: &JsonRejection) -> ApiError {
             "body_too_large",
             other.body_text(),
         ),
-        other => ApiError::bad_request("invalid_body", other.body_text()),
+        other => ApiError::bad_request("invalid_json", other.body_text()),
     }
 }
 
+/// Lower-case hex of a 32-byte value (ids, challenges, tokens), written as object ids are.
 fn hex(bytes: &[u8; 32]) -> String {
     ObjectId(*bytes).to_string()
 }
@@ -134,9 +134,23 @@ pub async fn post_message(
     State(state): State<SharedState>,
     query: Result<Query<PostQuery>, QueryRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|r| query_rejection(&r))?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "message_too_large",
+                format!(
+                    "the request body is over the server's limit; a sealed message is at most {} bytes",
+                    souk_protocol::limits::MAX_SEALED_MESSAGE_BYTES
+                ),
+            )
+        } else {
+            ApiError::bad_request("unreadable_body", rejection.body_text())
+        }
+    })?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
