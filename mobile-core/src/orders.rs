@@ -814,6 +814,31 @@ impl Orders {
         outbox: &[&Outgoing],
         at: u64,
     ) -> Result<(), FlowError> {
+        self.commit_inner(record, event, message, outbox, at, true)
+    }
+
+    /// Stores a message this device sent that changes nothing of the order (chat, evidence, a
+    /// payment notice) and puts it in the outbox, without rewriting the order's row: a step
+    /// that moved the order meanwhile keeps its change.
+    fn commit_note(
+        &self,
+        record: &mut OrderRecord,
+        signed: &[u8],
+        outbox: &[&Outgoing],
+        at: u64,
+    ) -> Result<(), FlowError> {
+        self.commit_inner(record, None, Some(("out", signed)), outbox, at, false)
+    }
+
+    fn commit_inner(
+        &self,
+        record: &mut OrderRecord,
+        event: Option<(Event, Actor)>,
+        message: Option<(&str, &[u8])>,
+        outbox: &[&Outgoing],
+        at: u64,
+        update_row: bool,
+    ) -> Result<(), FlowError> {
         if let Some((event, actor)) = event {
             record.order.apply(event, actor, at)?;
         }
@@ -829,26 +854,28 @@ impl Orders {
             ),
             None => (None, None, None, None),
         };
-        tx.execute(
-            "UPDATE orders SET state = ?2, confirmation = ?3, escrow_index = ?4,
+        if update_row {
+            tx.execute(
+                "UPDATE orders SET state = ?2, confirmation = ?3, escrow_index = ?4,
                  payout_index = ?5, funding_txid = ?6, funding_vout = ?7, funding_sats = ?8,
                  funding_height = ?9, pending_psbt = ?10, decision = ?11, updated_at = ?12
              WHERE id = ?1",
-            params![
-                record.id.as_slice(),
-                record.order.state().as_str(),
-                record.confirmation.as_ref().map(|(bytes, _)| bytes.clone()),
-                record.escrow_index,
-                record.payout_index,
-                funding_txid,
-                funding_vout,
-                funding_sats,
-                funding_height,
-                record.pending_psbt,
-                record.decision.as_ref().map(prost::Message::encode_to_vec),
-                at_i,
-            ],
-        )?;
+                params![
+                    record.id.as_slice(),
+                    record.order.state().as_str(),
+                    record.confirmation.as_ref().map(|(bytes, _)| bytes.clone()),
+                    record.escrow_index,
+                    record.payout_index,
+                    funding_txid,
+                    funding_vout,
+                    funding_sats,
+                    funding_height,
+                    record.pending_psbt,
+                    record.decision.as_ref().map(prost::Message::encode_to_vec),
+                    at_i,
+                ],
+            )?;
+        }
         if event.is_some()
             && let Some(step) = record.order.history().last()
         {
@@ -2036,7 +2063,7 @@ impl Orders {
             }),
             at,
         )?;
-        self.commit_with(&mut record, None, Some(("out", &signed)), &[&outgoing], at)?;
+        self.commit_note(&mut record, &signed, &[&outgoing], at)?;
         Ok(outgoing)
     }
 
@@ -2088,7 +2115,7 @@ impl Orders {
             }),
             at,
         )?;
-        self.commit_with(&mut record, None, Some(("out", &signed)), &[&outgoing], at)?;
+        self.commit_note(&mut record, &signed, &[&outgoing], at)?;
         Ok(outgoing)
     }
 
@@ -2122,13 +2149,9 @@ impl Orders {
             outgoing.push(message);
         }
         let refs: Vec<&Outgoing> = outgoing.iter().collect();
-        self.commit_with(
-            &mut record,
-            None,
-            signed_first.as_deref().map(|s| ("out", s)),
-            &refs,
-            at,
-        )?;
+        if let Some(signed) = signed_first.as_deref() {
+            self.commit_note(&mut record, signed, &refs, at)?;
+        }
         Ok(outgoing)
     }
 
