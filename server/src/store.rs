@@ -730,6 +730,27 @@ impl Store {
         })
     }
 
+    /// The envelopes of the newest `limit` current profiles, newest first (a server re-puts the
+    /// inbox records among them into the DHT when it starts).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn newest_profiles(&self, limit: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT e.bytes FROM current c JOIN envelopes e ON e.seq = c.seq \
+                 WHERE c.kind = $1 AND c.tombstone = 0 ORDER BY c.seq DESC LIMIT $2",
+            )
+            .bind(souk_protocol::Kind::Profile as i64)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter()
+                .map(|r| Ok(r.try_get::<Vec<u8>, _>("bytes")?))
+                .collect()
+        })
+    }
+
     /// The schema versions (migrations) applied to this database, in order.
     ///
     /// # Errors

@@ -374,6 +374,31 @@ async fn replacements_and_tombstones_published_at_one_end_win_everywhere() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_puts_its_inbox_records_back() {
+    // Records live in Kademlia's memory. A server that stores the profile puts the record back
+    // when it starts, so a restart (here of a server alone, whose peers could not return it)
+    // loses no inbox record.
+    let dirs = dirs::<1>();
+    let a = Node::start("A", dirs[0].path(), &[], false, 3_600).await;
+    let key = seller(6);
+    let person = profile(&key, |p| {
+        p.inbox_servers = vec!["https://inbox-three.example".into()];
+    });
+    a.publish(&[person.envelope().bytes().to_vec()]).await;
+    let address = key.public_key().to_address();
+    let path = format!("/api/v1/network/inbox/{address}");
+    wait_for("A to hold the record", || async {
+        (a.get(&path).await.0 == 200).then_some(())
+    })
+    .await;
+    let dir = a.kill();
+    let a = Node::start("A again", &dir, &[], false, 3_600).await;
+    let (status, record) = a.get(&path).await;
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["envelope"], b64(person.envelope().bytes()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbox_records_are_found_through_the_dht_and_checked() {
     let dirs = dirs::<3>();
     let (a, _b, c) = line(&dirs, 2).await;

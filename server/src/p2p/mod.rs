@@ -405,11 +405,16 @@ pub struct Parts {
     pub set: Arc<SyncSet>,
 }
 
-/// Starts the network: loads the peer key, listens, dials the bootstrap peers, and runs the
-/// swarm in a task until the process ends.
+/// Inbox records a server puts back into the DHT when it starts: its newest stored inbox
+/// profiles, up to this many (the record store holds 20,000).
+const INBOX_RECORDS_AT_START: i64 = 10_000;
+
+/// Starts the network: loads the peer key, listens, dials the bootstrap peers, puts back the
+/// inbox records of the profiles it stores, and runs the swarm in a task until the process
+/// ends.
 ///
 /// # Errors
-/// If the key cannot be loaded or no listen address can be bound.
+/// If the key cannot be loaded, no listen address can be bound, or the store cannot be read.
 pub async fn start(config: &P2pConfig, data_dir: &Path, parts: Parts) -> anyhow::Result<Network> {
     let key = load_or_create_key(&data_dir.join("p2p-key"))?;
     let peer_id = key.public().to_peer_id();
@@ -452,6 +457,35 @@ pub async fn start(config: &P2pConfig, data_dir: &Path, parts: Parts) -> anyhow:
                 tracing::warn!(%address, %error, "cannot dial bootstrap peer");
             }
         }
+    }
+    // Inbox records live in Kademlia's memory: after a restart this server would hold none of
+    // those it was given. Records are self-authenticating, so it puts back the newest inbox
+    // profiles it stores (checked like any record); peers get them as they join.
+    let mut restored = 0;
+    for bytes in parts
+        .store
+        .newest_profiles(INBOX_RECORDS_AT_START)
+        .await
+        .context("cannot read the stored profiles")?
+    {
+        let Ok(opened) = souk_protocol::open(&bytes, &ValidationContext::now()) else {
+            continue;
+        };
+        if !inbox::is_inbox_profile(opened.object()) {
+            continue;
+        }
+        let record = Record::new(inbox::record_key(&opened.signer()), bytes);
+        if swarm
+            .behaviour_mut()
+            .kad
+            .put_record(record, kad::Quorum::One)
+            .is_ok()
+        {
+            restored += 1;
+        }
+    }
+    if restored > 0 {
+        tracing::info!(records = restored, "inbox records put back into the DHT");
     }
     let (commands, queue) = mpsc::channel(256);
     let (published, outbox) = mpsc::channel(4_096);
