@@ -649,22 +649,30 @@ fn usage_errors_exit_2_and_version_works() {
     }
 }
 
+/// The Esplora stand-in on a regtest chain, served by its own runtime (the CLI under test is
+/// a separate process; the test drives the chain from here).
+fn regtest_chain() -> (Runtime, souk_testkit::Esplora) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let chain = runtime
+        .block_on(souk_testkit::Esplora::start(
+            souk_testkit::bitcoin::Network::Regtest,
+        ))
+        .unwrap();
+    (runtime, chain)
+}
+
 /// A direct order from start to end through the command line, for two people with their own
 /// homes: place, the seller's inbox sync and confirm, payment on the (stand-in) chain, chain
 /// watch, ship, complete, and a rating; then a step the state machine refuses.
 #[test]
 fn a_direct_order_from_the_command_line() {
     let server = Server::start();
-    let chain_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let chain = chain_runtime
-        .block_on(souk_testkit::Esplora::start(
-            souk_testkit::bitcoin::Network::Regtest,
-        ))
-        .unwrap();
+    // The runtime serves the chain stand-in; keep it alive as long as the chain.
+    let (_chain_runtime, chain) = regtest_chain();
     let (seller_home, buyer_home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let on = |home: &Path, phrase: &str| {
         Souk::new(home, &server.url)
@@ -776,6 +784,20 @@ fn outcomes(synced: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Who each message of an order step's `--json` document went to, checking that every one was
+/// delivered.
+fn delivered_to(step: &Value) -> Vec<String> {
+    step["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages array: {step:#}"))
+        .iter()
+        .map(|m| {
+            assert_eq!(m["delivered"], true, "{step:#}");
+            m["to"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
 fn pair(outcome: &str, state: &str) -> (String, String) {
     (outcome.to_owned(), state.to_owned())
 }
@@ -790,16 +812,8 @@ fn pair(outcome: &str, state: &str) -> (String, String) {
 #[test]
 fn a_moderated_order_disputed_and_decided_from_the_command_line() {
     let server = Server::start();
-    let chain_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let chain = chain_runtime
-        .block_on(souk_testkit::Esplora::start(
-            souk_testkit::bitcoin::Network::Regtest,
-        ))
-        .unwrap();
+    // The runtime serves the chain stand-in; keep it alive as long as the chain.
+    let (_chain_runtime, chain) = regtest_chain();
     let homes = [(); 3].map(|()| tempfile::tempdir().unwrap());
     let on = |home: &Path, phrase: &str| {
         Souk::new(home, &server.url)
@@ -1013,16 +1027,10 @@ divisibility = 8
         .ok()
         .json();
     assert_eq!(disputed["state"], "disputed", "{disputed:#}");
-    let to: Vec<&str> = disputed["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            assert_eq!(m["delivered"], true, "{disputed:#}");
-            m["to"].as_str().unwrap()
-        })
-        .collect();
-    assert_eq!(to, [moderator_addr.as_str(), seller_addr.as_str()]);
+    assert_eq!(
+        delivered_to(&disputed),
+        [moderator_addr.as_str(), seller_addr.as_str()]
+    );
     let evidence = buyer
         .run(&[
             "--json",
@@ -1119,16 +1127,10 @@ divisibility = 8
         .ok()
         .json();
     assert_eq!(decided["state"], "resolved", "{decided:#}");
-    let to: Vec<&str> = decided["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            assert_eq!(m["delivered"], true, "{decided:#}");
-            m["to"].as_str().unwrap()
-        })
-        .collect();
-    assert_eq!(to, [buyer_addr.as_str(), seller_addr.as_str()]);
+    assert_eq!(
+        delivered_to(&decided),
+        [buyer_addr.as_str(), seller_addr.as_str()]
+    );
     for who in [&buyer, &seller] {
         let synced = who.run(&["--json", "inbox", "sync"]).ok().json();
         assert_eq!(outcomes(&synced), [pair("moved", "resolved")], "{synced:#}");

@@ -203,6 +203,15 @@ impl Person {
         results
     }
 
+    /// Reads the inbox and expects exactly one message, which moved its order to `state`.
+    async fn expect_moved(&self, state: OrderState) {
+        let results = self.sync().await;
+        assert!(
+            matches!(results.as_slice(), [Ok(Received::Moved { state: moved, .. })] if *moved == state),
+            "{results:?}"
+        );
+    }
+
     fn state(&self, id: &[u8; 32]) -> OrderState {
         self.orders.get(id).expect("order").order.state()
     }
@@ -298,17 +307,7 @@ impl World {
             self.seller.orders.confirm(&id, now()).expect("confirm"),
         )
         .await;
-        let results = self.buyer.sync().await;
-        assert!(
-            matches!(
-                results.as_slice(),
-                [Ok(Received::Moved {
-                    state: OrderState::AwaitingPayment,
-                    ..
-                })]
-            ),
-            "{results:?}"
-        );
+        self.buyer.expect_moved(OrderState::AwaitingPayment).await;
         // The buyer pays from its own wallet (the stand-in pays from outside).
         let (address, amount) = self.buyer.orders.payment_due(&id).expect("due");
         assert_eq!(amount, PRICE);
@@ -342,17 +341,7 @@ impl World {
             .ship(&id, "Posted today", FeeRate::from_sat_per_vb_u32(2), now())
             .expect("ship");
         send(&self.seller, fulfilment).await;
-        let results = self.buyer.sync().await;
-        assert!(
-            matches!(
-                results.as_slice(),
-                [Ok(Received::Moved {
-                    state: OrderState::Shipped,
-                    ..
-                })]
-            ),
-            "{results:?}"
-        );
+        self.buyer.expect_moved(OrderState::Shipped).await;
         id
     }
 
@@ -433,13 +422,7 @@ async fn a_moderated_purchase_completes_and_the_seller_is_rated() {
         .expect("complete");
     assert!(txid.is_some(), "the release was broadcast");
     send(&w.buyer, done).await;
-    assert!(matches!(
-        w.seller.sync().await.as_slice(),
-        [Ok(Received::Moved {
-            state: OrderState::Completed,
-            ..
-        })]
-    ));
+    w.seller.expect_moved(OrderState::Completed).await;
     assert_eq!(w.buyer.state(&id), OrderState::Completed);
     // The seller's payout address (payout index 0) holds the price less the miner fee.
     let paid = w.balance(&payout_address(&w.seller.keys, 0));
@@ -467,13 +450,7 @@ async fn a_direct_purchase_pays_the_seller_and_completes() {
         "nothing to release: the seller was paid directly"
     );
     send(&w.buyer, done).await;
-    assert!(matches!(
-        w.seller.sync().await.as_slice(),
-        [Ok(Received::Moved {
-            state: OrderState::Completed,
-            ..
-        })]
-    ));
+    w.seller.expect_moved(OrderState::Completed).await;
     // No dispute on a direct order.
     let refused = w
         .buyer
@@ -514,13 +491,7 @@ async fn a_declined_order_ends_without_payment() {
             .expect("decline"),
     )
     .await;
-    assert!(matches!(
-        w.buyer.sync().await.as_slice(),
-        [Ok(Received::Moved {
-            state: OrderState::Declined,
-            ..
-        })]
-    ));
+    w.buyer.expect_moved(OrderState::Declined).await;
     assert_eq!(w.seller.state(&id), OrderState::Declined);
     assert!(
         w.buyer.orders.payment_due(&id).is_err(),
@@ -552,13 +523,7 @@ async fn a_seller_who_cannot_fulfil_refunds_the_buyer() {
         )
         .expect("refund");
     send(&w.seller, refund).await;
-    assert!(matches!(
-        w.buyer.sync().await.as_slice(),
-        [Ok(Received::Moved {
-            state: OrderState::Refunded,
-            ..
-        })]
-    ));
+    w.buyer.expect_moved(OrderState::Refunded).await;
     let txid = w
         .buyer
         .orders
@@ -589,13 +554,7 @@ async fn a_dispute_is_settled_by_the_moderator_and_the_fee_is_paid() {
         w.moderator.sync().await.as_slice(),
         [Ok(Received::NewOrder { .. })]
     ));
-    assert!(matches!(
-        w.seller.sync().await.as_slice(),
-        [Ok(Received::Moved {
-            state: OrderState::Disputed,
-            ..
-        })]
-    ));
+    w.seller.expect_moved(OrderState::Disputed).await;
     for outgoing in w
         .moderator
         .orders
@@ -611,13 +570,7 @@ async fn a_dispute_is_settled_by_the_moderator_and_the_fee_is_paid() {
     {
         send(&w.moderator, outgoing).await;
     }
-    assert!(matches!(
-        w.buyer.sync().await.as_slice(),
-        [Ok(Received::Moved {
-            state: OrderState::Resolved,
-            ..
-        })]
-    ));
+    w.buyer.expect_moved(OrderState::Resolved).await;
     let txid = w
         .buyer
         .orders
@@ -953,13 +906,7 @@ async fn a_moderator_hears_both_sides_and_forged_decisions_are_refused() {
         w.moderator.sync().await.as_slice(),
         [Ok(Received::NewOrder { .. })]
     ));
-    assert!(matches!(
-        w.buyer.sync().await.as_slice(),
-        [Ok(Received::Moved {
-            state: OrderState::Disputed,
-            ..
-        })]
-    ));
+    w.buyer.expect_moved(OrderState::Disputed).await;
     // The buyer answers with its own dispute message and evidence quoting the order's messages.
     let own = pb::message::Body::Dispute(pb::DisputeOpen {
         reason: "Nothing arrived; the tracking number is for another town".into(),
@@ -1097,13 +1044,7 @@ async fn a_moderator_hears_both_sides_and_forged_decisions_are_refused() {
     for outgoing in decided {
         send(&w.moderator, outgoing).await;
     }
-    assert!(matches!(
-        w.buyer.sync().await.as_slice(),
-        [Ok(Received::Moved {
-            state: OrderState::Resolved,
-            ..
-        })]
-    ));
+    w.buyer.expect_moved(OrderState::Resolved).await;
     let txid = w
         .buyer
         .orders

@@ -492,9 +492,7 @@ both!(
                 .0,
             StatusCode::CREATED
         );
-        let (_, body) = s
-            .get(&format!("/api/v1/ratings/{}", store_key.public_key()))
-            .await;
+        let body = s.ratings(&store_key.public_key()).await;
         assert_eq!(body["seller"]["count"], 1);
         assert_eq!(body["seller"]["overall"], 5.0);
         assert_eq!(body["ratings"].as_array().map(Vec::len), Some(1));
@@ -613,9 +611,7 @@ both!(
             );
         }
 
-        let (_, body) = s
-            .get(&format!("/api/v1/ratings/{}", shop.public_key()))
-            .await;
+        let body = s.ratings(&shop.public_key()).await;
         assert_eq!(
             (
                 body["seller"]["count"].as_i64(),
@@ -691,9 +687,7 @@ both!(
                 .0,
             StatusCode::CREATED
         );
-        let (_, body) = s
-            .get(&format!("/api/v1/ratings/{}", middling.public_key()))
-            .await;
+        let body = s.ratings(&middling.public_key()).await;
         assert_eq!(
             (
                 body["seller"]["count"].as_i64(),
@@ -772,9 +766,7 @@ both!(
                 .0,
             StatusCode::CREATED
         );
-        let (_, body) = s
-            .get(&format!("/api/v1/ratings/{}", judge.public_key()))
-            .await;
+        let body = s.ratings(&judge.public_key()).await;
         assert_eq!(
             (
                 body["seller"]["count"].as_i64(),

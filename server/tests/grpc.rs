@@ -7,7 +7,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use common::*;
 use souk_protocol::pb::feed_service_client::FeedServiceClient;
 use souk_protocol::pb::index_service_client::IndexServiceClient;
@@ -64,6 +63,14 @@ async fn publish(channel: &Channel, envelopes: Vec<Vec<u8>>) -> Vec<pb::PublishR
 
 fn status_of(result: &pb::PublishResult) -> pb::PublishStatus {
     pb::PublishStatus::try_from(result.status).expect("known status")
+}
+
+/// Each result's status and code, in order.
+fn outcomes(results: &[pb::PublishResult]) -> Vec<(pb::PublishStatus, &str)> {
+    results
+        .iter()
+        .map(|r| (status_of(r), r.code.as_str()))
+        .collect()
 }
 
 both!(every_index_rpc_answers, |s: TestServer| async move {
@@ -240,10 +247,7 @@ both!(every_index_rpc_answers, |s: TestServer| async move {
     assert_eq!(ratings.roles, vec![pb::RatingRole::Seller as i32]);
 
     // The same objects over REST.
-    let (status, body) = s
-        .get(&format!("/api/v1/ratings/{}", store_key.public_key()))
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let body = s.ratings(&store_key.public_key()).await;
     assert_eq!(body["ratings"][0], b64(envelopes[3].envelope().bytes()));
     grpc.stop().await.expect("clean stop");
 });
@@ -394,10 +398,7 @@ both!(
             vec![7u8; souk_protocol::limits::MAX_ENVELOPE_BYTES + 1],
         ];
         let results = publish(&channel, envelopes.clone()).await;
-        let got: Vec<(pb::PublishStatus, &str)> = results
-            .iter()
-            .map(|r| (status_of(r), r.code.as_str()))
-            .collect();
+        let got = outcomes(&results);
         assert_eq!(
             got,
             [
@@ -457,10 +458,7 @@ both!(
             ],
         )
         .await;
-        let got: Vec<(pb::PublishStatus, &str)> = results
-            .iter()
-            .map(|r| (status_of(r), r.code.as_str()))
-            .collect();
+        let got = outcomes(&results);
         assert_eq!(
             got,
             [

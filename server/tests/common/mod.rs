@@ -17,7 +17,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use souk_protocol::samples;
-use souk_protocol::{IdentityKey, Object, SignedObject, ValidationContext, pb};
+use souk_protocol::{IdentityKey, Object, PublicKey, SignedObject, ValidationContext, pb};
 use souk_server::api::SharedState;
 use souk_server::config::Config;
 use sqlx::Connection;
@@ -357,6 +357,13 @@ impl TestServer {
     pub async fn search(&self, query: &str) -> Value {
         let (status, body) = self.get(&format!("/api/v1/listings/search?{query}")).await;
         assert_eq!(status, StatusCode::OK, "search {query}: {body}");
+        body
+    }
+
+    /// `GET /api/v1/ratings/{subject}`, which must answer 200.
+    pub async fn ratings(&self, subject: &PublicKey) -> Value {
+        let (status, body) = self.get(&format!("/api/v1/ratings/{subject}")).await;
+        assert_eq!(status, StatusCode::OK, "ratings of {subject}: {body}");
         body
     }
 
