@@ -371,6 +371,11 @@ fn print(ctx: &Ctx, value: &Value, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// [`print`] for a list of lines, saying `none` when there are none.
+fn print_lines(ctx: &Ctx, value: &Value, text: &str, none: &str) -> Result<()> {
+    print(ctx, value, if text.is_empty() { none } else { text })
+}
+
 fn summary_of(book: &OrderBook, id: &str) -> Result<souk_mobile_core::OrderSummary> {
     book.list()
         .map_err(flow_error)?
@@ -475,15 +480,7 @@ pub(crate) fn order(ctx: &Ctx, command: OrderCommand) -> Result<()> {
                 })
                 .collect();
             let list: Vec<Value> = orders.iter().map(summary_json).collect();
-            print(
-                ctx,
-                &json!({ "orders": list }),
-                if text.is_empty() {
-                    "no orders\n"
-                } else {
-                    &text
-                },
-            )
+            print_lines(ctx, &json!({ "orders": list }), &text, "no orders\n")
         }
         OrderCommand::Show { id } => {
             let o = summary_of(&book, &id)?;
@@ -733,13 +730,11 @@ pub(crate) fn inbox(ctx: &Ctx, command: InboxCommand) -> Result<()> {
             ))??;
         }
     }
-    if text.is_empty() {
-        text = "nothing new\n".into();
-    }
-    print(
+    print_lines(
         ctx,
         &json!({ "resent": resent, "messages": results }),
         &text,
+        "nothing new\n",
     )
 }
 
@@ -791,14 +786,11 @@ pub(crate) fn moderators(ctx: &Ctx, listing: String) -> Result<()> {
             text.push_str(&format!("  terms      {}\n", c.offer.terms));
         }
     }
-    print(
+    print_lines(
         ctx,
         &json!({ "moderators": choices }),
-        if text.is_empty() {
-            "this listing accepts no moderator that can take escrow: pay directly\n"
-        } else {
-            &text
-        },
+        &text,
+        "this listing accepts no moderator that can take escrow: pay directly\n",
     )
 }
 
@@ -822,14 +814,11 @@ fn pending(ctx: &Ctx) -> Result<()> {
         .iter()
         .map(|m| json!({ "order_id": m.order_id, "recipient": m.recipient, "servers": m.servers }))
         .collect();
-    print(
+    print_lines(
         ctx,
         &json!({ "pending": list }),
-        if text.is_empty() {
-            "nothing pending: every message was taken by an inbox server\n"
-        } else {
-            &text
-        },
+        &text,
+        "nothing pending: every message was taken by an inbox server\n",
     )
 }
 
@@ -855,13 +844,5 @@ pub(crate) fn chain(ctx: &Ctx, command: ChainCommand) -> Result<()> {
             )
         })
         .collect();
-    print(
-        ctx,
-        &json!({ "moved": states }),
-        if text.is_empty() {
-            "no order moved\n"
-        } else {
-            &text
-        },
-    )
+    print_lines(ctx, &json!({ "moved": states }), &text, "no order moved\n")
 }

@@ -830,6 +830,21 @@ impl Orders {
         self.commit_inner(record, None, Some(("out", signed)), outbox, at, false)
     }
 
+    /// Seals a message that changes nothing of the order for one recipient and stores it with
+    /// the order ([`Self::commit_note`]).
+    fn send_note(
+        &self,
+        record: &mut OrderRecord,
+        recipient: PublicKey,
+        servers: Vec<String>,
+        body: pb::message::Body,
+        at: u64,
+    ) -> Result<Outgoing, FlowError> {
+        let (outgoing, signed) = self.seal(record.id, recipient, servers, body, at)?;
+        self.commit_note(record, &signed, &[&outgoing], at)?;
+        Ok(outgoing)
+    }
+
     fn commit_inner(
         &self,
         record: &mut OrderRecord,
@@ -2052,19 +2067,18 @@ impl Orders {
         let (outpoint, sats, _) = record.funding.ok_or_else(|| {
             mismatch("no payment seen on the chain yet: pay, then watch the chain")
         })?;
-        let (outgoing, signed) = self.seal(
-            *id,
-            record.seller,
-            record.seller_servers.clone(),
+        let (seller, servers) = (record.seller, record.seller_servers.clone());
+        self.send_note(
+            &mut record,
+            seller,
+            servers,
             pb::message::Body::Payment(pb::PaymentNotice {
                 txid: souk_escrow::bitcoin::hashes::Hash::to_byte_array(outpoint.txid).to_vec(),
                 vout: outpoint.vout,
                 amount_sats: sats,
             }),
             at,
-        )?;
-        self.commit_note(&mut record, &signed, &[&outgoing], at)?;
-        Ok(outgoing)
+        )
     }
 
     /// A party of a disputed order sends the moderator its case: `text`, and with
@@ -2104,19 +2118,18 @@ impl Orders {
         } else {
             Vec::new()
         };
-        let (outgoing, signed) = self.seal(
-            *id,
+        let servers = Self::moderator_servers(&record);
+        self.send_note(
+            &mut record,
             moderator,
-            Self::moderator_servers(&record),
+            servers,
             pb::message::Body::Evidence(pb::Evidence {
                 text: text.into(),
                 messages,
                 attachments: Vec::new(),
             }),
             at,
-        )?;
-        self.commit_note(&mut record, &signed, &[&outgoing], at)?;
-        Ok(outgoing)
+        )
     }
 
     /// A chat message about an order: from the buyer to the seller or back; from the moderator

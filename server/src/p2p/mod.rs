@@ -468,13 +468,15 @@ pub async fn start(config: &P2pConfig, data_dir: &Path, parts: Parts) -> anyhow:
         .await
         .context("cannot read the stored profiles")?
     {
-        let Ok(opened) = souk_protocol::open(&bytes, &ValidationContext::now()) else {
+        // Verified when they were stored: decoded, not verified again (peers check what they
+        // are given).
+        let Ok((envelope, object)) = crate::store::decode_stored(&bytes) else {
             continue;
         };
-        if !inbox::is_inbox_profile(opened.object()) {
+        if !inbox::is_inbox_profile(&object) {
             continue;
         }
-        let record = Record::new(inbox::record_key(&opened.signer()), bytes);
+        let record = Record::new(inbox::record_key(&envelope.signer()), bytes);
         if swarm
             .behaviour_mut()
             .kad
