@@ -371,7 +371,7 @@ fn print(ctx: &Ctx, value: &Value, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// [`print`] for a list of lines, saying `none` when there are none.
+/// [`print()`] for a list of lines, saying `none` when there are none.
 fn print_lines(ctx: &Ctx, value: &Value, text: &str, none: &str) -> Result<()> {
     print(ctx, value, if text.is_empty() { none } else { text })
 }
