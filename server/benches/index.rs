@@ -7,7 +7,12 @@
 //! cargo bench -p souk-server --bench index -- --listings 100000            # SQLite
 //! cargo bench -p souk-server --bench index -- --listings 100000 --postgres  # PostgreSQL too
 //! cargo bench -p souk-server --bench index -- --listings 100000 --ingest-clients 4
+//! cargo bench -p souk-server --bench index -- --listings 1000000 --data-dir /tmp/souk-1m --per-query
 //! ```
+//! `--data-dir DIR` keeps the SQLite data set in DIR, and a later run with the same DIR that
+//! finds at least `--listings` listings there skips generating and ingesting them (the search
+//! index is rebuilt from the store when its schema changed, and the time it took is printed).
+//! `--per-query` adds each query's own p50/p99 (cache off, one client, `--queries` runs each).
 //! PostgreSQL comes from `SOUK_TEST_POSTGRES_URL` (default postgres://postgres@127.0.0.1:5432/test);
 //! a scratch database is created and dropped.
 
@@ -25,6 +30,8 @@ struct Args {
     postgres: bool,
     queries_per_client: usize,
     ingest_clients: usize,
+    data_dir: Option<std::path::PathBuf>,
+    per_query: bool,
 }
 
 fn args() -> Args {
@@ -33,6 +40,8 @@ fn args() -> Args {
         postgres: false,
         queries_per_client: 400,
         ingest_clients: 1,
+        data_dir: None,
+        per_query: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -57,17 +66,20 @@ fn args() -> Args {
                     .unwrap_or(out.ingest_clients)
             }
             "--postgres" => out.postgres = true,
+            "--data-dir" => out.data_dir = it.next().map(Into::into),
+            "--per-query" => out.per_query = true,
             _ => {} // cargo bench passes --bench
         }
     }
     out
 }
 
-fn rss_mib() -> f64 {
+/// A `VmRSS`-style line of `/proc/self/status` in MiB (0 when unreadable).
+fn status_mib(key: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kb: f64 = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
@@ -81,12 +93,7 @@ fn queries() -> Vec<SearchParams> {
         .collect()
 }
 
-async fn bench(label: &str, database_url: Option<String>, a: &Args) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let config = Config::for_tests(dir.path(), database_url);
-    let state = souk_server::server::open(config).await.expect("open");
-    let now = souk_protocol::ValidationContext::now().now;
-
+async fn ingest(label: &str, state: &souk_server::api::SharedState, a: &Args, now: u64) {
     // Generate (not timed as ingest), then ingest in batches of 1,000.
     let generated = Instant::now();
     let batches = support::demo_batches(a.listings, now);
@@ -117,6 +124,33 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
         bytes as f64 / 1_048_576.0,
         ingest.as_secs_f64(),
         generation.as_secs_f64()
+    );
+}
+
+async fn bench(label: &str, database_url: Option<String>, a: &Args) {
+    let temp = tempfile::tempdir().expect("tmp");
+    // A kept data directory holds the SQLite data set only.
+    let dir = match (&a.data_dir, &database_url) {
+        (Some(dir), None) => dir.clone(),
+        _ => temp.path().to_path_buf(),
+    };
+    let config = Config::for_tests(&dir, database_url);
+    let opened = Instant::now();
+    let state = souk_server::server::open(config).await.expect("open");
+    let now = souk_protocol::ValidationContext::now().now;
+    let held = usize::try_from(state.search.num_docs()).unwrap_or(usize::MAX);
+    if held >= a.listings && held > 0 {
+        println!(
+            "| {label} | reused {} | {held} listings; opening took {:.1} s (a search index of another schema is rebuilt from the store then) | | |",
+            dir.display(),
+            opened.elapsed().as_secs_f64()
+        );
+    } else {
+        ingest(label, &state, a, now).await;
+    }
+    println!(
+        "| {label} | search index | {} segments | | |",
+        state.search.segments()
     );
 
     let mix = queries();
@@ -170,11 +204,49 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
             );
         }
     }
+    if a.per_query {
+        per_query(label, &state, &mix, a.queries_per_client, now).await;
+    }
     println!(
-        "| {label} | memory | resident set after ingest and search: **{:.0} MiB** | | |",
-        rss_mib()
+        "| {label} | memory | resident set after ingest and search: **{:.0} MiB**: {:.0} MiB anonymous (heap), {:.0} MiB file pages mapped (SQLite and tantivy files; the kernel may drop them) | | |",
+        status_mib("VmRSS:"),
+        status_mib("RssAnon:"),
+        status_mib("RssFile:") + status_mib("RssShmem:"),
     );
     state.store.close().await;
+}
+
+/// Each query of the mix on its own: cache off, one client, `runs` times.
+async fn per_query(
+    label: &str,
+    state: &souk_server::api::SharedState,
+    mix: &[SearchParams],
+    runs: usize,
+    now: u64,
+) {
+    state.search.set_result_cache_entries(0);
+    let lines = support::query_lines();
+    println!("\n| {label}: query (cache off, 1 client) | matches | p50 | p99 |\n|---|---|---|---|");
+    for (line, params) in lines.iter().zip(mix) {
+        let mut latencies = Vec::with_capacity(runs);
+        let mut total = 0;
+        for _ in 0..runs.max(1) {
+            let q = parse_search(params.clone(), now).expect("query");
+            let t = Instant::now();
+            total = run_search(state, q).await.expect("search").total;
+            latencies.push(t.elapsed());
+        }
+        latencies.sort();
+        println!(
+            "| `{line}` | {total} | {:.2} ms | {:.2} ms |",
+            support::percentile_ms(&latencies, 0.50),
+            support::percentile_ms(&latencies, 0.99)
+        );
+    }
+    println!();
+    state
+        .search
+        .set_result_cache_entries(souk_server::search::DEFAULT_RESULT_CACHE_ENTRIES);
 }
 
 fn main() {

@@ -131,7 +131,7 @@ async fn rebuild(config: &Config, store: &Store) -> anyhow::Result<(u64, i64, Du
     let index = Arc::new(index);
     let started = Instant::now();
     index.clear().context("cannot empty the search index")?;
-    let envelopes = store.counts().await?.max_seq;
+    let envelopes = store.max_seq().await?;
     let bar = progress(u64::try_from(envelopes).unwrap_or(0), "indexing");
     ingest::catch_up_with(store, &index, true, &|seq| {
         bar.set_position(u64::try_from(seq).unwrap_or(0));
@@ -177,7 +177,7 @@ pub async fn check(config: &Config, args: &CheckArgs) -> anyhow::Result<()> {
 
 async fn check_store(config: &Config, store: &Store, args: &CheckArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let max_seq = store.counts().await?.max_seq;
+    let max_seq = store.max_seq().await?;
     let bar = progress(u64::try_from(max_seq).unwrap_or(0), "verifying");
     let mut bad: Vec<(i64, String, String)> = Vec::new();
     let mut checked = 0u64;
@@ -538,7 +538,7 @@ pub async fn export(config: &Config, args: &ExportArgs) -> anyhow::Result<()> {
 }
 
 async fn export_store(store: &Store, args: &ExportArgs, since: i64) -> anyhow::Result<()> {
-    let newest = store.counts().await?.max_seq;
+    let newest = store.max_seq().await?;
     if since > newest {
         bail!(
             "--since {since} is past the newest stored envelope ({newest}): a cursor from \

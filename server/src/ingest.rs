@@ -650,7 +650,7 @@ pub async fn catch_up_with(
     rebuild: bool,
     progress: &(dyn Fn(i64) + Sync),
 ) -> Result<(), IngestError> {
-    let target = store.counts().await?.max_seq;
+    let target = store.max_seq().await?;
     let started = std::time::Instant::now();
     let mut after = if rebuild { 0 } else { search.last_seq() };
     if after >= target {

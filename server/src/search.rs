@@ -14,14 +14,13 @@ use std::time::{Duration, Instant};
 
 use souk_protocol::summary::{condition_name, listing_type_name};
 use souk_protocol::{ObjectId, PublicKey, pb};
-use tantivy::collector::{Count, FacetCollector, TopDocs};
+use tantivy::collector::{Collector, SegmentCollector, TopDocs};
 use tantivy::query::{
     AllQuery, BooleanQuery, BoostQuery, Occur, PhrasePrefixQuery, Query, QueryParser, RangeQuery,
     TermQuery,
 };
 use tantivy::schema::{
-    FAST, Facet, FacetOptions, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema,
-    TextFieldIndexing, TextOptions, Value,
+    FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
@@ -30,7 +29,7 @@ use tantivy::tokenizer::{
 use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
 
 /// Version of the schema below; an index built with another version is rebuilt.
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
 const TEXT_ANALYZER: &str = "souk_text";
 const PREFIX_ANALYZER: &str = "souk_prefix";
 
@@ -89,33 +88,63 @@ pub fn in_use(dir: &Path) -> bool {
 /// [`SearchError`] if the index cannot be opened or read.
 pub fn indexed_ids(dir: &Path) -> Result<std::collections::HashSet<String>, SearchError> {
     let index = Index::open_in_dir(dir)?;
-    let (_, fields) = schema();
     let reader = index
         .reader_builder()
         .reload_policy(ReloadPolicy::Manual)
         .try_into()?;
     let searcher: tantivy::Searcher = reader.searcher();
-    let docs = searcher.search(&AllQuery, &tantivy::collector::DocSetCollector)?;
-    let mut ids = std::collections::HashSet::with_capacity(docs.len());
-    for address in docs {
-        let doc: TantivyDocument = searcher.doc(address)?;
-        if let Some(id) = doc.get_first(fields.id).and_then(|v| v.as_str()) {
-            ids.insert(id.to_string());
+    let mut ids = std::collections::HashSet::new();
+    for segment in searcher.segment_readers() {
+        let columns = IdColumns::open(segment)?;
+        for doc in segment.doc_ids_alive() {
+            ids.insert(columns.get(doc).to_string());
         }
     }
     Ok(ids)
 }
 
+/// Names of the four fast fields holding an object id, eight bytes each (big-endian).
+const ID_FIELDS: [&str; 4] = ["id0", "id1", "id2", "id3"];
+
+/// The object-id columns of one segment: ids of hits are read from them, not from a document
+/// store.
+struct IdColumns([Arc<dyn tantivy::columnar::ColumnValues<u64>>; 4]);
+
+impl IdColumns {
+    fn open(segment: &tantivy::SegmentReader) -> Result<Self, SearchError> {
+        let column = |name: &str| -> Result<_, SearchError> {
+            Ok(segment.fast_fields().u64(name)?.first_or_default_col(0))
+        };
+        Ok(Self([
+            column(ID_FIELDS[0])?,
+            column(ID_FIELDS[1])?,
+            column(ID_FIELDS[2])?,
+            column(ID_FIELDS[3])?,
+        ]))
+    }
+
+    fn get(&self, doc: tantivy::DocId) -> ObjectId {
+        let mut bytes = [0u8; 32];
+        for (chunk, column) in bytes.chunks_exact_mut(8).zip(&self.0) {
+            chunk.copy_from_slice(&column.get_val(doc).to_be_bytes());
+        }
+        ObjectId(bytes)
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Fields {
-    id: Field,
+    id: [Field; 4],
     slot_key: Field,
     signer: Field,
     title: Field,
     description: Field,
     tags: Field,
     prefix: Field,
+    /// Every ancestor path of the category ("home", "home/kitchen"): the filter.
     category: Field,
+    /// The full category path, a fast field: the facet counts.
+    category_path: Field,
     kind: Field,
     condition: Field,
     currency: Field,
@@ -138,19 +167,21 @@ fn schema() -> (Schema, Fields) {
         )
     };
     let positions = IndexRecordOption::WithFreqsAndPositions;
-    let facet = || FacetOptions::default();
+    // Filtered by term, counted (facets) from the fast column.
+    let keyword = STRING | FAST;
     let fields = Fields {
-        id: b.add_text_field("id", STRING | STORED),
+        id: ID_FIELDS.map(|name| b.add_u64_field(name, FAST)),
         slot_key: b.add_text_field("slot_key", STRING),
         signer: b.add_text_field("signer", STRING),
         title: b.add_text_field("title", text(TEXT_ANALYZER, positions)),
         description: b.add_text_field("description", text(TEXT_ANALYZER, positions)),
         tags: b.add_text_field("tags", text(TEXT_ANALYZER, positions)),
         prefix: b.add_text_field("prefix", text(PREFIX_ANALYZER, IndexRecordOption::Basic)),
-        category: b.add_facet_field("category", facet()),
-        kind: b.add_facet_field("type", facet()),
-        condition: b.add_facet_field("condition", facet()),
-        currency: b.add_facet_field("currency", facet()),
+        category: b.add_text_field("category", STRING),
+        category_path: b.add_text_field(FACET_FIELDS[0], FAST),
+        kind: b.add_text_field(FACET_FIELDS[1], keyword.clone()),
+        condition: b.add_text_field(FACET_FIELDS[2], keyword.clone()),
+        currency: b.add_text_field(FACET_FIELDS[3], keyword),
         ships_to: b.add_text_field("ships_to", STRING),
         price: b.add_f64_field("price", INDEXED | FAST),
         created_at: b.add_u64_field("created_at", INDEXED | FAST),
@@ -628,6 +659,12 @@ impl SearchIndex {
         self.reader.searcher().num_docs()
     }
 
+    /// Number of segments the index is made of now (each search visits every one).
+    #[must_use]
+    pub fn segments(&self) -> usize {
+        self.reader.searcher().segment_readers().len()
+    }
+
     fn commit(&self, seq: i64) -> Result<(), SearchError> {
         let mut writer = self.writer.lock().map_err(|_| SearchError::Poisoned)?;
         let mut prepared = writer.prepare_commit()?;
@@ -668,7 +705,11 @@ impl SearchIndex {
         let f = &self.fields;
         let l = &doc.listing;
         let mut d = TantivyDocument::new();
-        d.add_text(f.id, doc.id.to_string());
+        for (field, chunk) in f.id.iter().zip(doc.id.as_bytes().chunks_exact(8)) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            d.add_u64(*field, u64::from_be_bytes(word));
+        }
         d.add_text(f.slot_key, slot_key(&doc.signer, &l.slug));
         d.add_text(f.signer, doc.signer.to_hex());
         d.add_text(f.title, &l.title);
@@ -683,11 +724,15 @@ impl SearchIndex {
         } else {
             l.category.as_str()
         };
-        d.add_facet(f.category, Facet::from_path(category.split('/')));
-        d.add_facet(f.kind, Facet::from_path([listing_type_name(l.r#type)]));
-        d.add_facet(f.condition, Facet::from_path([condition_name(l.condition)]));
+        for (end, _) in category.match_indices('/') {
+            d.add_text(f.category, &category[..end]);
+        }
+        d.add_text(f.category, category);
+        d.add_text(f.category_path, category);
+        d.add_text(f.kind, listing_type_name(l.r#type));
+        d.add_text(f.condition, condition_name(l.condition));
         let price = l.price.clone().unwrap_or_default();
-        d.add_facet(f.currency, Facet::from_path([price.currency.as_str()]));
+        d.add_text(f.currency, &price.currency);
         d.add_f64(f.price, normalised_price(&price));
         let mut regions: Vec<&str> = l
             .shipping
@@ -758,12 +803,6 @@ impl SearchIndex {
                 IndexRecordOption::Basic,
             ))
         };
-        let facet = |field, path: &str| -> Box<dyn Query> {
-            Box::new(TermQuery::new(
-                Term::from_facet(field, &Facet::from_path(path.split('/'))),
-                IndexRecordOption::Basic,
-            ))
-        };
         let u64_is = |field, value: u64| -> Box<dyn Query> {
             Box::new(TermQuery::new(
                 Term::from_field_u64(field, value),
@@ -778,16 +817,16 @@ impl SearchIndex {
             )),
         )];
         if let Some(category) = &q.category {
-            must.push((Occur::Must, facet(f.category, category)));
+            must.push((Occur::Must, term(f.category, category.trim_matches('/'))));
         }
         if let Some(kind) = &q.kind {
-            must.push((Occur::Must, facet(f.kind, kind)));
+            must.push((Occur::Must, term(f.kind, kind)));
         }
         if let Some(condition) = &q.condition {
-            must.push((Occur::Must, facet(f.condition, condition)));
+            must.push((Occur::Must, term(f.condition, condition)));
         }
         if let Some(currency) = &q.currency {
-            must.push((Occur::Must, facet(f.currency, currency)));
+            must.push((Occur::Must, term(f.currency, currency)));
         }
         if q.price_min.is_some() || q.price_max.is_some() {
             let bound = |v: Option<f64>| {
@@ -825,7 +864,8 @@ impl SearchIndex {
             must.push((Occur::Must, u64_is(f.moderated, u64::from(moderated))));
         }
         if !q.nsfw {
-            must.push((Occur::Must, u64_is(f.nsfw, 0)));
+            // Excluding the few NSFW listings is cheaper than intersecting with all the others.
+            must.push((Occur::MustNot, u64_is(f.nsfw, 1)));
         }
         must
     }
@@ -951,39 +991,27 @@ impl SearchIndex {
         } else {
             Sort::Newest
         });
-        let category_root = q
-            .category
-            .as_ref()
-            .map_or_else(|| "/".to_string(), |c| format!("/{c}"));
-        let collector = |name: &str, root: &str| {
-            let mut c = FacetCollector::for_field(name);
-            c.add_facet(root);
-            c
+        // One pass over the matches: the top hits, and the total and facet counts together.
+        let facet_counter = FacetCounter {
+            category_root: q
+                .category
+                .as_deref()
+                .map(|c| c.trim_matches('/').to_string())
+                .unwrap_or_default(),
         };
-        let facet_collectors = (
-            collector("category", &category_root),
-            collector("type", "/"),
-            collector("condition", "/"),
-            collector("currency", "/"),
-        );
-        // One pass over the matches: count, top hits and facet counts together.
-        let ((total, addresses), (categories, kinds, conditions, currencies)) = match sort {
+        let (addresses, counted) = match sort {
             Sort::Relevance if has_text => {
-                let ((n, docs), facets) =
-                    searcher.search(&query, &((Count, top.order_by_score()), facet_collectors))?;
+                let (docs, counted) =
+                    searcher.search(&query, &(top.order_by_score(), facet_counter))?;
                 (
-                    (n, docs.into_iter().map(|(_, a)| a).collect::<Vec<_>>()),
-                    facets,
+                    docs.into_iter().map(|(_, a)| a).collect::<Vec<_>>(),
+                    counted,
                 )
             }
             Sort::Relevance | Sort::Newest => {
-                let collector = (
-                    Count,
-                    top.order_by_fast_field::<u64>("created_at", Order::Desc),
-                );
-                let ((n, docs), facets) =
-                    searcher.search(&query, &(collector, facet_collectors))?;
-                ((n, docs.into_iter().map(|(_, a)| a).collect()), facets)
+                let collector = top.order_by_fast_field::<u64>("created_at", Order::Desc);
+                let (docs, counted) = searcher.search(&query, &(collector, facet_counter))?;
+                (docs.into_iter().map(|(_, a)| a).collect(), counted)
             }
             Sort::PriceAsc | Sort::PriceDesc => {
                 let order = if sort == Sort::PriceAsc {
@@ -991,42 +1019,337 @@ impl SearchIndex {
                 } else {
                     Order::Desc
                 };
-                let collector = (Count, top.order_by_fast_field::<f64>("price", order));
-                let ((n, docs), facets) =
-                    searcher.search(&query, &(collector, facet_collectors))?;
-                ((n, docs.into_iter().map(|(_, a)| a).collect()), facets)
+                let collector = top.order_by_fast_field::<f64>("price", order);
+                let (docs, counted) = searcher.search(&query, &(collector, facet_counter))?;
+                (docs.into_iter().map(|(_, a)| a).collect(), counted)
             }
             Sort::Rating => {
-                let collector = (Count, top.order_by_fast_field::<f64>("rating", Order::Desc));
-                let ((n, docs), facets) =
-                    searcher.search(&query, &(collector, facet_collectors))?;
-                ((n, docs.into_iter().map(|(_, a)| a).collect()), facets)
+                let collector = top.order_by_fast_field::<f64>("rating", Order::Desc);
+                let (docs, counted) = searcher.search(&query, &(collector, facet_counter))?;
+                (docs.into_iter().map(|(_, a)| a).collect(), counted)
             }
         };
+        // Hit ids from the id columns, each segment's opened once.
         let mut ids = Vec::with_capacity(addresses.len());
+        let mut columns: HashMap<u32, IdColumns> = HashMap::new();
         for address in addresses {
-            let doc: TantivyDocument = searcher.doc(address)?;
-            if let Some(id) = doc
-                .get_first(self.fields.id)
-                .and_then(|v| v.as_str().map(str::to_owned))
-                && let Ok(id) = id.parse::<ObjectId>()
-            {
-                ids.push(id);
+            let segment = address.segment_ord;
+            let columns = match columns.entry(segment) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(IdColumns::open(searcher.segment_reader(segment))?)
+                }
+            };
+            ids.push(columns.get(address.doc_id));
+        }
+        let (total, [categories, kinds, conditions, currencies]) = counted;
+        let mut facets = BTreeMap::new();
+        facets.insert("category", categories);
+        facets.insert("type", kinds);
+        facets.insert("condition", conditions);
+        facets.insert("currency", currencies);
+        Ok(SearchResult { ids, total, facets })
+    }
+}
+
+/// The fast fields counted for facets, in the order of [`FacetCounter`]'s fruit: category path,
+/// type, condition, currency.
+const FACET_FIELDS: [&str; 4] = ["category_path", "type", "condition", "currency"];
+
+/// Counts per value of one facet.
+type Counts = BTreeMap<String, u64>;
+
+/// The total and the four facet counts of a search, in one pass over its matches, reading each
+/// match's values from the fast (columnar) fields: per match, four column reads and four
+/// increments of a per-segment array indexed by term ordinal; ordinals become strings once per
+/// segment, at the end. Categories are counted per full path and folded into the children of
+/// `category_root` (top-level categories when it is empty) at the end.
+struct FacetCounter {
+    category_root: String,
+}
+
+/// [`FacetCounter`] in one segment.
+struct SegmentFacetCounter {
+    total: u64,
+    /// Ordinals of one block of matches.
+    buffer: Vec<u64>,
+    /// Per facet: the column (term ordinals, `None` in a segment without the field) and counts
+    /// per ordinal (the last slot counts matches without a value).
+    facets: [(Option<FacetColumn>, Vec<u64>); 4],
+}
+
+struct FacetColumn {
+    column: tantivy::columnar::StrColumn,
+    ords: Arc<dyn tantivy::columnar::ColumnValues<u64>>,
+}
+
+impl Collector for FacetCounter {
+    type Fruit = (usize, [Counts; 4]);
+    type Child = SegmentFacetCounter;
+
+    fn for_segment(
+        &self,
+        _: tantivy::SegmentOrdinal,
+        segment: &tantivy::SegmentReader,
+    ) -> tantivy::Result<SegmentFacetCounter> {
+        let facet = |name: &str| -> tantivy::Result<(Option<FacetColumn>, Vec<u64>)> {
+            Ok(match segment.fast_fields().str(name)? {
+                Some(column) => {
+                    let terms = column.num_terms();
+                    // Every listing has every facet, so columns are normally full: their values
+                    // are read directly (in blocks); otherwise through the column index, with
+                    // the "no value" slot as the default.
+                    let ords =
+                        if matches!(column.ords().index, tantivy::columnar::ColumnIndex::Full) {
+                            Arc::clone(&column.ords().values)
+                        } else {
+                            column.ords().clone().first_or_default_col(terms as u64)
+                        };
+                    (Some(FacetColumn { column, ords }), vec![0; terms + 1])
+                }
+                None => (None, vec![0; 1]),
+            })
+        };
+        Ok(SegmentFacetCounter {
+            total: 0,
+            buffer: Vec::new(),
+            facets: [
+                facet(FACET_FIELDS[0])?,
+                facet(FACET_FIELDS[1])?,
+                facet(FACET_FIELDS[2])?,
+                facet(FACET_FIELDS[3])?,
+            ],
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(
+        &self,
+        segments: Vec<(usize, [Vec<(String, u64)>; 4])>,
+    ) -> tantivy::Result<(usize, [Counts; 4])> {
+        let mut total = 0;
+        let mut merged: [Counts; 4] = Default::default();
+        for (n, facets) in segments {
+            total += n;
+            for (into, values) in merged.iter_mut().zip(facets) {
+                for (value, count) in values {
+                    *into.entry(value).or_default() += count;
+                }
             }
         }
-        let counts = |fc: &tantivy::collector::FacetCounts, root: &str| -> BTreeMap<String, u64> {
-            fc.get(root)
-                .map(|(facet, n)| {
-                    let path = facet.to_path_string();
-                    (path.trim_start_matches('/').to_string(), n)
-                })
-                .collect()
-        };
-        let mut facets = BTreeMap::new();
-        facets.insert("category", counts(&categories, &category_root));
-        facets.insert("type", counts(&kinds, "/"));
-        facets.insert("condition", counts(&conditions, "/"));
-        facets.insert("currency", counts(&currencies, "/"));
-        Ok(SearchResult { ids, total, facets })
+        // Full category paths → children of the root.
+        let mut children = Counts::new();
+        for (path, count) in std::mem::take(&mut merged[0]) {
+            let rest = if self.category_root.is_empty() {
+                Some(path.as_str())
+            } else {
+                path.strip_prefix(self.category_root.as_str())
+                    .and_then(|rest| rest.strip_prefix('/'))
+            };
+            let Some(rest) = rest.filter(|r| !r.is_empty()) else {
+                continue;
+            };
+            let child = rest.split('/').next().unwrap_or(rest);
+            let child = if self.category_root.is_empty() {
+                child.to_string()
+            } else {
+                format!("{}/{child}", self.category_root)
+            };
+            *children.entry(child).or_default() += count;
+        }
+        merged[0] = children;
+        Ok((total, merged))
+    }
+}
+
+impl SegmentCollector for SegmentFacetCounter {
+    type Fruit = (usize, [Vec<(String, u64)>; 4]);
+
+    fn collect(&mut self, doc: tantivy::DocId, _: tantivy::Score) {
+        self.total += 1;
+        for (column, counts) in &mut self.facets {
+            let slot = column.as_ref().map_or(0, |c| c.ords.get_val(doc));
+            // The ordinal is below the term count (or is the "no value" slot); never out of
+            // bounds, but a damaged segment must not panic a search.
+            if let Some(count) = usize::try_from(slot).ok().and_then(|s| counts.get_mut(s)) {
+                *count += 1;
+            }
+        }
+    }
+
+    fn collect_block(&mut self, docs: &[tantivy::DocId]) {
+        self.total += docs.len() as u64;
+        self.buffer.resize(docs.len(), 0);
+        for (column, counts) in &mut self.facets {
+            match column {
+                Some(c) => c.ords.get_vals(docs, &mut self.buffer),
+                None => self.buffer.fill(0),
+            }
+            for slot in &self.buffer {
+                if let Some(count) = usize::try_from(*slot).ok().and_then(|s| counts.get_mut(s)) {
+                    *count += 1;
+                }
+            }
+        }
+    }
+
+    fn harvest(self) -> Self::Fruit {
+        let facets = self.facets.map(|(column, counts)| {
+            let Some(column) = column else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            let mut name = String::new();
+            for (ord, count) in counts.iter().enumerate() {
+                if *count == 0 || ord + 1 == counts.len() {
+                    continue;
+                }
+                name.clear();
+                if column
+                    .column
+                    .ord_to_str(ord as u64, &mut name)
+                    .unwrap_or(false)
+                {
+                    out.push((name.clone(), *count));
+                }
+            }
+            out
+        });
+        (usize::try_from(self.total).unwrap_or(usize::MAX), facets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seller(seed: u8) -> PublicKey {
+        souk_protocol::IdentityKey::from_secret_bytes(&[seed; 32]).public_key()
+    }
+
+    fn listing(slug: &str, category: &str, currency: &str, nsfw: bool) -> pb::Listing {
+        pb::Listing {
+            slug: slug.into(),
+            title: format!("{slug} for sale"),
+            category: category.into(),
+            r#type: pb::ListingType::Physical as i32,
+            condition: 1,
+            price: Some(pb::Price {
+                amount: 1_000,
+                currency: currency.into(),
+                divisibility: 2,
+            }),
+            created_at: 1_000,
+            nsfw,
+            ..pb::Listing::default()
+        }
+    }
+
+    fn upsert(id: u8, seller_seed: u8, listing: pb::Listing) -> Change {
+        Change::Upsert(Box::new(ListingDoc {
+            id: ObjectId([id; 32]),
+            signer: seller(seller_seed),
+            listing,
+            seller_rating: 0.0,
+        }))
+    }
+
+    fn browse(index: &SearchIndex, category: Option<&str>) -> SearchResult {
+        index
+            .search(&SearchQuery {
+                category: category.map(str::to_string),
+                limit: 10,
+                now: 2_000,
+                ..SearchQuery::default()
+            })
+            .expect("search")
+    }
+
+    fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        pairs.iter().map(|(k, v)| ((*k).to_string(), *v)).collect()
+    }
+
+    /// Three segments (a commit each), a replaced listing (a deleted document in an older
+    /// segment, so matches are collected one by one rather than in blocks) and a hidden NSFW
+    /// listing: the total and facets count each visible listing once, hit ids come back intact.
+    #[test]
+    fn facets_and_ids_are_counted_across_segments_and_deletions() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (index, created) = SearchIndex::open(dir.path(), 15_000_000).expect("open");
+        assert!(created);
+        index.set_result_cache_entries(0);
+        index
+            .apply(
+                &[
+                    upsert(1, 1, listing("kettle", "home/kitchen", "EUR", false)),
+                    upsert(2, 1, listing("chair", "home/furniture", "EUR", false)),
+                ],
+                1,
+            )
+            .expect("first segment");
+        index
+            .apply(
+                &[
+                    upsert(3, 2, listing("pan", "home/kitchen/pans", "USD", false)),
+                    upsert(4, 2, listing("lamp", "home", "USD", false)),
+                    upsert(5, 2, listing("poster", "art", "BTC", true)),
+                ],
+                2,
+            )
+            .expect("second segment");
+        // The chair moves to another category and currency: its old document is deleted.
+        index
+            .apply(&[upsert(6, 1, listing("chair", "garden", "BTC", false))], 3)
+            .expect("third segment");
+        assert_eq!(index.segments(), 3);
+
+        let all = browse(&index, None);
+        assert_eq!(
+            all.total, 4,
+            "the NSFW poster is hidden, the old chair gone"
+        );
+        assert_eq!(
+            all.facets["category"],
+            counts(&[("garden", 1), ("home", 3)])
+        );
+        assert_eq!(
+            all.facets["currency"],
+            counts(&[("BTC", 1), ("EUR", 1), ("USD", 2)])
+        );
+        assert_eq!(all.facets["type"], counts(&[("physical", 4)]));
+        assert_eq!(all.facets["condition"].values().sum::<u64>(), 4);
+        let mut ids: Vec<u8> = all.ids.iter().map(|id| id.0[0]).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 3, 4, 6]);
+        assert!(all.ids.iter().all(|id| id.0.iter().all(|b| *b == id.0[0])));
+
+        // Children of the selected category; the lamp filed under "home" itself is a match
+        // but no child.
+        let home = browse(&index, Some("home"));
+        assert_eq!(home.total, 3);
+        assert_eq!(home.facets["category"], counts(&[("home/kitchen", 2)]));
+        let kitchen = browse(&index, Some("/home/kitchen/"));
+        assert_eq!(kitchen.total, 2);
+        assert_eq!(
+            kitchen.facets["category"],
+            counts(&[("home/kitchen/pans", 1)])
+        );
+        // A category is matched by whole path segments, not by string prefix.
+        assert_eq!(browse(&index, Some("hom")).total, 0);
+
+        let with_nsfw = index
+            .search(&SearchQuery {
+                nsfw: true,
+                limit: 10,
+                now: 2_000,
+                ..SearchQuery::default()
+            })
+            .expect("search");
+        assert_eq!(with_nsfw.total, 5);
+        assert_eq!(with_nsfw.facets["category"]["art"], 1);
+        assert_eq!(indexed_ids(dir.path()).expect("ids").len(), 5);
     }
 }
