@@ -1016,20 +1016,6 @@ impl Store {
         })
     }
 
-    /// The newest ingest sequence (0 when nothing is stored): one look at the end of the
-    /// sequence index, unlike [`Store::counts`], which visits every current object.
-    ///
-    /// # Errors
-    /// [`StoreError`].
-    pub async fn max_seq(&self) -> Result<i64, StoreError> {
-        with_pool!(self, pool => {
-            let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM envelopes")
-                .fetch_one(pool)
-                .await?;
-            Ok(row.try_get("m")?)
-        })
-    }
-
     /// Object counts.
     ///
     /// # Errors
