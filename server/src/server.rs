@@ -180,6 +180,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         ready: AtomicBool::new(true),
         network,
         mailbox,
+        listings: crate::service::ListingCache::new(crate::service::LISTING_CACHE_ENTRIES),
     }))
 }
 

@@ -281,6 +281,83 @@ pub struct StoredListing {
     pub bytes: Vec<u8>,
 }
 
+/// Decoded listings by object id, for search hits: a hit found here costs neither a database
+/// read nor a decode (which re-checks the signer's curve point).
+///
+/// An entry never goes stale: an object id is the hash of the envelope's bytes, so the same id
+/// always means the same listing. Whether a listing is still current is the search index's
+/// business, and only ids the index returns are looked up. Two generations approximate
+/// least-recently-used eviction: a hit in the older one moves to the newer one, and when the
+/// newer one is full it becomes the older and the oldest is dropped. So at most twice
+/// `capacity` entries are held (a listing with its envelope is a few KiB).
+#[derive(Debug)]
+pub struct ListingCache {
+    capacity: usize,
+    generations: std::sync::Mutex<ListingGenerations>,
+}
+
+#[derive(Debug, Default)]
+struct ListingGenerations {
+    young: std::collections::HashMap<ObjectId, Arc<StoredListing>>,
+    old: std::collections::HashMap<ObjectId, Arc<StoredListing>>,
+}
+
+/// Entries per generation of the server's [`ListingCache`].
+pub const LISTING_CACHE_ENTRIES: usize = 8_192;
+
+impl ListingCache {
+    /// An empty cache holding up to `capacity` listings per generation (0: hold nothing).
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            generations: std::sync::Mutex::new(ListingGenerations::default()),
+        }
+    }
+
+    /// The listing with this id, if cached. A poisoned lock is a miss.
+    pub fn get(&self, id: &ObjectId) -> Option<Arc<StoredListing>> {
+        let mut g = self.generations.lock().ok()?;
+        if let Some(listing) = g.young.get(id) {
+            return Some(Arc::clone(listing));
+        }
+        let listing = g.old.remove(id)?;
+        Self::put(&mut g, self.capacity, Arc::clone(&listing));
+        Some(listing)
+    }
+
+    /// Caches a decoded listing.
+    pub fn insert(&self, listing: Arc<StoredListing>) {
+        if self.capacity == 0 {
+            return;
+        }
+        if let Ok(mut g) = self.generations.lock() {
+            Self::put(&mut g, self.capacity, listing);
+        }
+    }
+
+    fn put(g: &mut ListingGenerations, capacity: usize, listing: Arc<StoredListing>) {
+        if g.young.len() >= capacity {
+            g.old = std::mem::take(&mut g.young);
+        }
+        g.young.insert(listing.id, listing);
+    }
+
+    /// How many listings are cached now.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.generations
+            .lock()
+            .map_or(0, |g| g.young.len() + g.old.len())
+    }
+
+    /// Whether nothing is cached.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl StoredListing {
     /// Decodes stored envelope bytes that must hold a listing.
     ///
@@ -331,13 +408,38 @@ pub async fn search(state: &AppState, query: SearchQuery) -> Result<SearchPage, 
     let result = tokio::task::spawn_blocking(move || index.search(&q))
         .await
         .map_err(|e| ApiError::internal(&e))??;
-    let mut stored = state.store.get_many(&result.ids).await?;
+    // Hits come from the decoded-listing cache where they can; the rest from the store, once.
+    let cached: Vec<Option<Arc<StoredListing>>> =
+        result.ids.iter().map(|id| state.listings.get(id)).collect();
+    let missing: Vec<ObjectId> = result
+        .ids
+        .iter()
+        .zip(&cached)
+        .filter(|(_, hit)| hit.is_none())
+        .map(|(id, _)| *id)
+        .collect();
+    let mut stored = if missing.is_empty() {
+        std::collections::HashMap::new()
+    } else {
+        state.store.get_many(&missing).await?
+    };
     let mut hits = Vec::with_capacity(result.ids.len());
-    for id in &result.ids {
-        if let Some(bytes) = stored.remove(id) {
-            hits.push(StoredListing::decode(bytes)?);
+    for (id, hit) in result.ids.iter().zip(cached) {
+        match hit {
+            Some(listing) => hits.push(StoredListing::clone(&listing)),
+            None => {
+                if let Some(bytes) = stored.remove(id) {
+                    let listing = StoredListing::decode(bytes)?;
+                    state.listings.insert(Arc::new(listing.clone()));
+                    hits.push(listing);
+                }
+            }
         }
     }
+    metrics::counter!("souk_listing_cache_total", "result" => "hit")
+        .increment((result.ids.len() - missing.len()) as u64);
+    metrics::counter!("souk_listing_cache_total", "result" => "miss")
+        .increment(missing.len() as u64);
     let next = query.offset + query.limit;
     metrics::histogram!("souk_search_seconds").record(started.elapsed().as_secs_f64());
     Ok(SearchPage {
@@ -665,4 +767,55 @@ pub async fn feed_page(
         }
     }
     Ok((items, position))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(n: u8) -> Arc<StoredListing> {
+        Arc::new(StoredListing {
+            id: ObjectId([n; 32]),
+            seller: souk_protocol::IdentityKey::from_secret_bytes(&[7; 32]).public_key(),
+            listing: pb::Listing {
+                slug: format!("item-{n}"),
+                ..pb::Listing::default()
+            },
+            bytes: vec![n],
+        })
+    }
+
+    fn cached(cache: &ListingCache, n: u8) -> bool {
+        cache
+            .get(&ObjectId([n; 32]))
+            .is_some_and(|l| l.listing.slug == format!("item-{n}") && l.bytes == [n])
+    }
+
+    /// Recently used listings stay, the least recently used go, and the cache never holds more
+    /// than two generations.
+    #[test]
+    fn listing_cache_keeps_what_was_used_lately_within_two_generations() {
+        let cache = ListingCache::new(2);
+        cache.insert(listing(1));
+        cache.insert(listing(2));
+        assert!(cached(&cache, 1) && cached(&cache, 2));
+        // The young generation is full: 1 and 2 become old, 3 starts a new one.
+        cache.insert(listing(3));
+        assert_eq!(cache.len(), 3);
+        // Using 2 brings it back into the young generation.
+        assert!(cached(&cache, 2));
+        // 4 fills the young generation again: 1, never used since, is dropped.
+        cache.insert(listing(4));
+        assert!(
+            !cached(&cache, 1),
+            "the least recently used listing is gone"
+        );
+        assert!(cached(&cache, 2) && cached(&cache, 3) && cached(&cache, 4));
+        assert!(cache.len() <= 4);
+        assert!(!cached(&cache, 9), "never cached");
+
+        let off = ListingCache::new(0);
+        off.insert(listing(1));
+        assert!(off.is_empty() && !cached(&off, 1));
+    }
 }

@@ -54,6 +54,8 @@ pub struct AppState {
     pub network: Option<crate::p2p::Network>,
     /// The inboxes of sealed private messages.
     pub mailbox: Arc<crate::mailbox::Mailbox>,
+    /// Decoded listings by id, for search hits.
+    pub listings: crate::service::ListingCache,
 }
 
 /// Shared state.
