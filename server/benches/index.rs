@@ -12,7 +12,9 @@
 //! `--data-dir DIR` keeps the SQLite data set in DIR, and a later run with the same DIR that
 //! finds at least `--listings` listings there skips generating and ingesting them (the search
 //! index is rebuilt from the store when its schema changed, and the time it took is printed).
-//! `--per-query` adds each query's own p50/p99 (cache off, one client, `--queries` runs each).
+//! `--per-query` adds each query's own p50/p99 (caches off, one client, `--queries` runs each).
+//! "Caches off" means the result cache and the decoded-listing cache both off: every query is
+//! computed and every hit read from the database and decoded.
 //! PostgreSQL comes from `SOUK_TEST_POSTGRES_URL` (default postgres://postgres@127.0.0.1:5432/test);
 //! a scratch database is created and dropped.
 
@@ -154,14 +156,20 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
     );
 
     let mix = queries();
-    // Every query computed (cache off), then with the result cache (the default): repeated
+    // Every query computed and every hit read (caches off), then with both caches (the default): repeated
     // identical queries within a second and without an index commit are served from it.
+    // "Cache off" turns off the decoded-listing cache too, so every hit is read and decoded.
     for cache in [0, souk_server::search::DEFAULT_RESULT_CACHE_ENTRIES] {
         state.search.set_result_cache_entries(cache);
-        let mode = if cache == 0 {
-            "cache off"
+        state.listings.set_capacity(if cache == 0 {
+            0
         } else {
-            "result cache on"
+            souk_server::service::LISTING_CACHE_ENTRIES
+        });
+        let mode = if cache == 0 {
+            "caches off"
+        } else {
+            "caches on"
         };
         // Warm up: every query once.
         for params in &mix {
@@ -216,7 +224,7 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
     state.store.close().await;
 }
 
-/// Each query of the mix on its own: cache off, one client, `runs` times.
+/// Each query of the mix on its own: caches off, one client, `runs` times.
 async fn per_query(
     label: &str,
     state: &souk_server::api::SharedState,
@@ -225,8 +233,11 @@ async fn per_query(
     now: u64,
 ) {
     state.search.set_result_cache_entries(0);
+    state.listings.set_capacity(0);
     let lines = support::query_lines();
-    println!("\n| {label}: query (cache off, 1 client) | matches | p50 | p99 |\n|---|---|---|---|");
+    println!(
+        "\n| {label}: query (caches off, 1 client) | matches | p50 | p99 |\n|---|---|---|---|"
+    );
     for (line, params) in lines.iter().zip(mix) {
         let mut latencies = Vec::with_capacity(runs);
         let mut total = 0;
@@ -247,6 +258,9 @@ async fn per_query(
     state
         .search
         .set_result_cache_entries(souk_server::search::DEFAULT_RESULT_CACHE_ENTRIES);
+    state
+        .listings
+        .set_capacity(souk_server::service::LISTING_CACHE_ENTRIES);
 }
 
 fn main() {

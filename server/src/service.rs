@@ -292,7 +292,7 @@ pub struct StoredListing {
 /// `capacity` entries are held (a listing with its envelope is a few KiB).
 #[derive(Debug)]
 pub struct ListingCache {
-    capacity: usize,
+    capacity: std::sync::atomic::AtomicUsize,
     generations: std::sync::Mutex<ListingGenerations>,
 }
 
@@ -310,9 +310,22 @@ impl ListingCache {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         Self {
-            capacity,
+            capacity: std::sync::atomic::AtomicUsize::new(capacity),
             generations: std::sync::Mutex::new(ListingGenerations::default()),
         }
+    }
+
+    /// Changes how many listings a generation holds; 0 empties the cache and turns it off.
+    pub fn set_capacity(&self, capacity: usize) {
+        self.capacity
+            .store(capacity, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut g) = self.generations.lock() {
+            *g = ListingGenerations::default();
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The listing with this id, if cached. A poisoned lock is a miss.
@@ -322,17 +335,18 @@ impl ListingCache {
             return Some(Arc::clone(listing));
         }
         let listing = g.old.remove(id)?;
-        Self::put(&mut g, self.capacity, Arc::clone(&listing));
+        Self::put(&mut g, self.capacity(), Arc::clone(&listing));
         Some(listing)
     }
 
     /// Caches a decoded listing.
     pub fn insert(&self, listing: Arc<StoredListing>) {
-        if self.capacity == 0 {
+        let capacity = self.capacity();
+        if capacity == 0 {
             return;
         }
         if let Ok(mut g) = self.generations.lock() {
-            Self::put(&mut g, self.capacity, listing);
+            Self::put(&mut g, capacity, listing);
         }
     }
 
@@ -817,5 +831,11 @@ mod tests {
         let off = ListingCache::new(0);
         off.insert(listing(1));
         assert!(off.is_empty() && !cached(&off, 1));
+        cache.set_capacity(0);
+        cache.insert(listing(5));
+        assert!(
+            cache.is_empty(),
+            "turned off, it is emptied and takes nothing"
+        );
     }
 }
