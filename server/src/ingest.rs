@@ -183,7 +183,8 @@ impl Ingestor {
     /// envelope, in order.
     ///
     /// # Errors
-    /// [`IngestError`] if the batch could not be stored (nothing of it was).
+    /// [`IngestError`] if the batch could not be stored (nothing of it was), or was stored but
+    /// could not be indexed (it is then searchable after the next start's catch-up).
     pub async fn ingest(
         &self,
         envelopes: Vec<Vec<u8>>,
@@ -696,4 +697,91 @@ pub async fn catch_up_with(
         "search index is up to date"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DemoArgs;
+    use crate::config::SqliteSync;
+
+    fn batch(demo: &DemoArgs, now: u64, range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
+        crate::demo::listings(demo, now, range)
+            .iter()
+            .map(|o| o.envelope().bytes().to_vec())
+            .collect()
+    }
+
+    /// An index commit that fails leaves a hole: the batch is stored, its caller hears of the
+    /// failure, later commits never record a sequence past the hole, and the next start's
+    /// catch-up puts the missing listings into search.
+    #[tokio::test]
+    async fn a_failed_index_commit_is_replayed_by_the_next_catch_up() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", dir.path().join("souk.db").display());
+        let store = Store::connect(&url, SqliteSync::Normal)
+            .await
+            .expect("store");
+        let (search, _) = SearchIndex::open(&dir.path().join("search"), 15_000_000).expect("index");
+        let search = Arc::new(search);
+        let ingestor = Ingestor::start(store.clone(), Arc::clone(&search), None);
+        let now = ValidationContext::now().now;
+        let demo = DemoArgs {
+            listings: 9,
+            stores: 3,
+            seed: 11,
+        };
+        let profiles: Vec<Vec<u8>> = crate::demo::profiles(&demo, now)
+            .iter()
+            .map(|o| o.envelope().bytes().to_vec())
+            .collect();
+        let accepted = |results: &[IngestResult]| {
+            results
+                .iter()
+                .all(|r| matches!(r, IngestResult::Accepted { .. }))
+        };
+        let results = ingestor.ingest(profiles).await.expect("profiles");
+        assert!(accepted(&results));
+        let results = ingestor
+            .ingest(batch(&demo, now, 0..3))
+            .await
+            .expect("first batch");
+        assert!(accepted(&results));
+        assert_eq!(search.num_docs(), 3);
+        let before_hole = store.max_seq().await.expect("seq");
+        assert_eq!(search.last_seq(), before_hole);
+
+        // The second batch is stored, but its index commit fails.
+        search.fail_next_applies(1);
+        assert!(
+            ingestor.ingest(batch(&demo, now, 3..6)).await.is_err(),
+            "the caller hears that the batch is not searchable"
+        );
+        assert_eq!(
+            store.max_seq().await.expect("seq"),
+            before_hole + 3,
+            "stored"
+        );
+        assert_eq!(search.num_docs(), 3);
+
+        // A later batch is indexed, but the recorded sequence stays below the hole.
+        let results = ingestor
+            .ingest(batch(&demo, now, 6..9))
+            .await
+            .expect("third batch");
+        assert!(accepted(&results));
+        assert_eq!(search.num_docs(), 6);
+        assert_eq!(
+            search.last_seq(),
+            before_hole,
+            "no commit records a sequence past the failed batch"
+        );
+
+        // The next start catches up from the hole: every stored listing is searchable.
+        drop(ingestor);
+        catch_up(&store, &search, false).await.expect("catch up");
+        assert_eq!(search.num_docs(), 9);
+        assert_eq!(search.last_seq(), store.max_seq().await.expect("seq"));
+        store.close().await;
+    }
 }

@@ -452,6 +452,9 @@ pub struct SearchIndex {
     cache_capacity: AtomicUsize,
     /// Searches computed (not answered from the cache or by another caller's computation).
     computations: AtomicUsize,
+    /// Tests: how many of the next [`SearchIndex::apply`] calls fail.
+    #[cfg(test)]
+    failing_applies: AtomicUsize,
 }
 
 /// How long a cached result may be served: bounds how late a listing that just expired can
@@ -626,6 +629,8 @@ impl SearchIndex {
             cache: Mutex::new(ResultCache::default()),
             cache_capacity: AtomicUsize::new(DEFAULT_RESULT_CACHE_ENTRIES),
             computations: AtomicUsize::new(0),
+            #[cfg(test)]
+            failing_applies: AtomicUsize::new(0),
         })
     }
 
@@ -659,6 +664,12 @@ impl SearchIndex {
         self.reader.searcher().num_docs()
     }
 
+    /// Makes the next `n` calls of [`SearchIndex::apply`] fail before touching the index.
+    #[cfg(test)]
+    pub(crate) fn fail_next_applies(&self, n: usize) {
+        self.failing_applies.store(n, AtomicOrdering::SeqCst);
+    }
+
     /// Number of segments the index is made of now (each search visits every one).
     #[must_use]
     pub fn segments(&self) -> usize {
@@ -681,6 +692,19 @@ impl SearchIndex {
     /// # Errors
     /// [`SearchError`].
     pub fn apply(&self, changes: &[Change], seq: i64) -> Result<(), SearchError> {
+        #[cfg(test)]
+        if self
+            .failing_applies
+            .fetch_update(AtomicOrdering::SeqCst, AtomicOrdering::SeqCst, |n| {
+                n.checked_sub(1)
+            })
+            .is_ok()
+        {
+            return Err(SearchError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other("injected failure"),
+            });
+        }
         {
             let writer = self.writer.lock().map_err(|_| SearchError::Poisoned)?;
             for change in changes {
