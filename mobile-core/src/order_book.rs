@@ -23,7 +23,8 @@ use crate::wallet::{SignedEnvelope, Wallet};
 pub enum OrderFlowError {
     /// The step was refused: `code` is stable (`illegal_transition`, `order_finished`,
     /// `wrong_actor`, `not_moderated`, `order_mismatch`, `escrow_refused`, `unknown_order`, a
-    /// message or validation code, `chain_refused`, `chain_unreachable`, `storage`, …).
+    /// message or validation code, `chain_refused`, `chain_unreachable`, `storage`,
+    /// `order_changed` when another step on the same order finished first, …).
     #[error("{code}: {detail}")]
     Refused {
         /// Stable machine-readable code.

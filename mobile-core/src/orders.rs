@@ -77,6 +77,11 @@ pub enum FlowError {
     /// the money could not be moved out again without breaking the cap: escrow is refused.
     #[error("{0}")]
     FeeTooHigh(String),
+    /// Another step on the same order finished while this one ran (another thread, or another
+    /// handle on the same book): this step was refused whole, and the other kept. Read the order
+    /// again and retry if the step still applies.
+    #[error("{0}")]
+    Changed(String),
 }
 
 impl FlowError {
@@ -93,6 +98,7 @@ impl FlowError {
             Self::Storage(_) => "storage",
             Self::Keys(_) => "keys",
             Self::FeeTooHigh(_) => "fee_too_high",
+            Self::Changed(_) => "order_changed",
         }
     }
 }
@@ -854,11 +860,33 @@ impl Orders {
         at: u64,
         update_row: bool,
     ) -> Result<(), FlowError> {
+        // What this step read: if the stored order no longer says so when the step writes, a
+        // step beside it finished first, and writing would undo that step's change.
+        let (read_state, read_steps) = (record.order.state(), record.order.history().len());
         if let Some((event, actor)) = event {
             record.order.apply(event, actor, at)?;
         }
         let mut db = self.db();
         let tx = db.transaction()?;
+        if update_row {
+            let stored: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT state, (SELECT COUNT(*) FROM transitions WHERE order_id = ?1)
+                     FROM orders WHERE id = ?1",
+                    params![record.id.as_slice()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((state, steps)) = stored
+                && (state != read_state.as_str() || usize::try_from(steps).ok() != Some(read_steps))
+            {
+                return Err(FlowError::Changed(format!(
+                    "order {} changed while this step ran (it is {state} now, after {steps} \
+                     steps): nothing was stored or sent; read it again and retry",
+                    hex(&record.id)
+                )));
+            }
+        }
         let at_i = i64::try_from(at).unwrap_or(i64::MAX);
         let (funding_txid, funding_vout, funding_sats, funding_height) = match &record.funding {
             Some((outpoint, sats, height)) => (
@@ -2644,5 +2672,105 @@ impl Orders {
             _ => None,
         })
         .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use souk_protocol::order::OrderState;
+    use souk_protocol::{Keychain, Mnemonic, samples};
+
+    /// Two steps that read one order at the same time (two threads, or two handles on one
+    /// book): the first to write wins, and the other is refused whole with `order_changed`
+    /// instead of writing back the state it read, which would undo the first.
+    #[test]
+    fn a_step_that_raced_another_is_refused_and_the_other_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let keys = |n: u8| {
+            Keychain::from_mnemonic(&Mnemonic::from_entropy(&[n; 16]).expect("entropy"), "")
+        };
+        let (buyer, seller) = (keys(41), keys(42));
+        let at = ValidationContext::now().now;
+        let listing = seller
+            .identity()
+            .seal(
+                &Object::Listing(samples::listing(at - 5, "blue-mug", None)),
+                &ValidationContext::at(at),
+            )
+            .expect("listing")
+            .envelope()
+            .bytes()
+            .to_vec();
+        let orders = Orders::open(&dir.path().join("orders.db"), buyer, "regtest").expect("db");
+        let placed = orders
+            .place_order(
+                PlaceOrder {
+                    listing,
+                    items: vec![(0, 1)],
+                    shipping_option: String::new(),
+                    shipping_service: String::new(),
+                    shipping_address: String::new(),
+                    moderator_profile: None,
+                    amount_sats: 150_000,
+                    seller_inbox: vec!["https://seller.example".into()],
+                    reply_inbox: vec!["https://buyer.example".into()],
+                    memo: String::new(),
+                    fee_rate: None,
+                },
+                at,
+            )
+            .expect("placed");
+        let id = placed.order_id;
+        let before = orders.get(&id).expect("order").order.state();
+        let messages = orders.messages(&id).expect("messages").len();
+
+        // Three steps read the order; the first cancels it.
+        let mut first = orders.get(&id).expect("order");
+        let mut row_only = orders.get(&id).expect("order");
+        let mut another_event = orders.get(&id).expect("order");
+        orders
+            .commit(&mut first, Some((Event::Cancel, Actor::Buyer)), None, at)
+            .expect("the first step");
+
+        // One that only rewrites the row (as recording a funding transaction does) would have
+        // put the order back in the state it read.
+        row_only.pending_psbt = Some(vec![1, 2, 3]);
+        let error = orders
+            .commit(&mut row_only, None, None, at + 1)
+            .expect_err("raced");
+        assert_eq!(error.code(), "order_changed", "{error}");
+        // One with an event of its own is refused the same way.
+        let error = orders
+            .commit(
+                &mut another_event,
+                Some((Event::Cancel, Actor::Buyer)),
+                Some(("out", b"never stored")),
+                at + 1,
+            )
+            .expect_err("raced");
+        assert_eq!(error.code(), "order_changed", "{error}");
+
+        let stored = orders.get(&id).expect("order");
+        assert_ne!(before, OrderState::Canceled);
+        assert_eq!(stored.order.state(), OrderState::Canceled);
+        assert_eq!(stored.order.history().len(), 1, "one cancellation, once");
+        assert!(
+            stored.pending_psbt.is_none(),
+            "the refused step wrote nothing"
+        );
+        assert_eq!(
+            orders.messages(&id).expect("messages").len(),
+            messages,
+            "nor its message"
+        );
+
+        // A step that reads the order afresh goes through.
+        let mut fresh = orders.get(&id).expect("order");
+        fresh.pending_psbt = Some(vec![4]);
+        orders
+            .commit(&mut fresh, None, None, at + 2)
+            .expect("a fresh read");
+        assert_eq!(orders.get(&id).expect("order").pending_psbt, Some(vec![4]));
     }
 }
