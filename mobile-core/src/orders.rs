@@ -43,7 +43,7 @@ pub const MIN_FEE_CAP_SATS: u64 = 1_000;
 /// fee is worth a warning before ordering.
 pub const WARN_MINER_FEE_BP: u64 = 100;
 /// Schema version of the order database.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Why an order step was refused. Nothing is stored or sent when one is returned.
 #[derive(Debug, thiserror::Error)]
@@ -346,9 +346,30 @@ pub struct OrderRecord {
     pub decision: Option<pb::Decision>,
     /// The seller's inbox servers (the buyer's record; empty elsewhere).
     pub seller_servers: Vec<String>,
+    /// How many times the order's row was rewritten when this record was read: a step writes
+    /// only if it is unchanged (see [`FlowError::Changed`]).
+    pub version: i64,
 }
 
 impl OrderRecord {
+    /// The fields a received message may set, to tell whether it changed the order's row.
+    #[allow(clippy::type_complexity, reason = "a private snapshot compared once")]
+    fn row_fields(
+        &self,
+    ) -> (
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Option<pb::Decision>,
+        Option<(OutPoint, u64, Option<u32>)>,
+    ) {
+        (
+            self.confirmation.as_ref().map(|(bytes, _)| bytes.clone()),
+            self.pending_psbt.clone(),
+            self.decision.clone(),
+            self.funding,
+        )
+    }
+
     /// The moderator's identity key, for a moderated order.
     #[must_use]
     pub fn moderator(&self) -> Option<PublicKey> {
@@ -488,7 +509,8 @@ impl Orders {
                  funding_txid BLOB, funding_vout INTEGER, funding_sats INTEGER,
                  funding_height INTEGER, pending_psbt BLOB, decision BLOB,
                  seller_servers TEXT NOT NULL DEFAULT '',
-                 created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+                 created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+                 version INTEGER NOT NULL DEFAULT 0);
              CREATE TABLE IF NOT EXISTS transitions (
                  order_id BLOB NOT NULL, seq INTEGER NOT NULL, from_state TEXT NOT NULL,
                  event TEXT NOT NULL, actor TEXT NOT NULL, to_state TEXT NOT NULL,
@@ -517,6 +539,21 @@ impl Orders {
                 return Err(FlowError::Storage(format!(
                     "the order database is from a newer version (schema {v}); update the app"
                 )));
+            }
+            Some(v) if v < SCHEMA_VERSION => {
+                // Schema 1 → 2: the row version that steps check before they write.
+                let has_version = conn
+                    .prepare("SELECT 1 FROM pragma_table_info('orders') WHERE name = 'version'")?
+                    .exists([])?;
+                if !has_version {
+                    conn.execute_batch(
+                        "ALTER TABLE orders ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+                    )?;
+                }
+                conn.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema'",
+                    params![SCHEMA_VERSION],
+                )?;
             }
             Some(_) => {}
         }
@@ -634,13 +671,13 @@ impl Orders {
             (Option<Vec<u8>>, Option<i64>, Option<i64>, Option<i64>),
             Option<Vec<u8>>,
             Option<Vec<u8>>,
-            String,
+            (String, i64),
         );
         let row: Option<Row> = db
             .query_row(
                 "SELECT role, payment, state, request, confirmation, escrow_index, rating_index,
                         payout_index, funding_txid, funding_vout, funding_sats, funding_height,
-                        pending_psbt, decision, seller_servers
+                        pending_psbt, decision, seller_servers, version
                  FROM orders WHERE id = ?1",
                 params![id.as_slice()],
                 |r| {
@@ -654,7 +691,7 @@ impl Orders {
                         (r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?),
                         r.get(12)?,
                         r.get(13)?,
-                        r.get(14)?,
+                        (r.get(14)?, r.get(15)?),
                     ))
                 },
             )
@@ -669,7 +706,7 @@ impl Orders {
             funding,
             psbt,
             decision,
-            seller_servers,
+            (seller_servers, version),
         )) = row
         else {
             return Err(FlowError::UnknownOrder(hex(id)));
@@ -774,6 +811,7 @@ impl Orders {
                 .filter(|l| !l.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            version,
         })
     }
 
@@ -823,6 +861,32 @@ impl Orders {
         self.commit_inner(record, event, message, outbox, at, true)
     }
 
+    /// Commits a step whose transaction is already broadcast. If another step changed the
+    /// order while the step waited on the network, the step is applied to the order as it is
+    /// now (its pending PSBT as the step left it), so money that moved is never left
+    /// unrecorded; only when the step no longer applies to the order at all is that error
+    /// returned.
+    fn commit_broadcast(
+        &self,
+        record: &mut OrderRecord,
+        event: (Event, Actor),
+        message: Option<(&str, &[u8])>,
+        outbox: &[&Outgoing],
+        at: u64,
+    ) -> Result<(), FlowError> {
+        let pending_psbt = record.pending_psbt.clone();
+        match self.commit_with(record, Some(event), message, outbox, at) {
+            Err(FlowError::Changed(_)) => {
+                let mut fresh = self.get(&record.id)?;
+                fresh.pending_psbt = pending_psbt;
+                self.commit_with(&mut fresh, Some(event), message, outbox, at)?;
+                *record = fresh;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Stores a message this device sent that changes nothing of the order (chat, evidence, a
     /// payment notice) and puts it in the outbox, without rewriting the order's row: a step
     /// that moved the order meanwhile keeps its change.
@@ -860,33 +924,13 @@ impl Orders {
         at: u64,
         update_row: bool,
     ) -> Result<(), FlowError> {
-        // What this step read: if the stored order no longer says so when the step writes, a
-        // step beside it finished first, and writing would undo that step's change.
-        let (read_state, read_steps) = (record.order.state(), record.order.history().len());
         if let Some((event, actor)) = event {
             record.order.apply(event, actor, at)?;
         }
         let mut db = self.db();
-        let tx = db.transaction()?;
-        if update_row {
-            let stored: Option<(String, i64)> = tx
-                .query_row(
-                    "SELECT state, (SELECT COUNT(*) FROM transitions WHERE order_id = ?1)
-                     FROM orders WHERE id = ?1",
-                    params![record.id.as_slice()],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            if let Some((state, steps)) = stored
-                && (state != read_state.as_str() || usize::try_from(steps).ok() != Some(read_steps))
-            {
-                return Err(FlowError::Changed(format!(
-                    "order {} changed while this step ran (it is {state} now, after {steps} \
-                     steps): nothing was stored or sent; read it again and retry",
-                    hex(&record.id)
-                )));
-            }
-        }
+        // Immediate: the write lock is taken now, so the version check below and the write are
+        // one step even against another handle on the same file.
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let at_i = i64::try_from(at).unwrap_or(i64::MAX);
         let (funding_txid, funding_vout, funding_sats, funding_height) = match &record.funding {
             Some((outpoint, sats, height)) => (
@@ -898,11 +942,15 @@ impl Orders {
             None => (None, None, None, None),
         };
         if update_row {
-            tx.execute(
+            // Optimistic: the row is written only if nobody rewrote it since this step read it
+            // (every rewrite bumps `version`); otherwise another step finished first, and
+            // writing what this step read would undo it.
+            let written = tx.execute(
                 "UPDATE orders SET state = ?2, confirmation = ?3, escrow_index = ?4,
                  payout_index = ?5, funding_txid = ?6, funding_vout = ?7, funding_sats = ?8,
-                 funding_height = ?9, pending_psbt = ?10, decision = ?11, updated_at = ?12
-             WHERE id = ?1",
+                 funding_height = ?9, pending_psbt = ?10, decision = ?11, updated_at = ?12,
+                 version = version + 1
+             WHERE id = ?1 AND version = ?13",
                 params![
                     record.id.as_slice(),
                     record.order.state().as_str(),
@@ -916,8 +964,16 @@ impl Orders {
                     record.pending_psbt,
                     record.decision.as_ref().map(prost::Message::encode_to_vec),
                     at_i,
+                    record.version,
                 ],
             )?;
+            if written == 0 {
+                return Err(FlowError::Changed(format!(
+                    "order {} changed while this step ran (another step on it finished first); \
+                     this step stored nothing: read the order again and retry",
+                    hex(&record.id)
+                )));
+            }
         }
         if event.is_some()
             && let Some(step) = record.order.history().last()
@@ -967,6 +1023,9 @@ impl Orders {
             )?;
         }
         tx.commit()?;
+        if update_row {
+            record.version += 1;
+        }
         Ok(())
     }
 
@@ -1340,6 +1399,7 @@ impl Orders {
             pending_psbt: None,
             decision: None,
             seller_servers: outgoing.servers.clone(),
+            version: 0,
         };
         let outgoing = Outgoing {
             order_id: id,
@@ -1438,6 +1498,7 @@ impl Orders {
             pending_psbt: None,
             decision: None,
             seller_servers: Vec::new(),
+            version: 0,
         };
         self.insert(&record, at)?;
         self.commit(&mut record, None, Some(("in", opened.signed_bytes())), at)?;
@@ -1508,6 +1569,7 @@ impl Orders {
             pending_psbt: None,
             decision: None,
             seller_servers: Vec::new(),
+            version: 0,
         };
         // The escrow must be the one the quoted messages define, or there is nothing to decide.
         let escrow = self.escrow_of(&record)?;
@@ -1539,6 +1601,7 @@ impl Orders {
             .actor_of(&opened.sender())
             .ok_or_else(|| mismatch("the sender takes no part in this order"))?;
         let network = record.network()?;
+        let row_before = record.row_fields();
         match &body {
             pb::message::Body::Confirmation(c) => {
                 if c.amount_sats != record.request.amount_sats {
@@ -1637,7 +1700,17 @@ impl Orders {
             body => event_for_message(record.order.state(), body),
         };
         let event = event.map(|e| (e, actor));
-        self.commit(&mut record, event, Some(("in", opened.signed_bytes())), at)?;
+        // A message that moves nothing and sets nothing (chat, evidence, a repeated notice) is
+        // stored without rewriting the order's row, so it never conflicts with a step.
+        let row_changed = event.is_some() || record.row_fields() != row_before;
+        self.commit_inner(
+            &mut record,
+            event,
+            Some(("in", opened.signed_bytes())),
+            &[],
+            at,
+            row_changed,
+        )?;
         Ok(match event {
             Some(_) => Received::Moved {
                 order_id: id,
@@ -1761,54 +1834,73 @@ impl Orders {
         let tip = chain.tip_height().await?;
         let mut moved = Vec::new();
         for mut record in self.list()? {
-            let state = record.order.state();
-            if state.is_final() || record.role == Role::Moderator {
-                continue;
-            }
-            let Some((_, confirmation)) = record.confirmation.clone() else {
-                continue;
-            };
-            let before = record.order.history().len();
-            if state == OrderState::AwaitingPayment {
-                let utxos = chain.utxos(&confirmation.payment_address).await?;
-                if let Some(utxo) = utxos.iter().find(|u| u.value >= confirmation.amount_sats) {
-                    record.funding = Some((utxo.outpoint, utxo.value, utxo.status.block_height));
-                    self.commit(&mut record, Some((Event::Fund, Actor::Chain)), None, at)?;
-                }
-            }
-            if record.order.state() == OrderState::Funded
-                && let Some((outpoint, sats, _)) = record.funding
-            {
-                let utxos = chain.utxos(&confirmation.payment_address).await?;
-                if let Some(height) = utxos
-                    .iter()
-                    .find(|u| u.outpoint == outpoint)
-                    .and_then(|u| u.status.block_height)
-                {
-                    record.funding = Some((outpoint, sats, Some(height)));
-                    self.commit(
-                        &mut record,
-                        Some((Event::FundingConfirmed, Actor::Chain)),
-                        None,
-                        at,
-                    )?;
-                }
-            }
-            if record.order.payment() == Payment::Moderated
-                && matches!(
-                    record.order.state(),
-                    OrderState::Confirmed | OrderState::Shipped | OrderState::Disputed
-                )
-                && let Some((_, _, Some(height))) = record.funding
-                && tip + 1 >= height + confirmation.escrow_timeout_blocks
-            {
-                self.commit(&mut record, Some((Event::Timeout, Actor::Chain)), None, at)?;
-            }
-            if record.order.history().len() > before {
+            let version = record.version;
+            let watched = self.watch_order(&mut record, chain, tip, at).await;
+            // Each step it took rewrote the row once.
+            if record.version > version {
                 moved.push(record.id);
+            }
+            match watched {
+                // Another step moved this order while its chain state was read: it is looked
+                // at again on the next call, and the other orders are not held up.
+                Ok(()) | Err(FlowError::Changed(_)) => {}
+                Err(error) => return Err(error),
             }
         }
         Ok(moved)
+    }
+
+    /// [`Self::watch_chain`] for one order.
+    async fn watch_order(
+        &self,
+        record: &mut OrderRecord,
+        chain: &Chain,
+        tip: u32,
+        at: u64,
+    ) -> Result<(), FlowError> {
+        let state = record.order.state();
+        if state.is_final() || record.role == Role::Moderator {
+            return Ok(());
+        }
+        let Some((_, confirmation)) = record.confirmation.clone() else {
+            return Ok(());
+        };
+        if state == OrderState::AwaitingPayment {
+            let utxos = chain.utxos(&confirmation.payment_address).await?;
+            if let Some(utxo) = utxos.iter().find(|u| u.value >= confirmation.amount_sats) {
+                record.funding = Some((utxo.outpoint, utxo.value, utxo.status.block_height));
+                self.commit(record, Some((Event::Fund, Actor::Chain)), None, at)?;
+            }
+        }
+        if record.order.state() == OrderState::Funded
+            && let Some((outpoint, sats, _)) = record.funding
+        {
+            let utxos = chain.utxos(&confirmation.payment_address).await?;
+            if let Some(height) = utxos
+                .iter()
+                .find(|u| u.outpoint == outpoint)
+                .and_then(|u| u.status.block_height)
+            {
+                record.funding = Some((outpoint, sats, Some(height)));
+                self.commit(
+                    record,
+                    Some((Event::FundingConfirmed, Actor::Chain)),
+                    None,
+                    at,
+                )?;
+            }
+        }
+        if record.order.payment() == Payment::Moderated
+            && matches!(
+                record.order.state(),
+                OrderState::Confirmed | OrderState::Shipped | OrderState::Disputed
+            )
+            && let Some((_, _, Some(height))) = record.funding
+            && tip + 1 >= height + confirmation.escrow_timeout_blocks
+        {
+            self.commit(record, Some((Event::Timeout, Actor::Chain)), None, at)?;
+        }
+        Ok(())
     }
 
     /// The seller ships: for a moderated order, builds the release PSBT to its payout address and
@@ -1899,13 +1991,23 @@ impl Orders {
             at,
         )?;
         record.pending_psbt = None;
-        self.commit_with(
-            &mut record,
-            Some((Event::Complete, Actor::Buyer)),
-            Some(("out", &signed)),
-            &[&outgoing],
-            at,
-        )?;
+        if txid.is_some() {
+            self.commit_broadcast(
+                &mut record,
+                (Event::Complete, Actor::Buyer),
+                Some(("out", &signed)),
+                &[&outgoing],
+                at,
+            )?;
+        } else {
+            self.commit_with(
+                &mut record,
+                Some((Event::Complete, Actor::Buyer)),
+                Some(("out", &signed)),
+                &[&outgoing],
+                at,
+            )?;
+        }
         Ok((outgoing, txid))
     }
 
@@ -2450,7 +2552,7 @@ impl Orders {
         };
         let (psbt, terms) = self.sign_spend(&record, None, &spend, fee_rate)?;
         let txid = Self::finalize_and_broadcast(psbt, &terms, chain).await?;
-        self.commit(&mut record, Some((Event::Claim, Actor::Seller)), None, at)?;
+        self.commit_broadcast(&mut record, (Event::Claim, Actor::Seller), None, &[], at)?;
         Ok(txid)
     }
 
@@ -2767,10 +2869,38 @@ mod tests {
 
         // A step that reads the order afresh goes through.
         let mut fresh = orders.get(&id).expect("order");
+        let mut stale = orders.get(&id).expect("order");
         fresh.pending_psbt = Some(vec![4]);
         orders
             .commit(&mut fresh, None, None, at + 2)
             .expect("a fresh read");
         assert_eq!(orders.get(&id).expect("order").pending_psbt, Some(vec![4]));
+        // A change that moves no state is guarded all the same.
+        stale.pending_psbt = None;
+        let error = orders
+            .commit(&mut stale, None, None, at + 3)
+            .expect_err("raced");
+        assert_eq!(error.code(), "order_changed", "{error}");
+        assert_eq!(orders.get(&id).expect("order").pending_psbt, Some(vec![4]));
+
+        // A book from before row versions (schema 1) gets the column when opened.
+        drop(orders);
+        let path = dir.path().join("orders.db");
+        {
+            let conn = Connection::open(&path).expect("db");
+            conn.execute_batch(
+                "ALTER TABLE orders DROP COLUMN version;
+                 UPDATE meta SET value = 1 WHERE key = 'schema';",
+            )
+            .expect("back to schema 1");
+        }
+        let orders = Orders::open(&path, keys(41), "regtest").expect("upgraded");
+        let mut upgraded = orders.get(&id).expect("order");
+        assert_eq!(upgraded.version, 0);
+        upgraded.pending_psbt = Some(vec![5]);
+        orders
+            .commit(&mut upgraded, None, None, at + 4)
+            .expect("steps work after the upgrade");
+        assert_eq!(upgraded.version, 1);
     }
 }

@@ -288,8 +288,10 @@ pub struct StoredListing {
 /// always means the same listing. Whether a listing is still current is the search index's
 /// business, and only ids the index returns are looked up. Two generations approximate
 /// least-recently-used eviction: a hit in the older one moves to the newer one, and when the
-/// newer one is full it becomes the older and the oldest is dropped. So at most twice
-/// `capacity` entries are held (a listing with its envelope is a few KiB).
+/// newer one is full (`capacity` entries, or [`LISTING_CACHE_BYTES`] / 2 of envelopes) it
+/// becomes the older and the oldest is dropped. So at most twice `capacity` entries, and about
+/// [`LISTING_CACHE_BYTES`] of envelopes (the decoded listings take about as much again), are
+/// held, however large the listings.
 #[derive(Debug)]
 pub struct ListingCache {
     capacity: std::sync::atomic::AtomicUsize,
@@ -298,12 +300,16 @@ pub struct ListingCache {
 
 #[derive(Debug, Default)]
 struct ListingGenerations {
+    /// Envelope bytes held in `young`.
+    young_bytes: usize,
     young: std::collections::HashMap<ObjectId, Arc<StoredListing>>,
     old: std::collections::HashMap<ObjectId, Arc<StoredListing>>,
 }
 
 /// Entries per generation of the server's [`ListingCache`].
 pub const LISTING_CACHE_ENTRIES: usize = 8_192;
+/// Envelope bytes the [`ListingCache`] holds at most, both generations together (64 MiB).
+pub const LISTING_CACHE_BYTES: usize = 64 << 20;
 
 impl ListingCache {
     /// An empty cache holding up to `capacity` listings per generation (0: hold nothing).
@@ -351,10 +357,15 @@ impl ListingCache {
     }
 
     fn put(g: &mut ListingGenerations, capacity: usize, listing: Arc<StoredListing>) {
-        if g.young.len() >= capacity {
+        let size = listing.bytes.len();
+        if g.young.len() >= capacity || g.young_bytes + size > LISTING_CACHE_BYTES / 2 {
             g.old = std::mem::take(&mut g.young);
+            g.young_bytes = 0;
         }
-        g.young.insert(listing.id, listing);
+        g.young_bytes += size;
+        if let Some(previous) = g.young.insert(listing.id, listing) {
+            g.young_bytes -= previous.bytes.len();
+        }
     }
 
     /// How many listings are cached now.
@@ -827,6 +838,19 @@ mod tests {
         assert!(cached(&cache, 2) && cached(&cache, 3) && cached(&cache, 4));
         assert!(cache.len() <= 4);
         assert!(!cached(&cache, 9), "never cached");
+
+        // Large listings: the byte budget rotates generations before the entry count does.
+        let big = ListingCache::new(1_000);
+        let size = LISTING_CACHE_BYTES / 4 + 1;
+        for n in 0..6u8 {
+            let mut listing = StoredListing::clone(&listing(n));
+            listing.bytes = vec![n; size];
+            big.insert(Arc::new(listing));
+        }
+        assert!(
+            big.len() <= 3,
+            "at most one large listing per half budget, two generations"
+        );
 
         let off = ListingCache::new(0);
         off.insert(listing(1));
