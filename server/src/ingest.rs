@@ -705,11 +705,15 @@ mod tests {
     use crate::config::DemoArgs;
     use crate::config::SqliteSync;
 
-    fn batch(demo: &DemoArgs, now: u64, range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
-        crate::demo::listings(demo, now, range)
+    fn envelopes(objects: &[SignedObject]) -> Vec<Vec<u8>> {
+        objects
             .iter()
             .map(|o| o.envelope().bytes().to_vec())
             .collect()
+    }
+
+    fn batch(demo: &DemoArgs, now: u64, range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
+        envelopes(&crate::demo::listings(demo, now, range))
     }
 
     /// An index commit that fails leaves a hole: the batch is stored, its caller hears of the
@@ -731,10 +735,7 @@ mod tests {
             stores: 3,
             seed: 11,
         };
-        let profiles: Vec<Vec<u8>> = crate::demo::profiles(&demo, now)
-            .iter()
-            .map(|o| o.envelope().bytes().to_vec())
-            .collect();
+        let profiles = envelopes(&crate::demo::profiles(&demo, now));
         let accepted = |results: &[IngestResult]| {
             results
                 .iter()
