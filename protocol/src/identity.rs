@@ -508,6 +508,34 @@ fn hmac_sha512(key: &[u8], parts: &[&[u8]]) -> Zeroizing<[u8; 64]> {
     out
 }
 
+/// Whether `bytes`, which decode to a curve point, are that point's canonical encoding: the one
+/// re-encoding the point gives. Decoding reduces `y` modulo p = 2^255 - 19 and takes the sign bit
+/// as the parity of `x`, so an encoding differs from its point's only when `y` is p or more, or
+/// when the sign bit is set for `x` = 0 (`y` = 1 or p - 1). Checking those directly is the same
+/// test as re-encoding without the field inversion re-encoding costs (a sixth of an envelope's
+/// verification).
+fn is_canonical_encoding(bytes: &[u8; 32]) -> bool {
+    // y = bits 0..255 little-endian; p - 1 = 0x7fff…ffec.
+    let top = bytes[31] & 0x7f;
+    let y_at_least_p = top == 0x7f && bytes[1..31].iter().all(|b| *b == 0xff) && bytes[0] >= 0xed;
+    if y_at_least_p {
+        return false;
+    }
+    let sign = bytes[31] & 0x80 != 0;
+    let y_is_one = bytes[0] == 1 && top == 0 && bytes[1..31].iter().all(|b| *b == 0);
+    let y_is_p_minus_one =
+        bytes[0] == 0xec && top == 0x7f && bytes[1..31].iter().all(|b| *b == 0xff);
+    !(sign && (y_is_one || y_is_p_minus_one))
+}
+
+/// Valid keys each thread remembers in [`PublicKey::from_slice`], by their first byte.
+const RECENT_KEYS: usize = 256;
+
+std::thread_local! {
+    static RECENT: core::cell::RefCell<[Option<PublicKey>; RECENT_KEYS]> =
+        const { core::cell::RefCell::new([None; RECENT_KEYS]) };
+}
+
 /// A person's ed25519 identity public key: their address in Souk.
 ///
 /// Its text form is bech32m (BIP 350) with the human-readable part `souk` over the 32 key bytes,
@@ -532,8 +560,33 @@ impl PublicKey {
 
     pub(crate) fn from_slice(bytes: &[u8]) -> Result<Self, &'static str> {
         let bytes: &[u8; 32] = bytes.try_into().map_err(|_| "not 32 bytes")?;
+        // Decoding a point costs a field exponentiation (a tenth of verifying an envelope), and
+        // a store's envelopes share their signer: remember the last valid keys this thread
+        // decoded. A pure function's results, so nothing else changes.
+        let slot = usize::from(bytes[0]) % RECENT_KEYS;
+        let recent = RECENT.with(|recent| {
+            recent
+                .borrow()
+                .get(slot)
+                .copied()
+                .flatten()
+                .filter(|key| key.as_bytes() == bytes)
+        });
+        if let Some(key) = recent {
+            return Ok(key);
+        }
+        let key = Self::decode(bytes)?;
+        RECENT.with(|recent| {
+            if let Some(entry) = recent.borrow_mut().get_mut(slot) {
+                *entry = Some(key);
+            }
+        });
+        Ok(key)
+    }
+
+    fn decode(bytes: &[u8; 32]) -> Result<Self, &'static str> {
         let key = VerifyingKey::from_bytes(bytes).map_err(|_| "not a curve point")?;
-        if key.to_edwards().compress().as_bytes() != bytes {
+        if !is_canonical_encoding(bytes) {
             return Err("not the canonical encoding of its point");
         }
         if key.is_weak() {
@@ -690,6 +743,93 @@ impl fmt::Debug for IdentityKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keys remembered by `from_slice` are only ever handed back for their own bytes: keys that
+    /// share a slot (a first byte) come back as themselves, and a refused encoding stays refused
+    /// after a valid key of its slot was remembered.
+    #[test]
+    fn remembered_keys_are_only_returned_for_their_own_bytes() {
+        let (mut same_slot, mut refused): (Vec<[u8; 32]>, Option<[u8; 32]>) = (Vec::new(), None);
+        let mut seed = [1u8; 32];
+        while same_slot.len() < 3 || refused.is_none() {
+            seed = {
+                use sha2::Digest as _;
+                sha2::Sha256::digest(seed).into()
+            };
+            let mut candidate = seed;
+            candidate[0] = 0x42;
+            match PublicKey::decode(&candidate) {
+                Ok(_) => same_slot.push(candidate),
+                Err(_) => refused = Some(candidate),
+            }
+        }
+        for _ in 0..3 {
+            for bytes in &same_slot {
+                let key = PublicKey::from_bytes(bytes).expect("valid key");
+                assert_eq!(key.as_bytes(), bytes);
+            }
+        }
+        let refused = refused.unwrap_or_default();
+        for bytes in &same_slot {
+            let _ = PublicKey::from_bytes(bytes).expect("valid key");
+            assert!(PublicKey::from_bytes(&refused).is_err());
+        }
+    }
+
+    /// The direct test of canonical encodings agrees with re-encoding the decoded point, on every
+    /// encoding next to the edges (`y` near 0, near p and up to 2^255 - 1, both sign bits) and on
+    /// 20,000 pseudo-random ones.
+    #[test]
+    fn canonical_encodings_are_told_apart_exactly_as_re_encoding_does() {
+        let reencodes = |bytes: &[u8; 32]| {
+            VerifyingKey::from_bytes(bytes)
+                .ok()
+                .map(|key| key.to_edwards().compress().as_bytes() == bytes)
+        };
+        let mut cases: Vec<[u8; 32]> = Vec::new();
+        for sign in [0u8, 0x80] {
+            for low in 0u8..=80 {
+                let mut small = [0u8; 32];
+                small[0] = low;
+                small[31] = sign;
+                cases.push(small);
+            }
+            // 2^255 - 1 down to p - 60 (p = 2^255 - 19).
+            for below_top in 0u8..=80 {
+                let mut high = [0xffu8; 32];
+                high[0] = 0xff - below_top;
+                high[31] = 0x7f | sign;
+                cases.push(high);
+            }
+        }
+        let mut seed = [7u8; 32];
+        for _ in 0..20_000 {
+            seed = {
+                use sha2::Digest as _;
+                sha2::Sha256::digest(seed).into()
+            };
+            cases.push(seed);
+        }
+        let (mut points, mut refused) = (0, 0);
+        for bytes in &cases {
+            if let Some(canonical) = reencodes(bytes) {
+                points += 1;
+                refused += usize::from(!canonical);
+                assert_eq!(
+                    is_canonical_encoding(bytes),
+                    canonical,
+                    "{}",
+                    crate::hex(bytes)
+                );
+            }
+        }
+        // The edges hold non-canonical points of both kinds, and most random strings are points.
+        assert!(
+            refused >= 4,
+            "only {refused} non-canonical encodings were met"
+        );
+        assert!(points > 10_000, "only {points} encodings decoded");
+    }
 
     /// SLIP-0010, "Test vector 1 for ed25519": seed 000102…0f, private keys along m/0'/1'/2'/2'/1000000000'.
     #[test]

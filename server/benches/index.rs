@@ -88,6 +88,21 @@ fn status_mib(key: &str) -> f64 {
     kb / 1024.0
 }
 
+/// CPU time this process has used so far, user and system, in seconds (0 when unreadable):
+/// fields 14 and 15 of `/proc/self/stat`, in clock ticks of 1/100 s.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name (field 2) may hold spaces; the fields after it are counted from its ')'.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: f64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
 fn queries() -> Vec<SearchParams> {
     support::query_lines()
         .iter()
@@ -103,6 +118,7 @@ async fn ingest(label: &str, state: &souk_server::api::SharedState, a: &Args, no
     let count: usize = batches.iter().map(Vec::len).sum();
     let bytes: usize = batches.iter().flatten().map(Vec::len).sum();
     let started = Instant::now();
+    let cpu_before = cpu_seconds();
     // `ingest_clients` batches in flight at once, as from that many clients or peers.
     use futures::StreamExt as _;
     let ingestor = &state.ingestor;
@@ -118,13 +134,17 @@ async fn ingest(label: &str, state: &souk_server::api::SharedState, a: &Args, no
         })
         .await;
     let ingest = started.elapsed();
+    let cpu = cpu_seconds() - cpu_before;
     #[allow(clippy::cast_precision_loss, reason = "rates")]
     let rate = count as f64 / ingest.as_secs_f64();
+    #[allow(clippy::cast_precision_loss, reason = "rates")]
+    let cpu_per_envelope = cpu / count as f64 * 1e6;
     println!(
-        "| {label} | ingest, {} client(s) | {count} envelopes ({:.0} MiB) in {:.1} s | **{rate:.0} envelopes/s** | (signing them took {:.1} s, not counted) |",
+        "| {label} | ingest, {} client(s) | {count} envelopes ({:.0} MiB) in {:.1} s; CPU {cpu_per_envelope:.0} µs an envelope ({:.2} cores busy) | **{rate:.0} envelopes/s** | (signing them took {:.1} s, not counted) |",
         a.ingest_clients,
         bytes as f64 / 1_048_576.0,
         ingest.as_secs_f64(),
+        cpu / ingest.as_secs_f64(),
         generation.as_secs_f64()
     );
 }

@@ -102,7 +102,10 @@ pub struct Published {
 }
 
 struct Job {
+    /// Taken by the store stage, which keeps the count.
     objects: Vec<SignedObject>,
+    /// How many objects the job brought (its share of the group's outcomes).
+    count: usize,
     reply: oneshot::Sender<Result<Vec<WriteOutcome>, Arc<IngestError>>>,
 }
 
@@ -138,9 +141,7 @@ pub struct Committed {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("objects", &self.objects.len())
-            .finish()
+        f.debug_struct("Job").field("objects", &self.count).finish()
     }
 }
 
@@ -240,6 +241,7 @@ impl Ingestor {
             let (reply, answer) = oneshot::channel();
             self.jobs
                 .send(Job {
+                    count: accepted.len(),
                     objects: accepted,
                     reply,
                 })
@@ -351,9 +353,10 @@ async fn writer(mut queue: mpsc::Receiver<Job>, store: Store, stored: mpsc::Send
                 Err(_) => break,
             }
         }
+        // Moved, not copied: the jobs keep their counts to share out the outcomes.
         let objects: Vec<SignedObject> = jobs
-            .iter()
-            .flat_map(|j| j.objects.iter().cloned())
+            .iter_mut()
+            .flat_map(|j| std::mem::take(&mut j.objects))
             .collect();
         let outcomes = match store.write_batch(&objects).await {
             Ok(outcomes) => outcomes,
@@ -373,10 +376,15 @@ async fn writer(mut queue: mpsc::Receiver<Job>, store: Store, stored: mpsc::Send
         let mut accepted = Vec::new();
         let (mut min_seq, mut max_seq) = (i64::MAX, 0);
         for (object, outcome) in objects.iter().zip(&outcomes) {
-            if let WriteOutcome::Accepted { seq, .. } = outcome {
+            if let WriteOutcome::Accepted { seq, replaced } = outcome {
                 min_seq = min_seq.min(*seq);
                 max_seq = max_seq.max(*seq);
-                accepted.push((object.id(), object.signer(), object.object().clone()));
+                accepted.push(Accepted {
+                    id: object.id(),
+                    signer: object.signer(),
+                    object: object.object().clone(),
+                    first: replaced.is_none(),
+                });
             }
         }
         let changes = if max_seq > 0 {
@@ -529,10 +537,19 @@ fn finish(
     let mut outcomes = result.map(Vec::into_iter);
     for job in jobs {
         let _ = job.reply.send(match &mut outcomes {
-            Ok(outcomes) => Ok(outcomes.by_ref().take(job.objects.len()).collect()),
+            Ok(outcomes) => Ok(outcomes.by_ref().take(job.count).collect()),
             Err(error) => Err(Arc::clone(error)),
         });
     }
+}
+
+/// An object the store stage stored, on its way to [`index_changes`].
+struct Accepted {
+    id: ObjectId,
+    signer: PublicKey,
+    object: Object,
+    /// The first version of its slot the store has held: no other version can be in the index.
+    first: bool,
 }
 
 /// The index changes for stored objects, in ingest order: a listing is put in with its seller's
@@ -541,11 +558,17 @@ fn finish(
 async fn index_changes(
     store: &Store,
     ratings: &mut HashMap<PublicKey, f64>,
-    objects: Vec<(ObjectId, PublicKey, Object)>,
+    objects: Vec<Accepted>,
 ) -> Result<Vec<Change>, StoreError> {
     let mut changes = Vec::with_capacity(objects.len());
     let mut rated_sellers = Vec::new();
-    for (id, signer, object) in objects {
+    for Accepted {
+        id,
+        signer,
+        object,
+        first,
+    } in objects
+    {
         match object {
             Object::Listing(listing) => {
                 let seller_rating = match ratings.get(&signer) {
@@ -559,12 +582,17 @@ async fn index_changes(
                         rating
                     }
                 };
-                changes.push(Change::Upsert(Box::new(ListingDoc {
+                let doc = Box::new(ListingDoc {
                     id,
                     signer,
                     listing,
                     seller_rating,
-                })));
+                });
+                changes.push(if first {
+                    Change::Insert(doc)
+                } else {
+                    Change::Upsert(doc)
+                });
             }
             Object::Tombstone(tombstone) => changes.push(Change::remove(&signer, &tombstone.slug)),
             Object::Rating(rating) if rating.role == pb::RatingRole::Seller as i32 => {
@@ -677,7 +705,13 @@ pub async fn catch_up_with(
         let mut stored = Vec::with_capacity(page.len());
         for (_, bytes) in &page {
             let (envelope, object) = decode_stored(bytes)?;
-            stored.push((envelope.id(), envelope.signer(), object));
+            // A replay may meet listings the index already holds: replace, never just add.
+            stored.push(Accepted {
+                id: envelope.id(),
+                signer: envelope.signer(),
+                object,
+                first: false,
+            });
         }
         let changes = index_changes(store, &mut ratings, stored).await?;
         done += page.len();
@@ -714,6 +748,66 @@ mod tests {
 
     fn batch(demo: &DemoArgs, now: u64, range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
         envelopes(&crate::demo::listings(demo, now, range))
+    }
+
+    /// A slot's first version goes into the index without a delete by slot; versions that
+    /// replace it, later in the same batch or in a later one, still take it out: the index holds
+    /// exactly the current version of each slot.
+    #[tokio::test]
+    async fn replacements_in_one_batch_and_across_batches_leave_the_current_version_alone() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", dir.path().join("souk.db").display());
+        let store = Store::connect(&url, SqliteSync::Normal)
+            .await
+            .expect("store");
+        let index_dir = dir.path().join("search");
+        let (search, _) = SearchIndex::open(&index_dir, 15_000_000).expect("index");
+        let search = Arc::new(search);
+        let ingestor = Ingestor::start(store.clone(), Arc::clone(&search), None);
+        let ctx = ValidationContext::now();
+        let key = souk_protocol::IdentityKey::from_secret_bytes(&[5; 32]);
+        let version = |slug: &str, age: u64| {
+            let listing = souk_protocol::samples::listing(ctx.now - age, slug, None);
+            key.seal(&Object::Listing(listing), &ctx)
+                .expect("valid listing")
+        };
+        let (lamp_1, lamp_2, chair) = (
+            version("lamp", 300),
+            version("lamp", 200),
+            version("chair", 300),
+        );
+        let results = ingestor
+            .ingest(envelopes(&[lamp_1.clone(), lamp_2.clone(), chair.clone()]))
+            .await
+            .expect("first batch");
+        assert!(matches!(
+            results.as_slice(),
+            [
+                IngestResult::Accepted { .. },
+                IngestResult::Accepted { .. },
+                IngestResult::Accepted { .. }
+            ]
+        ));
+        let ids = |objects: &[&SignedObject]| -> std::collections::HashSet<String> {
+            objects.iter().map(|o| o.id().to_string()).collect()
+        };
+        assert_eq!(
+            crate::search::indexed_ids(&index_dir).expect("ids"),
+            ids(&[&lamp_2, &chair]),
+            "the second version in the batch replaced the first"
+        );
+        let lamp_3 = version("lamp", 100);
+        ingestor
+            .ingest(envelopes(std::slice::from_ref(&lamp_3)))
+            .await
+            .expect("second batch");
+        assert_eq!(
+            crate::search::indexed_ids(&index_dir).expect("ids"),
+            ids(&[&lamp_3, &chair]),
+            "a later batch's version replaced it again"
+        );
+        assert_eq!(search.num_docs(), 2);
+        store.close().await;
     }
 
     /// An index commit that fails leaves a hole: the batch is stored, its caller hears of the

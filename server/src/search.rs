@@ -342,6 +342,10 @@ pub struct ListingDoc {
 pub enum Change {
     /// Put this listing in, replacing any other version of its slot.
     Upsert(Box<ListingDoc>),
+    /// Put in the first version of a slot, one the index cannot hold another version of (its
+    /// slot was empty in the store). It skips [`Change::Upsert`]'s delete by slot, which the
+    /// index commit would otherwise look up in every segment's term dictionary.
+    Insert(Box<ListingDoc>),
     /// Take the listing of this slot out (see [`Change::remove`]).
     Remove {
         /// `<seller hex>/<slug>`.
@@ -714,6 +718,9 @@ impl SearchIndex {
                             self.fields.slot_key,
                             &slot_key(&doc.signer, &doc.listing.slug),
                         ));
+                        writer.add_document(self.document(doc))?;
+                    }
+                    Change::Insert(doc) => {
                         writer.add_document(self.document(doc))?;
                     }
                     Change::Remove { slot_key } => {
