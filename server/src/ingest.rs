@@ -750,20 +750,26 @@ mod tests {
         envelopes(&crate::demo::listings(demo, now, range))
     }
 
+    /// A SQLite store in `dir`, a search index in `dir/search`, and the ingest path over both.
+    async fn open(dir: &std::path::Path) -> (Store, Arc<SearchIndex>, Ingestor) {
+        let url = format!("sqlite://{}", dir.join("souk.db").display());
+        let store = Store::connect(&url, SqliteSync::Normal)
+            .await
+            .expect("store");
+        let (search, _) = SearchIndex::open(&dir.join("search"), 15_000_000).expect("index");
+        let search = Arc::new(search);
+        let ingestor = Ingestor::start(store.clone(), Arc::clone(&search), None);
+        (store, search, ingestor)
+    }
+
     /// A slot's first version goes into the index without a delete by slot; versions that
     /// replace it, later in the same batch or in a later one, still take it out: the index holds
     /// exactly the current version of each slot.
     #[tokio::test]
     async fn replacements_in_one_batch_and_across_batches_leave_the_current_version_alone() {
         let dir = tempfile::tempdir().expect("tmp");
-        let url = format!("sqlite://{}", dir.path().join("souk.db").display());
-        let store = Store::connect(&url, SqliteSync::Normal)
-            .await
-            .expect("store");
+        let (store, search, ingestor) = open(dir.path()).await;
         let index_dir = dir.path().join("search");
-        let (search, _) = SearchIndex::open(&index_dir, 15_000_000).expect("index");
-        let search = Arc::new(search);
-        let ingestor = Ingestor::start(store.clone(), Arc::clone(&search), None);
         let ctx = ValidationContext::now();
         let key = souk_protocol::IdentityKey::from_secret_bytes(&[5; 32]);
         let version = |slug: &str, age: u64| {
@@ -816,13 +822,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_index_commit_is_replayed_by_the_next_catch_up() {
         let dir = tempfile::tempdir().expect("tmp");
-        let url = format!("sqlite://{}", dir.path().join("souk.db").display());
-        let store = Store::connect(&url, SqliteSync::Normal)
-            .await
-            .expect("store");
-        let (search, _) = SearchIndex::open(&dir.path().join("search"), 15_000_000).expect("index");
-        let search = Arc::new(search);
-        let ingestor = Ingestor::start(store.clone(), Arc::clone(&search), None);
+        let (store, search, ingestor) = open(dir.path()).await;
         let now = ValidationContext::now().now;
         let demo = DemoArgs {
             listings: 9,
