@@ -517,14 +517,13 @@ fn hmac_sha512(key: &[u8], parts: &[&[u8]]) -> Zeroizing<[u8; 64]> {
 fn is_canonical_encoding(bytes: &[u8; 32]) -> bool {
     // y = bits 0..255 little-endian; p - 1 = 0x7fff…ffec.
     let top = bytes[31] & 0x7f;
-    let y_at_least_p = top == 0x7f && bytes[1..31].iter().all(|b| *b == 0xff) && bytes[0] >= 0xed;
-    if y_at_least_p {
-        return false;
+    let high_bits_set = top == 0x7f && bytes[1..31].iter().all(|b| *b == 0xff);
+    if high_bits_set && bytes[0] >= 0xed {
+        return false; // y ≥ p
     }
     let sign = bytes[31] & 0x80 != 0;
     let y_is_one = bytes[0] == 1 && top == 0 && bytes[1..31].iter().all(|b| *b == 0);
-    let y_is_p_minus_one =
-        bytes[0] == 0xec && top == 0x7f && bytes[1..31].iter().all(|b| *b == 0xff);
+    let y_is_p_minus_one = high_bits_set && bytes[0] == 0xec;
     !(sign && (y_is_one || y_is_p_minus_one))
 }
 
@@ -744,6 +743,11 @@ impl fmt::Debug for IdentityKey {
 mod tests {
     use super::*;
 
+    fn sha256(bytes: &[u8]) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(bytes).into()
+    }
+
     /// Keys remembered by `from_slice` are only ever handed back for their own bytes: keys that
     /// share a slot (a first byte) come back as themselves, and a refused encoding stays refused
     /// after a valid key of its slot was remembered.
@@ -752,10 +756,7 @@ mod tests {
         let (mut same_slot, mut refused): (Vec<[u8; 32]>, Option<[u8; 32]>) = (Vec::new(), None);
         let mut seed = [1u8; 32];
         while same_slot.len() < 3 || refused.is_none() {
-            seed = {
-                use sha2::Digest as _;
-                sha2::Sha256::digest(seed).into()
-            };
+            seed = sha256(&seed);
             let mut candidate = seed;
             candidate[0] = 0x42;
             match PublicKey::decode(&candidate) {
@@ -804,10 +805,7 @@ mod tests {
         }
         let mut seed = [7u8; 32];
         for _ in 0..20_000 {
-            seed = {
-                use sha2::Digest as _;
-                sha2::Sha256::digest(seed).into()
-            };
+            seed = sha256(&seed);
             cases.push(seed);
         }
         let (mut points, mut refused) = (0, 0);

@@ -490,7 +490,11 @@ pub async fn listing(state: &AppState, id: &ObjectId) -> Result<(StoredListing, 
         .await?
         .ok_or_else(|| ApiError::not_found("no listing with that id here"))?;
     let listing = StoredListing::decode(bytes)?;
-    Ok((listing, state.store.is_current(id).await?))
+    let slot = Slot::Listing {
+        slug: listing.listing.slug.clone(),
+    };
+    let current = state.store.is_current(&listing.seller, &slot, id).await?;
+    Ok((listing, current))
 }
 
 /// A stored profile with its signed bytes.

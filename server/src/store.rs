@@ -549,18 +549,23 @@ impl Store {
         })
     }
 
-    /// Whether `id` is the current version of its slot (not replaced, not withdrawn).
+    /// Whether `id`, an object of `signer` in `slot`, is that slot's current version (not
+    /// replaced, not withdrawn). One lookup by the slot's key: `current` has no index on `id`.
     ///
     /// # Errors
     /// [`StoreError`].
-    pub async fn is_current(&self, id: &ObjectId) -> Result<bool, StoreError> {
+    pub async fn is_current(
+        &self,
+        signer: &PublicKey,
+        slot: &Slot,
+        id: &ObjectId,
+    ) -> Result<bool, StoreError> {
         with_pool!(self, pool => {
-            // Through the envelope's slot: `current` has no index on `id`.
             let row = sqlx::query(
-                "SELECT c.tombstone FROM envelopes e \
-                 JOIN current c ON c.signer = e.signer AND c.slot = e.slot \
-                 WHERE e.id = $1 AND c.id = e.id",
+                "SELECT tombstone FROM current WHERE signer = $1 AND slot = $2 AND id = $3",
             )
+                .bind(signer.as_bytes().as_slice())
+                .bind(slot_text(slot))
                 .bind(id.as_bytes().as_slice())
                 .fetch_optional(pool)
                 .await?;
