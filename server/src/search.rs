@@ -29,7 +29,7 @@ use tantivy::tokenizer::{
 use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
 
 /// Version of the schema below; an index built with another version is rebuilt.
-const SCHEMA_VERSION: &str = "2";
+const SCHEMA_VERSION: &str = "3";
 const TEXT_ANALYZER: &str = "souk_text";
 const PREFIX_ANALYZER: &str = "souk_prefix";
 
@@ -166,16 +166,17 @@ fn schema() -> (Schema, Fields) {
                 .set_index_option(record),
         )
     };
-    let positions = IndexRecordOption::WithFreqsAndPositions;
+    // Frequencies for BM25; no positions, as no query matches phrases.
+    let freqs = IndexRecordOption::WithFreqs;
     // Filtered by term, counted (facets) from the fast column.
     let keyword = STRING | FAST;
     let fields = Fields {
         id: ID_FIELDS.map(|name| b.add_u64_field(name, FAST)),
-        slot_key: b.add_text_field("slot_key", STRING),
-        signer: b.add_text_field("signer", STRING),
-        title: b.add_text_field("title", text(TEXT_ANALYZER, positions)),
-        description: b.add_text_field("description", text(TEXT_ANALYZER, positions)),
-        tags: b.add_text_field("tags", text(TEXT_ANALYZER, positions)),
+        slot_key: b.add_bytes_field("slot_key", INDEXED),
+        signer: b.add_bytes_field("signer", INDEXED),
+        title: b.add_text_field("title", text(TEXT_ANALYZER, freqs)),
+        description: b.add_text_field("description", text(TEXT_ANALYZER, freqs)),
+        tags: b.add_text_field("tags", text(TEXT_ANALYZER, freqs)),
         prefix: b.add_text_field("prefix", text(PREFIX_ANALYZER, IndexRecordOption::Basic)),
         category: b.add_text_field("category", STRING),
         category_path: b.add_text_field(FACET_FIELDS[0], FAST),
@@ -184,7 +185,8 @@ fn schema() -> (Schema, Fields) {
         currency: b.add_text_field(FACET_FIELDS[3], keyword),
         ships_to: b.add_text_field("ships_to", STRING),
         price: b.add_f64_field("price", INDEXED | FAST),
-        created_at: b.add_u64_field("created_at", INDEXED | FAST),
+        // Only sorted on, never a filter: a column, no term dictionary.
+        created_at: b.add_u64_field("created_at", FAST),
         expires_at: b.add_u64_field("expires_at", INDEXED | FAST),
         rating: b.add_f64_field("rating", INDEXED | FAST),
         moderated: b.add_u64_field("moderated", INDEXED | FAST),
@@ -348,8 +350,8 @@ pub enum Change {
     Insert(Box<ListingDoc>),
     /// Take the listing of this slot out (see [`Change::remove`]).
     Remove {
-        /// `<seller hex>/<slug>`.
-        slot_key: String,
+        /// The slot's key in the index (see [`Change::remove`]).
+        slot_key: [u8; SLOT_KEY_LEN],
     },
 }
 
@@ -363,8 +365,23 @@ impl Change {
     }
 }
 
-fn slot_key(signer: &PublicKey, slug: &str) -> String {
-    format!("{}/{slug}", signer.to_hex())
+/// Bytes of a slot's key in the index.
+const SLOT_KEY_LEN: usize = 16;
+
+/// A slot's key in the index: the first 16 bytes of SHA-256 over a domain tag, the seller's key
+/// and the slug. A short fixed-size term keeps the per-segment term dictionary small (every
+/// listing has its own); 128 bits leave finding another slot with the same key out of reach,
+/// so one seller's listing can never delete another's.
+fn slot_key(signer: &PublicKey, slug: &str) -> [u8; SLOT_KEY_LEN] {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"souk/index-slot/v1\0")
+        .chain_update(signer.as_bytes())
+        .chain_update(slug.as_bytes())
+        .finalize();
+    let mut key = [0u8; SLOT_KEY_LEN];
+    key.copy_from_slice(&digest[..SLOT_KEY_LEN]);
+    key
 }
 
 /// A price in major units (amount / 10^divisibility), the index's normalised price.
@@ -714,7 +731,7 @@ impl SearchIndex {
             for change in changes {
                 match change {
                     Change::Upsert(doc) => {
-                        writer.delete_term(Term::from_field_text(
+                        writer.delete_term(Term::from_field_bytes(
                             self.fields.slot_key,
                             &slot_key(&doc.signer, &doc.listing.slug),
                         ));
@@ -724,7 +741,7 @@ impl SearchIndex {
                         writer.add_document(self.document(doc))?;
                     }
                     Change::Remove { slot_key } => {
-                        writer.delete_term(Term::from_field_text(self.fields.slot_key, slot_key));
+                        writer.delete_term(Term::from_field_bytes(self.fields.slot_key, slot_key));
                     }
                 }
             }
@@ -741,8 +758,8 @@ impl SearchIndex {
             word.copy_from_slice(chunk);
             d.add_u64(*field, u64::from_be_bytes(word));
         }
-        d.add_text(f.slot_key, slot_key(&doc.signer, &l.slug));
-        d.add_text(f.signer, doc.signer.to_hex());
+        d.add_bytes(f.slot_key, &slot_key(&doc.signer, &l.slug));
+        d.add_bytes(f.signer, doc.signer.as_bytes());
         d.add_text(f.title, &l.title);
         d.add_text(f.description, &l.description);
         d.add_text(f.prefix, &l.title);
@@ -880,7 +897,13 @@ impl SearchIndex {
             ));
         }
         if let Some(seller) = &q.seller {
-            must.push((Occur::Must, term(f.signer, &seller.to_hex())));
+            must.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_bytes(f.signer, seller.as_bytes()),
+                    IndexRecordOption::Basic,
+                )),
+            ));
         }
         if let Some(min) = q.min_rating {
             must.push((
@@ -1301,6 +1324,60 @@ mod tests {
 
     fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
         pairs.iter().map(|(k, v)| ((*k).to_string(), *v)).collect()
+    }
+
+    /// A slot is its seller's key and its slug together: a withdrawal or a new version takes
+    /// out that one listing, never the same slug of another seller nor another slug of the same
+    /// seller; the seller filter matches the seller's key.
+    #[test]
+    fn a_slot_is_replaced_and_removed_only_by_its_own_seller_and_slug() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (index, _) = SearchIndex::open(dir.path(), 15_000_000).expect("open");
+        index.set_result_cache_entries(0);
+        let ids = |query: &SearchQuery| {
+            let mut ids: Vec<u8> = index
+                .search(query)
+                .expect("search")
+                .ids
+                .iter()
+                .map(|id| id.0[0])
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let everything = SearchQuery {
+            limit: 10,
+            now: 2_000,
+            ..SearchQuery::default()
+        };
+        index
+            .apply(
+                &[
+                    upsert(1, 1, listing("kettle", "home", "EUR", false)),
+                    upsert(2, 1, listing("kettles", "home", "EUR", false)),
+                    upsert(3, 2, listing("kettle", "home", "EUR", false)),
+                ],
+                1,
+            )
+            .expect("apply");
+        assert_eq!(ids(&everything), [1, 2, 3]);
+        // Seller 2 replaces its kettle: seller 1's kettle stays.
+        index
+            .apply(&[upsert(4, 2, listing("kettle", "home", "USD", false))], 2)
+            .expect("apply");
+        assert_eq!(ids(&everything), [1, 2, 4]);
+        // Seller 1 withdraws its kettle: its "kettles" and seller 2's kettle stay.
+        index
+            .apply(&[Change::remove(&seller(1), "kettle")], 3)
+            .expect("apply");
+        assert_eq!(ids(&everything), [2, 4]);
+        for (seed, expected) in [(1, vec![2]), (2, vec![4]), (3, vec![])] {
+            let of_seller = SearchQuery {
+                seller: Some(seller(seed)),
+                ..everything.clone()
+            };
+            assert_eq!(ids(&of_seller), expected, "seller {seed}");
+        }
     }
 
     /// Three segments (a commit each), a replaced listing (a deleted document in an older
