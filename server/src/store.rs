@@ -211,6 +211,17 @@ pub fn slot_text(slot: &Slot) -> String {
     }
 }
 
+/// A seller's current listings, newest first: found through the primary key (signer, slot).
+const LISTINGS_OF: &str = "SELECT e.bytes FROM current c JOIN envelopes e ON e.seq = c.seq \
+     WHERE c.signer = $1 AND c.kind = $2 AND c.tombstone = 0 \
+     ORDER BY c.created_at DESC, c.seq DESC LIMIT $3 OFFSET $4";
+
+/// The newest current profiles. The kind is written out, not bound: a planner uses the partial
+/// index `current_profiles` (migration 0005) only for a literal `kind = 1`.
+const NEWEST_PROFILES: &str = "SELECT e.bytes FROM current c JOIN envelopes e ON e.seq = c.seq \
+     WHERE c.kind = 1 AND c.tombstone = 0 ORDER BY c.seq DESC LIMIT $1";
+const _: () = assert!(souk_protocol::Kind::Profile as i64 == 1);
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -635,11 +646,7 @@ impl Store {
         offset: i64,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         with_pool!(self, pool => {
-            let rows = sqlx::query(
-                "SELECT e.bytes FROM current c JOIN envelopes e ON e.seq = c.seq \
-                 WHERE c.signer = $1 AND c.kind = $2 AND c.tombstone = 0 \
-                 ORDER BY c.created_at DESC, c.seq DESC LIMIT $3 OFFSET $4",
-            )
+            let rows = sqlx::query(LISTINGS_OF)
             .bind(signer.as_bytes().as_slice())
             .bind(pb::Kind::Listing as i64)
             .bind(limit)
@@ -787,11 +794,7 @@ impl Store {
     /// [`StoreError`].
     pub async fn newest_profiles(&self, limit: i64) -> Result<Vec<Vec<u8>>, StoreError> {
         with_pool!(self, pool => {
-            let rows = sqlx::query(
-                "SELECT e.bytes FROM current c JOIN envelopes e ON e.seq = c.seq \
-                 WHERE c.kind = $1 AND c.tombstone = 0 ORDER BY c.seq DESC LIMIT $2",
-            )
-            .bind(souk_protocol::Kind::Profile as i64)
+            let rows = sqlx::query(NEWEST_PROFILES)
             .bind(limit)
             .fetch_all(pool)
             .await?;
@@ -1213,7 +1216,46 @@ pub fn decode_stored(bytes: &[u8]) -> Result<(RawEnvelope, Object), StoreError> 
 
 #[cfg(test)]
 mod tests {
-    use super::placeholders;
+    use super::{LISTINGS_OF, NEWEST_PROFILES, SqliteSync, Store, placeholders};
+    use sqlx::Row as _;
+
+    /// The reads that must not scan the whole `current` table are planned through an index:
+    /// a seller's listings through the primary key, the newest profiles through the partial
+    /// index on profiles (migration 0005). With that index dropped, or with the kind bound as a
+    /// parameter, SQLite walks `current_seq` over every kind instead.
+    #[tokio::test]
+    async fn reads_by_seller_and_of_profiles_use_an_index_not_a_scan() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let store = Store::connect(&url, SqliteSync::Normal)
+            .await
+            .expect("open");
+        let Store::Sqlite(pool) = &store else {
+            panic!("a SQLite store");
+        };
+        for (sql, index) in [
+            (LISTINGS_OF, "sqlite_autoindex_current_1"),
+            (NEWEST_PROFILES, "current_profiles"),
+        ] {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(pool)
+                .await
+                .expect("plan");
+            let plan: Vec<String> = rows
+                .iter()
+                .map(|row| row.try_get::<String, _>("detail").expect("detail"))
+                .collect();
+            // The step that reads `current` (alias `c`) walks the expected index; a bare
+            // `SCAN c`, or a walk of another index such as `current_seq`, fails.
+            let step = plan
+                .iter()
+                .find(|step| step.starts_with("SCAN c") || step.starts_with("SEARCH c"));
+            assert!(
+                step.is_some_and(|step| step.contains(&format!("USING INDEX {index}"))),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
 
     /// PostgreSQL gets numbered parameters from `first`; SQLite gets anonymous ones in the same
     /// shape (binding numbered ones costs SQLite a lookup per parameter).

@@ -102,7 +102,7 @@ async fn migrate_check_and_repair() {
     let dir = tempfile::tempdir().expect("tmp");
     let out = ok(&run(dir.path(), None, &["migrate"]));
     assert!(
-        out.contains("schema version 4") && out.contains("(applied)"),
+        out.contains("schema version 5") && out.contains("(applied)"),
         "{out}"
     );
     demo(dir.path(), None, 150);
@@ -192,7 +192,7 @@ async fn backup_while_serving_then_restore_and_its_refusals() {
         None,
         &["backup", backup.to_str().expect("utf-8")],
     ));
-    assert!(out.contains("110 envelopes, schema version 4"), "{out}");
+    assert!(out.contains("110 envelopes, schema version 5"), "{out}");
     refused(
         &run(
             dir.path(),
