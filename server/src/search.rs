@@ -29,7 +29,7 @@ use tantivy::tokenizer::{
 use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
 
 /// Version of the schema below; an index built with another version is rebuilt.
-const SCHEMA_VERSION: &str = "3";
+const SCHEMA_VERSION: &str = "4";
 const TEXT_ANALYZER: &str = "souk_text";
 const PREFIX_ANALYZER: &str = "souk_prefix";
 
@@ -184,11 +184,13 @@ fn schema() -> (Schema, Fields) {
         condition: b.add_text_field(FACET_FIELDS[2], keyword.clone()),
         currency: b.add_text_field(FACET_FIELDS[3], keyword),
         ships_to: b.add_text_field("ships_to", STRING),
-        price: b.add_f64_field("price", INDEXED | FAST),
-        // Only sorted on, never a filter: a column, no term dictionary.
+        // Numbers are sorted on and filtered by range, and a range query on a fast field reads
+        // the column: no term dictionary, whose nearly unique terms (a price, an expiry) cost
+        // every ingest and every merge.
+        price: b.add_f64_field("price", FAST),
         created_at: b.add_u64_field("created_at", FAST),
-        expires_at: b.add_u64_field("expires_at", INDEXED | FAST),
-        rating: b.add_f64_field("rating", INDEXED | FAST),
+        expires_at: b.add_u64_field("expires_at", FAST),
+        rating: b.add_f64_field("rating", FAST),
         moderated: b.add_u64_field("moderated", INDEXED | FAST),
         nsfw: b.add_u64_field("nsfw", INDEXED | FAST),
     };
@@ -1378,6 +1380,86 @@ mod tests {
             };
             assert_eq!(ids(&of_seller), expected, "seller {seed}");
         }
+    }
+
+    /// Ranges are read from the columns: a listing is hidden from the second it expires (never,
+    /// without an expiry); the price and rating bounds are inclusive; price is compared in whole
+    /// units, whatever the divisibility.
+    #[test]
+    fn expiry_price_and_rating_ranges_select_by_the_column() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (index, _) = SearchIndex::open(dir.path(), 15_000_000).expect("open");
+        index.set_result_cache_entries(0);
+        let priced = |id: u8, amount: u64, divisibility: u32, expires_at: u64, rating: f64| {
+            let mut l = listing(&format!("item{id}"), "home", "EUR", false);
+            l.price = Some(pb::Price {
+                amount,
+                currency: "EUR".into(),
+                divisibility,
+            });
+            l.expires_at = expires_at;
+            Change::Upsert(Box::new(ListingDoc {
+                id: ObjectId([id; 32]),
+                signer: seller(id),
+                listing: l,
+                seller_rating: rating,
+            }))
+        };
+        index
+            .apply(
+                &[
+                    priced(1, 500, 2, 0, 1.0),            // 5.00, never expires
+                    priced(2, 1_000, 0, 2_001, 4.5),      // 1000, expires just after now
+                    priced(3, 2_000, 2, 2_000, 5.0),      // 20.00, expires now
+                    priced(4, 10_000_000, 6, 1_500, 3.0), // 10, expired
+                ],
+                1,
+            )
+            .expect("apply");
+        let ids = |query: SearchQuery| {
+            let mut ids: Vec<u8> = index
+                .search(&SearchQuery {
+                    limit: 10,
+                    now: 2_000,
+                    ..query
+                })
+                .expect("search")
+                .ids
+                .iter()
+                .map(|id| id.0[0])
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        assert_eq!(ids(SearchQuery::default()), [1, 2]);
+        let price = |min, max| SearchQuery {
+            price_min: min,
+            price_max: max,
+            ..SearchQuery::default()
+        };
+        assert_eq!(ids(price(Some(5.0), Some(5.0))), [1]);
+        assert_eq!(ids(price(Some(5.01), None)), [2]);
+        assert_eq!(ids(price(None, Some(999.99))), [1]);
+        assert_eq!(ids(price(Some(6.0), Some(999.0))), Vec::<u8>::new());
+        let rating = |min| SearchQuery {
+            min_rating: Some(min),
+            ..SearchQuery::default()
+        };
+        assert_eq!(ids(rating(4.5)), [2]);
+        assert_eq!(ids(rating(1.0)), [1, 2]);
+        assert_eq!(ids(rating(4.6)), Vec::<u8>::new());
+        // A minute later the second listing is gone too.
+        assert_eq!(
+            index
+                .search(&SearchQuery {
+                    limit: 10,
+                    now: 2_060,
+                    ..SearchQuery::default()
+                })
+                .expect("search")
+                .total,
+            1
+        );
     }
 
     /// Three segments (a commit each), a replaced listing (a deleted document in an older
