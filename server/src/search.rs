@@ -1328,6 +1328,20 @@ mod tests {
         pairs.iter().map(|(k, v)| ((*k).to_string(), *v)).collect()
     }
 
+    /// The first byte of each hit's id (tests give every listing an id of one repeated byte),
+    /// sorted.
+    fn hit_ids(index: &SearchIndex, query: &SearchQuery) -> Vec<u8> {
+        let mut ids: Vec<u8> = index
+            .search(query)
+            .expect("search")
+            .ids
+            .iter()
+            .map(|id| id.0[0])
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// A slot is its seller's key and its slug together: a withdrawal or a new version takes
     /// out that one listing, never the same slug of another seller nor another slug of the same
     /// seller; the seller filter matches the seller's key.
@@ -1336,17 +1350,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (index, _) = SearchIndex::open(dir.path(), 15_000_000).expect("open");
         index.set_result_cache_entries(0);
-        let ids = |query: &SearchQuery| {
-            let mut ids: Vec<u8> = index
-                .search(query)
-                .expect("search")
-                .ids
-                .iter()
-                .map(|id| id.0[0])
-                .collect();
-            ids.sort_unstable();
-            ids
-        };
+        let ids = |query: &SearchQuery| hit_ids(&index, query);
         let everything = SearchQuery {
             limit: 10,
             now: 2_000,
@@ -1417,19 +1421,14 @@ mod tests {
             )
             .expect("apply");
         let ids = |query: SearchQuery| {
-            let mut ids: Vec<u8> = index
-                .search(&SearchQuery {
+            hit_ids(
+                &index,
+                &SearchQuery {
                     limit: 10,
                     now: 2_000,
                     ..query
-                })
-                .expect("search")
-                .ids
-                .iter()
-                .map(|id| id.0[0])
-                .collect();
-            ids.sort_unstable();
-            ids
+                },
+            )
         };
         assert_eq!(ids(SearchQuery::default()), [1, 2]);
         let price = |min, max| SearchQuery {
