@@ -16,8 +16,8 @@ use souk_protocol::summary::{condition_name, listing_type_name};
 use souk_protocol::{ObjectId, PublicKey, pb};
 use tantivy::collector::{Collector, SegmentCollector, TopDocs};
 use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, Occur, PhrasePrefixQuery, Query, QueryParser, RangeQuery,
-    TermQuery,
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, PhrasePrefixQuery, Query,
+    QueryParser, RangeQuery, TermQuery,
 };
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
@@ -923,7 +923,16 @@ impl SearchIndex {
             // Excluding the few NSFW listings is cheaper than intersecting with all the others.
             must.push((Occur::MustNot, u64_is(f.nsfw, 1)));
         }
-        must
+        // Filters select; they do not rank. Without this, a text query's relevance would add
+        // each filter term's score, so a listing matched through a rare term ("ships to DE")
+        // would outrank a better text match reached through a common one ("ships everywhere").
+        // Inside a constant-score query the filters are also evaluated without scoring.
+        must.into_iter()
+            .map(|(occur, query)| {
+                let query: Box<dyn Query> = Box::new(ConstScoreQuery::new(query, 0.0));
+                (occur, query)
+            })
+            .collect()
     }
 
     /// How many results to cache (0 turns the cache off).
@@ -1459,6 +1468,54 @@ mod tests {
                 .total,
             1
         );
+    }
+
+    /// Filters do not rank: among the listings that ship to DE, the better text match comes
+    /// first although it is reached through the common "ships everywhere" term and the other
+    /// through the rare "DE".
+    #[test]
+    fn filters_select_without_changing_the_text_ranking() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (index, _) = SearchIndex::open(dir.path(), 15_000_000).expect("open");
+        index.set_result_cache_entries(0);
+        // The better match: "mug" in a shorter title; digital, so it ships everywhere.
+        let mut everywhere = listing("mugs", "home", "EUR", false);
+        everywhere.title = "mug".into();
+        everywhere.r#type = pb::ListingType::Digital as i32;
+        // The weaker match: "mug" in a longer title; ships to DE only.
+        let mut germany = listing("cup", "home", "EUR", false);
+        germany.title = "mug cup".into();
+        germany.shipping = vec![pb::ShippingOption {
+            name: "Germany".into(),
+            regions: vec!["DE".into()],
+            ..pb::ShippingOption::default()
+        }];
+        let mut changes = vec![upsert(1, 1, everywhere), upsert(2, 2, germany)];
+        // Many more listings ship everywhere, which makes "ALL" a common term and "DE" a rare one.
+        for n in 0..30u8 {
+            let mut filler = listing(&format!("poster{n}"), "art", "EUR", false);
+            filler.r#type = pb::ListingType::Digital as i32;
+            changes.push(upsert(10 + n, 3, filler));
+        }
+        index.apply(&changes, 1).expect("apply");
+        let ranked = |ships_to: Option<&str>| -> Vec<u8> {
+            index
+                .search(&SearchQuery {
+                    text: "mug".into(),
+                    ships_to: ships_to.map(str::to_string),
+                    limit: 10,
+                    now: 2_000,
+                    ..SearchQuery::default()
+                })
+                .expect("search")
+                .ids
+                .iter()
+                .map(|id| id.0[0])
+                .collect()
+        };
+        assert_eq!(ranked(None), [1, 2]);
+        assert_eq!(ranked(Some("DE")), [1, 2]);
+        assert_eq!(ranked(Some("FR")), [1]);
     }
 
     /// Three segments (a commit each), a replaced listing (a deleted document in an older
