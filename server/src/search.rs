@@ -1314,11 +1314,15 @@ mod tests {
     }
 
     fn upsert(id: u8, seller_seed: u8, listing: pb::Listing) -> Change {
+        upsert_rated(id, seller_seed, listing, 0.0)
+    }
+
+    fn upsert_rated(id: u8, seller_seed: u8, listing: pb::Listing, seller_rating: f64) -> Change {
         Change::Upsert(Box::new(ListingDoc {
             id: ObjectId([id; 32]),
             signer: seller(seller_seed),
             listing,
-            seller_rating: 0.0,
+            seller_rating,
         }))
     }
 
@@ -1338,15 +1342,20 @@ mod tests {
     }
 
     /// The first byte of each hit's id (tests give every listing an id of one repeated byte),
-    /// sorted.
-    fn hit_ids(index: &SearchIndex, query: &SearchQuery) -> Vec<u8> {
-        let mut ids: Vec<u8> = index
+    /// in the order of the results.
+    fn ranked_ids(index: &SearchIndex, query: &SearchQuery) -> Vec<u8> {
+        index
             .search(query)
             .expect("search")
             .ids
             .iter()
             .map(|id| id.0[0])
-            .collect();
+            .collect()
+    }
+
+    /// [`ranked_ids`], sorted: which listings match, whatever their order.
+    fn hit_ids(index: &SearchIndex, query: &SearchQuery) -> Vec<u8> {
+        let mut ids = ranked_ids(index, query);
         ids.sort_unstable();
         ids
     }
@@ -1411,12 +1420,7 @@ mod tests {
                 divisibility,
             });
             l.expires_at = expires_at;
-            Change::Upsert(Box::new(ListingDoc {
-                id: ObjectId([id; 32]),
-                signer: seller(id),
-                listing: l,
-                seller_rating: rating,
-            }))
+            upsert_rated(id, id, l, rating)
         };
         index
             .apply(
@@ -1498,20 +1502,17 @@ mod tests {
             changes.push(upsert(10 + n, 3, filler));
         }
         index.apply(&changes, 1).expect("apply");
-        let ranked = |ships_to: Option<&str>| -> Vec<u8> {
-            index
-                .search(&SearchQuery {
+        let ranked = |ships_to: Option<&str>| {
+            ranked_ids(
+                &index,
+                &SearchQuery {
                     text: "mug".into(),
                     ships_to: ships_to.map(str::to_string),
                     limit: 10,
                     now: 2_000,
                     ..SearchQuery::default()
-                })
-                .expect("search")
-                .ids
-                .iter()
-                .map(|id| id.0[0])
-                .collect()
+                },
+            )
         };
         assert_eq!(ranked(None), [1, 2]);
         assert_eq!(ranked(Some("DE")), [1, 2]);
