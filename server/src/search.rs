@@ -6,7 +6,6 @@
 //! after every commit, so a reply to an ingest request is searchable the moment it is sent.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -14,11 +13,8 @@ use std::time::{Duration, Instant};
 
 use souk_protocol::summary::{condition_name, listing_type_name};
 use souk_protocol::{ObjectId, PublicKey, pb};
-use tantivy::collector::{Collector, SegmentCollector, TopDocs};
-use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, PhrasePrefixQuery, Query,
-    QueryParser, RangeQuery, TermQuery,
-};
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, PhrasePrefixQuery, Query, QueryParser};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
 };
@@ -26,7 +22,9 @@ use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
     TextAnalyzer,
 };
-use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+mod bitmaps;
 
 /// Version of the schema below; an index built with another version is rebuilt.
 const SCHEMA_VERSION: &str = "4";
@@ -475,6 +473,8 @@ pub struct SearchIndex {
     cache_capacity: AtomicUsize,
     /// Searches computed (not answered from the cache or by another caller's computation).
     computations: AtomicUsize,
+    /// Bitmaps and sort orders of the segments searched lately.
+    views: bitmaps::Views,
     /// Tests: how many of the next [`SearchIndex::apply`] calls fail.
     #[cfg(test)]
     failing_applies: AtomicUsize,
@@ -652,6 +652,7 @@ impl SearchIndex {
             cache: Mutex::new(ResultCache::default()),
             cache_capacity: AtomicUsize::new(DEFAULT_RESULT_CACHE_ENTRIES),
             computations: AtomicUsize::new(0),
+            views: bitmaps::Views::default(),
             #[cfg(test)]
             failing_applies: AtomicUsize::new(0),
         })
@@ -845,96 +846,6 @@ impl SearchIndex {
         Some(Box::new(BooleanQuery::new(clauses)))
     }
 
-    fn filters(&self, q: &SearchQuery) -> Vec<(Occur, Box<dyn Query>)> {
-        let f = &self.fields;
-        let term = |field, value: &str| -> Box<dyn Query> {
-            Box::new(TermQuery::new(
-                Term::from_field_text(field, value),
-                IndexRecordOption::Basic,
-            ))
-        };
-        let u64_is = |field, value: u64| -> Box<dyn Query> {
-            Box::new(TermQuery::new(
-                Term::from_field_u64(field, value),
-                IndexRecordOption::Basic,
-            ))
-        };
-        let mut must: Vec<(Occur, Box<dyn Query>)> = vec![(
-            Occur::Must,
-            Box::new(RangeQuery::new(
-                Bound::Excluded(Term::from_field_u64(f.expires_at, q.now)),
-                Bound::Unbounded,
-            )),
-        )];
-        if let Some(category) = &q.category {
-            must.push((Occur::Must, term(f.category, category.trim_matches('/'))));
-        }
-        if let Some(kind) = &q.kind {
-            must.push((Occur::Must, term(f.kind, kind)));
-        }
-        if let Some(condition) = &q.condition {
-            must.push((Occur::Must, term(f.condition, condition)));
-        }
-        if let Some(currency) = &q.currency {
-            must.push((Occur::Must, term(f.currency, currency)));
-        }
-        if q.price_min.is_some() || q.price_max.is_some() {
-            let bound = |v: Option<f64>| {
-                v.map_or(Bound::Unbounded, |v| {
-                    Bound::Included(Term::from_field_f64(f.price, v))
-                })
-            };
-            must.push((
-                Occur::Must,
-                Box::new(RangeQuery::new(bound(q.price_min), bound(q.price_max))),
-            ));
-        }
-        if let Some(country) = &q.ships_to {
-            must.push((
-                Occur::Must,
-                Box::new(BooleanQuery::new(vec![
-                    (Occur::Should, term(f.ships_to, country)),
-                    (Occur::Should, term(f.ships_to, "ALL")),
-                ])),
-            ));
-        }
-        if let Some(seller) = &q.seller {
-            must.push((
-                Occur::Must,
-                Box::new(TermQuery::new(
-                    Term::from_field_bytes(f.signer, seller.as_bytes()),
-                    IndexRecordOption::Basic,
-                )),
-            ));
-        }
-        if let Some(min) = q.min_rating {
-            must.push((
-                Occur::Must,
-                Box::new(RangeQuery::new(
-                    Bound::Included(Term::from_field_f64(f.rating, min)),
-                    Bound::Unbounded,
-                )),
-            ));
-        }
-        if let Some(moderated) = q.moderated {
-            must.push((Occur::Must, u64_is(f.moderated, u64::from(moderated))));
-        }
-        if !q.nsfw {
-            // Excluding the few NSFW listings is cheaper than intersecting with all the others.
-            must.push((Occur::MustNot, u64_is(f.nsfw, 1)));
-        }
-        // Filters select; they do not rank. Without this, a text query's relevance would add
-        // each filter term's score, so a listing matched through a rare term ("ships to DE")
-        // would outrank a better text match reached through a common one ("ships everywhere").
-        // Inside a constant-score query the filters are also evaluated without scoring.
-        must.into_iter()
-            .map(|(occur, query)| {
-                let query: Box<dyn Query> = Box::new(ConstScoreQuery::new(query, 0.0));
-                (occur, query)
-            })
-            .collect()
-    }
-
     /// How many results to cache (0 turns the cache off).
     pub fn set_result_cache_entries(&self, entries: usize) {
         self.cache_capacity.store(entries, AtomicOrdering::Relaxed);
@@ -1044,57 +955,102 @@ impl SearchIndex {
         q: &SearchQuery,
     ) -> Result<SearchResult, SearchError> {
         self.computations.fetch_add(1, AtomicOrdering::Relaxed);
+        let segments = searcher.segment_readers();
+        let views = self.views.of(searcher, self.fields.ships_to)?;
+        let mut filtered = Vec::with_capacity(views.len());
+        for (view, segment) in views.iter().zip(segments) {
+            filtered.push(view.filter(segment, q, self.fields.signer)?);
+        }
         let text = self.text_query(&q.text);
-        let has_text = text.is_some();
-        let mut clauses = self.filters(q);
-        clauses.push((Occur::Must, text.unwrap_or_else(|| Box::new(AllQuery))));
-        let query = BooleanQuery::new(clauses);
-        let limit = q.limit.max(1);
-        let top = TopDocs::with_limit(limit).and_offset(q.offset);
-        let sort = q.sort.unwrap_or(if has_text {
+        let sort = q.sort.unwrap_or(if text.is_some() {
             Sort::Relevance
         } else {
             Sort::Newest
         });
-        // One pass over the matches: the top hits, and the total and facet counts together.
-        let facet_counter = FacetCounter {
-            category_root: q
-                .category
-                .as_deref()
-                .map(|c| c.trim_matches('/').to_string())
-                .unwrap_or_default(),
-        };
-        let (addresses, counted) = match sort {
-            Sort::Relevance if has_text => {
-                let (docs, counted) =
-                    searcher.search(&query, &(top.order_by_score(), facet_counter))?;
-                (
-                    docs.into_iter().map(|(_, a)| a).collect::<Vec<_>>(),
-                    counted,
-                )
-            }
-            Sort::Relevance | Sort::Newest => {
-                let collector = top.order_by_fast_field::<u64>("created_at", Order::Desc);
-                let (docs, counted) = searcher.search(&query, &(collector, facet_counter))?;
-                (docs.into_iter().map(|(_, a)| a).collect(), counted)
-            }
-            Sort::PriceAsc | Sort::PriceDesc => {
-                let order = if sort == Sort::PriceAsc {
-                    Order::Asc
-                } else {
-                    Order::Desc
+        let limit = q.limit.max(1);
+        // Hits in relevance order come from tantivy's scoring; every other order from the
+        // views' sort orders.
+        let mut scored: Option<Vec<DocAddress>> = None;
+        let matches: Vec<bitmaps::Bits> = match text {
+            None => filtered,
+            Some(text) => {
+                let filter = bitmaps::FilterQuery {
+                    segments: Arc::new(
+                        segments
+                            .iter()
+                            .zip(filtered)
+                            .map(|(s, bits)| (s.segment_id(), Arc::new(bits)))
+                            .collect(),
+                    ),
                 };
-                let collector = top.order_by_fast_field::<f64>("price", order);
-                let (docs, counted) = searcher.search(&query, &(collector, facet_counter))?;
-                (docs.into_iter().map(|(_, a)| a).collect(), counted)
-            }
-            Sort::Rating => {
-                let collector = top.order_by_fast_field::<f64>("rating", Order::Desc);
-                let (docs, counted) = searcher.search(&query, &(collector, facet_counter))?;
-                (docs.into_iter().map(|(_, a)| a).collect(), counted)
+                let query =
+                    BooleanQuery::new(vec![(Occur::Must, text), (Occur::Must, Box::new(filter))]);
+                let fruits = if sort == Sort::Relevance {
+                    let top = TopDocs::with_limit(limit)
+                        .and_offset(q.offset)
+                        .order_by_score();
+                    let (top, fruits) = searcher.search(&query, &(top, bitmaps::MatchCollector))?;
+                    scored = Some(top.into_iter().map(|(_, a)| a).collect());
+                    fruits
+                } else {
+                    searcher.search(&query, &bitmaps::MatchCollector)?
+                };
+                let mut matches: Vec<bitmaps::Bits> = segments
+                    .iter()
+                    .map(|s| bitmaps::Bits::empty(s.max_doc()))
+                    .collect();
+                for (ord, bits) in fruits {
+                    if let Some(slot) = matches.get_mut(ord as usize) {
+                        *slot = bits;
+                    }
+                }
+                matches
             }
         };
-        // Hit ids from the id columns, each segment's opened once.
+        let wanted = q.offset.saturating_add(limit);
+        let mut total = 0u64;
+        let mut counts: [HashMap<String, u64>; 4] = Default::default();
+        let mut tops = Vec::new();
+        for (ord, (view, m)) in views.iter().zip(&matches).enumerate() {
+            let count = m.count();
+            total += count;
+            view.count_facets(m, count, &mut counts);
+            if scored.is_none() {
+                let ord = u32::try_from(ord).unwrap_or(u32::MAX);
+                tops.extend(
+                    view.top(m, count, sort, wanted)
+                        .into_iter()
+                        .map(|(key, doc)| (key, ord, doc)),
+                );
+            }
+        }
+        let addresses = scored.unwrap_or_else(|| {
+            tops.sort_unstable();
+            tops.into_iter()
+                .skip(q.offset)
+                .take(limit)
+                .map(|(_, segment, doc)| DocAddress::new(segment, doc))
+                .collect()
+        });
+        let [categories, kinds, conditions, currencies] =
+            counts.map(|c| c.into_iter().collect::<Counts>());
+        let mut facets = BTreeMap::new();
+        facets.insert("category", category_children(q, categories));
+        facets.insert("type", kinds);
+        facets.insert("condition", conditions);
+        facets.insert("currency", currencies);
+        Ok(SearchResult {
+            ids: Self::ids(searcher, addresses)?,
+            total: usize::try_from(total).unwrap_or(usize::MAX),
+            facets,
+        })
+    }
+
+    /// The object ids at `addresses`, each segment's id columns opened once.
+    fn ids(
+        searcher: &tantivy::Searcher,
+        addresses: Vec<DocAddress>,
+    ) -> Result<Vec<ObjectId>, SearchError> {
         let mut ids = Vec::with_capacity(addresses.len());
         let mut columns: HashMap<u32, IdColumns> = HashMap::new();
         for address in addresses {
@@ -1107,14 +1063,38 @@ impl SearchIndex {
             };
             ids.push(columns.get(address.doc_id));
         }
-        let (total, [categories, kinds, conditions, currencies]) = counted;
-        let mut facets = BTreeMap::new();
-        facets.insert("category", categories);
-        facets.insert("type", kinds);
-        facets.insert("condition", conditions);
-        facets.insert("currency", currencies);
-        Ok(SearchResult { ids, total, facets })
+        Ok(ids)
     }
+}
+
+/// Counts per full category path → counts per child of the query's category (per top-level
+/// category when it has none). A listing filed under the category itself is no child's.
+fn category_children(q: &SearchQuery, paths: Counts) -> Counts {
+    let root = q.category.as_deref().unwrap_or_default().trim_matches('/');
+    fold_categories(root, paths)
+}
+
+fn fold_categories(root: &str, paths: Counts) -> Counts {
+    let mut children = Counts::new();
+    for (path, count) in paths {
+        let rest = if root.is_empty() {
+            Some(path.as_str())
+        } else {
+            path.strip_prefix(root)
+                .and_then(|rest| rest.strip_prefix('/'))
+        };
+        let Some(rest) = rest.filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        let child = rest.split('/').next().unwrap_or(rest);
+        let child = if root.is_empty() {
+            child.to_string()
+        } else {
+            format!("{root}/{child}")
+        };
+        *children.entry(child).or_default() += count;
+    }
+    children
 }
 
 /// The fast fields counted for facets, in the order of [`FacetCounter`]'s fruit: category path,
@@ -1124,168 +1104,8 @@ const FACET_FIELDS: [&str; 4] = ["category_path", "type", "condition", "currency
 /// Counts per value of one facet.
 type Counts = BTreeMap<String, u64>;
 
-/// The total and the four facet counts of a search, in one pass over its matches, reading each
-/// match's values from the fast (columnar) fields: per match, four column reads and four
-/// increments of a per-segment array indexed by term ordinal; ordinals become strings once per
-/// segment, at the end. Categories are counted per full path and folded into the children of
-/// `category_root` (top-level categories when it is empty) at the end.
-struct FacetCounter {
-    category_root: String,
-}
-
-/// [`FacetCounter`] in one segment.
-struct SegmentFacetCounter {
-    total: u64,
-    /// Ordinals of one block of matches.
-    buffer: Vec<u64>,
-    /// Per facet: the column (term ordinals, `None` in a segment without the field) and counts
-    /// per ordinal (the last slot counts matches without a value).
-    facets: [(Option<FacetColumn>, Vec<u64>); 4],
-}
-
-struct FacetColumn {
-    column: tantivy::columnar::StrColumn,
-    ords: Arc<dyn tantivy::columnar::ColumnValues<u64>>,
-}
-
-impl Collector for FacetCounter {
-    type Fruit = (usize, [Counts; 4]);
-    type Child = SegmentFacetCounter;
-
-    fn for_segment(
-        &self,
-        _: tantivy::SegmentOrdinal,
-        segment: &tantivy::SegmentReader,
-    ) -> tantivy::Result<SegmentFacetCounter> {
-        let facet = |name: &str| -> tantivy::Result<(Option<FacetColumn>, Vec<u64>)> {
-            Ok(match segment.fast_fields().str(name)? {
-                Some(column) => {
-                    let terms = column.num_terms();
-                    // Every listing has every facet, so columns are normally full: their values
-                    // are read directly (in blocks); otherwise through the column index, with
-                    // the "no value" slot as the default.
-                    let ords =
-                        if matches!(column.ords().index, tantivy::columnar::ColumnIndex::Full) {
-                            Arc::clone(&column.ords().values)
-                        } else {
-                            column.ords().clone().first_or_default_col(terms as u64)
-                        };
-                    (Some(FacetColumn { column, ords }), vec![0; terms + 1])
-                }
-                None => (None, vec![0; 1]),
-            })
-        };
-        Ok(SegmentFacetCounter {
-            total: 0,
-            buffer: Vec::new(),
-            facets: [
-                facet(FACET_FIELDS[0])?,
-                facet(FACET_FIELDS[1])?,
-                facet(FACET_FIELDS[2])?,
-                facet(FACET_FIELDS[3])?,
-            ],
-        })
-    }
-
-    fn requires_scoring(&self) -> bool {
-        false
-    }
-
-    fn merge_fruits(
-        &self,
-        segments: Vec<(usize, [Vec<(String, u64)>; 4])>,
-    ) -> tantivy::Result<(usize, [Counts; 4])> {
-        let mut total = 0;
-        let mut merged: [Counts; 4] = Default::default();
-        for (n, facets) in segments {
-            total += n;
-            for (into, values) in merged.iter_mut().zip(facets) {
-                for (value, count) in values {
-                    *into.entry(value).or_default() += count;
-                }
-            }
-        }
-        // Full category paths → children of the root.
-        let mut children = Counts::new();
-        for (path, count) in std::mem::take(&mut merged[0]) {
-            let rest = if self.category_root.is_empty() {
-                Some(path.as_str())
-            } else {
-                path.strip_prefix(self.category_root.as_str())
-                    .and_then(|rest| rest.strip_prefix('/'))
-            };
-            let Some(rest) = rest.filter(|r| !r.is_empty()) else {
-                continue;
-            };
-            let child = rest.split('/').next().unwrap_or(rest);
-            let child = if self.category_root.is_empty() {
-                child.to_string()
-            } else {
-                format!("{}/{child}", self.category_root)
-            };
-            *children.entry(child).or_default() += count;
-        }
-        merged[0] = children;
-        Ok((total, merged))
-    }
-}
-
-impl SegmentCollector for SegmentFacetCounter {
-    type Fruit = (usize, [Vec<(String, u64)>; 4]);
-
-    fn collect(&mut self, doc: tantivy::DocId, _: tantivy::Score) {
-        self.total += 1;
-        for (column, counts) in &mut self.facets {
-            let slot = column.as_ref().map_or(0, |c| c.ords.get_val(doc));
-            // The ordinal is below the term count (or is the "no value" slot); never out of
-            // bounds, but a damaged segment must not panic a search.
-            if let Some(count) = usize::try_from(slot).ok().and_then(|s| counts.get_mut(s)) {
-                *count += 1;
-            }
-        }
-    }
-
-    fn collect_block(&mut self, docs: &[tantivy::DocId]) {
-        self.total += docs.len() as u64;
-        self.buffer.resize(docs.len(), 0);
-        for (column, counts) in &mut self.facets {
-            match column {
-                Some(c) => c.ords.get_vals(docs, &mut self.buffer),
-                None => self.buffer.fill(0),
-            }
-            for slot in &self.buffer {
-                if let Some(count) = usize::try_from(*slot).ok().and_then(|s| counts.get_mut(s)) {
-                    *count += 1;
-                }
-            }
-        }
-    }
-
-    fn harvest(self) -> Self::Fruit {
-        let facets = self.facets.map(|(column, counts)| {
-            let Some(column) = column else {
-                return Vec::new();
-            };
-            let mut out = Vec::new();
-            let mut name = String::new();
-            for (ord, count) in counts.iter().enumerate() {
-                if *count == 0 || ord + 1 == counts.len() {
-                    continue;
-                }
-                name.clear();
-                if column
-                    .column
-                    .ord_to_str(ord as u64, &mut name)
-                    .unwrap_or(false)
-                {
-                    out.push((name.clone(), *count));
-                }
-            }
-            out
-        });
-        (usize::try_from(self.total).unwrap_or(usize::MAX), facets)
-    }
-}
+#[cfg(test)]
+mod reference;
 
 #[cfg(test)]
 mod tests {
@@ -1522,6 +1342,225 @@ mod tests {
     /// Three segments (a commit each), a replaced listing (a deleted document in an older
     /// segment, so matches are collected one by one rather than in blocks) and a hidden NSFW
     /// listing: the total and facets count each visible listing once, hit ids come back intact.
+    /// A small deterministic generator for the differential test.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+
+        fn pick<'a, T>(&mut self, from: &'a [T]) -> &'a T {
+            &from[self.below(from.len() as u64) as usize]
+        }
+    }
+
+    /// A listing with values drawn from small sets, so that filters, facets and sort keys
+    /// collide (ties) and free-form values occur rarely.
+    fn random_listing(rng: &mut Rng, slug: &str) -> pb::Listing {
+        const WORDS: &[&str] = &[
+            "mug", "mugs", "kettle", "wool", "sweater", "oak", "table", "boots", "phone", "lamp",
+        ];
+        const CATEGORIES: &[&str] = &[
+            "home",
+            "home/kitchen",
+            "home/kitchen/drinkware",
+            "home/furniture",
+            "clothing",
+            "clothing/shoes",
+            "electronics",
+            "",
+            "odd/rare/path",
+        ];
+        const REGIONS: &[&[&str]] = &[&["DE"], &["US", "CA"], &["ALL"], &["DE", "FR"], &[]];
+        let kind = *rng.pick(&[
+            pb::ListingType::Physical,
+            pb::ListingType::Physical,
+            pb::ListingType::Digital,
+            pb::ListingType::Service,
+        ]);
+        let title: Vec<&str> = (0..3).map(|_| *rng.pick(WORDS)).collect();
+        let mut l = pb::Listing {
+            slug: slug.into(),
+            title: title.join(" "),
+            description: rng.pick(WORDS).to_string(),
+            tags: vec![rng.pick(WORDS).to_string()],
+            category: rng.pick(CATEGORIES).to_string(),
+            r#type: kind as i32,
+            condition: i32::try_from(rng.below(4)).expect("small"),
+            price: Some(pb::Price {
+                amount: rng.below(40) * 250,
+                currency: rng.pick(&["EUR", "EUR", "USD", "BTC", "XAU"]).to_string(),
+                divisibility: u32::try_from(rng.below(3)).expect("small"),
+            }),
+            created_at: 1_000 + rng.below(50),
+            expires_at: *rng.pick(&[0, 0, 0, 1_500, 2_000, 2_001, 9_000]),
+            nsfw: rng.below(8) == 0,
+            ..pb::Listing::default()
+        };
+        if rng.below(100) == 0 {
+            l.category = "rare/one".into();
+        }
+        if rng.below(3) == 0 {
+            l.accepted_moderators = vec![Default::default()];
+        }
+        l.shipping = vec![pb::ShippingOption {
+            regions: rng.pick(REGIONS).iter().map(|r| (*r).to_string()).collect(),
+            ..pb::ShippingOption::default()
+        }];
+        l
+    }
+
+    #[test]
+    fn bitmaps_answer_every_query_as_tantivy_alone_does() {
+        // Six small segments, with replacements and removals that delete documents of earlier
+        // segments.
+        let (_dir, index) = random_index(6, 40, 0x5eed_1234_abcd_0001);
+        assert!(index.segments() > 1, "the test needs several segments");
+        agree_with_tantivy(&index);
+    }
+
+    #[test]
+    fn bitmaps_of_a_large_segment_agree_with_tantivy_too() {
+        // One segment large enough that rare values are kept as lists rather than bitsets, and
+        // narrow searches count facets and rank hits match by match.
+        let (_dir, index) = random_index(1, 3_000, 0x5eed_1234_abcd_0002);
+        assert_eq!(index.segments(), 1);
+        agree_with_tantivy(&index);
+    }
+
+    /// An index of `batches` commits of `per_batch` random changes each.
+    fn random_index(batches: i64, per_batch: u32, seed: u64) -> (tempfile::TempDir, SearchIndex) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (index, _) = SearchIndex::open(dir.path(), 50_000_000).expect("open");
+        index.set_result_cache_entries(0);
+        let mut rng = Rng(seed);
+        let mut id = 0u32;
+        let slots = u64::from(per_batch) * 4;
+        for batch in 0..batches {
+            let mut changes = Vec::new();
+            for _ in 0..per_batch {
+                id += 1;
+                let seller_seed = 1 + u8::try_from(rng.below(5)).expect("small");
+                let slug = format!("item-{}", rng.below(slots));
+                let rating = *rng.pick(&[0.0, 3.5, 4.0, 4.0, 5.0]);
+                if rng.below(10) == 0 {
+                    changes.push(Change::remove(&seller(seller_seed), &slug));
+                } else {
+                    let mut object_id = [0u8; 32];
+                    object_id[..4].copy_from_slice(&id.to_be_bytes());
+                    changes.push(Change::Upsert(Box::new(ListingDoc {
+                        id: ObjectId(object_id),
+                        signer: seller(seller_seed),
+                        listing: random_listing(&mut rng, &slug),
+                        seller_rating: rating,
+                    })));
+                }
+            }
+            index.apply(&changes, batch + 1).expect("apply");
+        }
+        (dir, index)
+    }
+
+    /// Runs a fixed set of queries (every sort, with and without text, each filter alone and
+    /// some together, several pages) through the bitmaps and through tantivy alone, and wants
+    /// the same hits in the same order, the same total and the same facet counts.
+    fn agree_with_tantivy(index: &SearchIndex) {
+        let mut queries = Vec::new();
+        let texts = ["", "mug", "wool sweat", "oak table", "k", "nothing"];
+        let sorts = [
+            None,
+            Some(Sort::Relevance),
+            Some(Sort::Newest),
+            Some(Sort::PriceAsc),
+            Some(Sort::PriceDesc),
+            Some(Sort::Rating),
+        ];
+        for text in texts {
+            for sort in sorts {
+                for (limit, offset) in [(5, 0), (7, 6), (300, 0)] {
+                    queries.push(SearchQuery {
+                        text: text.into(),
+                        sort,
+                        limit,
+                        offset,
+                        now: 2_000,
+                        ..SearchQuery::default()
+                    });
+                }
+            }
+        }
+        let filters: Vec<fn(&mut SearchQuery)> = vec![
+            |q| q.category = Some("home".into()),
+            |q| q.category = Some("/home/kitchen/".into()),
+            |q| q.category = Some("odd/rare/path".into()),
+            |q| q.category = Some("rare".into()),
+            |q| {
+                q.category = Some("rare".into());
+                q.sort = Some(Sort::Newest);
+            },
+            |q| q.category = Some("hom".into()),
+            |q| q.kind = Some("digital".into()),
+            |q| q.condition = Some(condition_name(1).into()),
+            |q| q.currency = Some("EUR".into()),
+            |q| q.currency = Some("XAU".into()),
+            |q| q.currency = Some("JPY".into()),
+            |q| q.price_min = Some(20.0),
+            |q| q.price_max = Some(5.0),
+            |q| (q.price_min, q.price_max) = (Some(2.5), Some(75.0)),
+            |q| q.ships_to = Some("DE".into()),
+            |q| q.ships_to = Some("US".into()),
+            |q| q.seller = Some(seller(2)),
+            |q| q.min_rating = Some(4.0),
+            |q| q.moderated = Some(true),
+            |q| q.moderated = Some(false),
+            |q| q.nsfw = true,
+            |q| q.now = 1_499,
+            |q| q.now = 9_000,
+            |q| {
+                q.category = Some("home".into());
+                q.currency = Some("EUR".into());
+                q.ships_to = Some("DE".into());
+                q.moderated = Some(true);
+            },
+        ];
+        for (i, filter) in filters.iter().enumerate() {
+            for text in ["", "mug", "oak ta"] {
+                for sort in [None, Some(Sort::PriceAsc), Some(Sort::Rating)] {
+                    let mut q = SearchQuery {
+                        text: text.into(),
+                        sort,
+                        limit: 6,
+                        offset: i % 3,
+                        now: 2_000,
+                        ..SearchQuery::default()
+                    };
+                    filter(&mut q);
+                    queries.push(q);
+                }
+            }
+        }
+        let searcher = index.reader.searcher();
+        let mut nonempty = 0;
+        for q in &queries {
+            let got = index.compute(&searcher, q).expect("bitmaps");
+            let want = index.compute_reference(&searcher, q).expect("tantivy");
+            assert_eq!(got.total, want.total, "{q:?}");
+            assert_eq!(got.facets, want.facets, "{q:?}");
+            assert_eq!(got.ids, want.ids, "{q:?}");
+            nonempty += usize::from(got.total > 0);
+        }
+        // The queries are not vacuous: most find something.
+        assert!(
+            nonempty * 3 > queries.len() * 2,
+            "{nonempty} of {}",
+            queries.len()
+        );
+    }
+
     #[test]
     fn facets_and_ids_are_counted_across_segments_and_deletions() {
         let dir = tempfile::tempdir().expect("tmp");
