@@ -4,8 +4,9 @@
 //! from it can be built once and kept for the segment's life. For each segment this module keeps
 //! a [`SegmentView`]:
 //!
-//! - one bitset per value of each facet field (category path, type, condition, currency), and
-//!   of the NSFW and moderated flags;
+//! - the documents of each value of each facet field (category path, type, condition,
+//!   currency): a bitset, or a sorted list for a value held by few documents;
+//! - bitsets of the NSFW and moderated flags;
 //! - the segment's documents in each sort order (newest, cheapest, dearest, best rated), ties by
 //!   document id;
 //! - the documents that expire, by expiry;
@@ -15,7 +16,7 @@
 //! A search then works on bitsets, 64 documents a word: its filters are ANDed together; a
 //! browse's matches are those bits; a text query is intersected with them inside tantivy
 //! ([`FilterQuery`]) and its matches collected back into bits ([`MatchCollector`]). Totals and
-//! facet counts are popcounts of the matches against each value's bitset, and the top hits of a
+//! facet counts are popcounts of the matches against each value's documents, and the top hits of a
 //! sort are the first matches met walking that sort's order. Before this, every search visited
 //! each of its matches one by one (about 40 ns a match: a browse of 1M listings took 40 ms).
 //!
@@ -75,7 +76,7 @@ impl Bits {
         bits
     }
 
-    pub(super) fn insert(&mut self, doc: DocId) {
+    fn insert(&mut self, doc: DocId) {
         if let Some(word) = self.words.get_mut((doc / 64) as usize) {
             *word |= 1 << (doc % 64);
         }
@@ -87,7 +88,7 @@ impl Bits {
         }
     }
 
-    pub(super) fn contains(&self, doc: DocId) -> bool {
+    fn contains(&self, doc: DocId) -> bool {
         self.words
             .get((doc / 64) as usize)
             .is_some_and(|word| word & (1 << (doc % 64)) != 0)
@@ -132,7 +133,7 @@ impl Bits {
     }
 
     /// The documents in increasing order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = DocId> + '_ {
+    fn iter(&self) -> impl Iterator<Item = DocId> + '_ {
         self.words.iter().enumerate().flat_map(|(i, word)| {
             let base = (i as u32) * 64;
             let mut rest = *word;
@@ -270,7 +271,8 @@ pub(super) struct SegmentView {
     orders: [Vec<DocId>; ORDERS],
     /// Documents that expire, by expiry time.
     expiring: Vec<(u64, DocId)>,
-    /// Countries' `ships_to` bitsets, built when first searched for.
+    /// Countries' `ships_to` bitsets, built when first searched for (only countries the
+    /// segment holds).
     ships_to: Mutex<HashMap<String, Arc<Bits>>>,
     ships_to_field: Field,
     /// The live documents, for the number of deletions they were built at.
@@ -411,11 +413,14 @@ impl SegmentView {
         }
         let term = Term::from_field_text(self.ships_to_field, country);
         let bits = Arc::new(postings(segment, &term, self.max_doc)?);
-        let mut cache = self.ships_to.lock().unwrap_or_else(|e| e.into_inner());
-        // Country codes are two letters plus "ALL": the map stays small, but a caller may ask
-        // for anything, so only values that occur in the segment are kept.
-        if bits.count() > 0 || cache.len() < 512 {
-            cache.insert(country.to_string(), Arc::clone(&bits));
+        // A caller may ask for any value: only those the segment holds are kept, so the map is
+        // bounded by the segment's own countries (looking up an absent term is a dictionary
+        // miss, cheap to repeat).
+        if bits.count() > 0 {
+            self.ships_to
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(country.to_string(), Arc::clone(&bits));
         }
         Ok(bits)
     }
