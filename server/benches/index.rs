@@ -13,6 +13,8 @@
 //! finds at least `--listings` listings there skips generating and ingesting them (the search
 //! index is rebuilt from the store when its schema changed, and the time it took is printed).
 //! `--per-query` adds each query's own p50/p99 (caches off, one client, `--queries` runs each).
+//! `--only TEXT` runs just the queries of the mix whose line contains TEXT, that way and nothing
+//! else (to profile one query, e.g. `--only q=handmade --queries 5000` under `perf record`).
 //! "Caches off" means the result cache and the decoded-listing cache both off: every query is
 //! computed and every hit read from the database and decoded.
 //! PostgreSQL comes from `SOUK_TEST_POSTGRES_URL` (default postgres://postgres@127.0.0.1:5432/test);
@@ -34,6 +36,7 @@ struct Args {
     ingest_clients: usize,
     data_dir: Option<std::path::PathBuf>,
     per_query: bool,
+    only: Option<String>,
 }
 
 fn args() -> Args {
@@ -44,6 +47,7 @@ fn args() -> Args {
         ingest_clients: 1,
         data_dir: None,
         per_query: false,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -70,6 +74,7 @@ fn args() -> Args {
             "--postgres" => out.postgres = true,
             "--data-dir" => out.data_dir = it.next().map(Into::into),
             "--per-query" => out.per_query = true,
+            "--only" => out.only = it.next(),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -176,6 +181,11 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
     );
 
     let mix = queries();
+    if let Some(only) = &a.only {
+        per_query(label, &state, &mix, a.queries_per_client, now, Some(only)).await;
+        state.store.close().await;
+        return;
+    }
     // Every query computed and every hit read (caches off), then with both caches (the default): repeated
     // identical queries within a second and without an index commit are served from it.
     // "Cache off" turns off the decoded-listing cache too, so every hit is read and decoded.
@@ -233,7 +243,7 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
         }
     }
     if a.per_query {
-        per_query(label, &state, &mix, a.queries_per_client, now).await;
+        per_query(label, &state, &mix, a.queries_per_client, now, None).await;
     }
     println!(
         "| {label} | memory | resident set after ingest and search: **{:.0} MiB**: {:.0} MiB anonymous (heap), {:.0} MiB file pages mapped (SQLite and tantivy files; the kernel may drop them) | | |",
@@ -244,13 +254,15 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
     state.store.close().await;
 }
 
-/// Each query of the mix on its own: caches off, one client, `runs` times.
+/// Each query of the mix (or those containing `only`) on its own: caches off, one client, `runs`
+/// times.
 async fn per_query(
     label: &str,
     state: &souk_server::api::SharedState,
     mix: &[SearchParams],
     runs: usize,
     now: u64,
+    only: Option<&str>,
 ) {
     state.search.set_result_cache_entries(0);
     state.listings.set_capacity(0);
@@ -259,6 +271,9 @@ async fn per_query(
         "\n| {label}: query (caches off, 1 client) | matches | p50 | p99 |\n|---|---|---|---|"
     );
     for (line, params) in lines.iter().zip(mix) {
+        if only.is_some_and(|only| !line.contains(only)) {
+            continue;
+        }
         let mut latencies = Vec::with_capacity(runs);
         let mut total = 0;
         for _ in 0..runs.max(1) {

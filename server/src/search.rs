@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use souk_protocol::summary::{condition_name, listing_type_name};
 use souk_protocol::{ObjectId, PublicKey, pb};
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, Occur, PhrasePrefixQuery, Query, QueryParser};
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, PhrasePrefixQuery, Query, TermQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
 };
@@ -813,37 +813,69 @@ impl SearchIndex {
         d
     }
 
-    fn text_query(&self, text: &str) -> Option<Box<dyn Query>> {
+    /// The clauses of a search text, one `Must` per word: every word must occur (stemmed) in
+    /// the title, tags or description, and the last word may also be the prefix of an
+    /// unstemmed word of the title or tags (it may still be being typed). A word's clause sums
+    /// BM25 over the fields, the title counting 3 times and the tags twice, plus 0.5 where the
+    /// prefix matches. `None` for a text without words.
+    ///
+    /// Each word is one flat union of term queries, and the caller adds its filter to the same
+    /// conjunction: tantivy then walks one union per word, not unions nested in unions.
+    fn text_clauses(&self, text: &str) -> Option<Vec<(Occur, Box<dyn Query>)>> {
         let f = &self.fields;
         let cleaned = clean_text(text);
         let words: Vec<&str> = cleaned.split_whitespace().collect();
         let (last, rest) = words.split_last()?;
-        let mut parser = QueryParser::for_index(&self.index, vec![f.title, f.tags, f.description]);
-        parser.set_field_boost(f.title, 3.0);
-        parser.set_field_boost(f.tags, 2.0);
-        parser.set_conjunction_by_default();
+        let mut analyzer = self
+            .index
+            .tokenizers()
+            .get(TEXT_ANALYZER)
+            .unwrap_or_else(text_analyzer);
+        let mut prefix_analyzer = self
+            .index
+            .tokenizers()
+            .get(PREFIX_ANALYZER)
+            .unwrap_or_else(prefix_analyzer);
+        // After `clean_text` a word is letters and digits only, which the tokenizer keeps
+        // whole: one token, or none when it is too long to be indexed.
+        let token = |analyzer: &mut TextAnalyzer, word: &str| {
+            let mut stream = analyzer.token_stream(word);
+            stream.next().map(|t| t.text.clone())
+        };
+        let fields = |token: &str| -> Vec<(Occur, Box<dyn Query>)> {
+            [(f.title, 3.0), (f.tags, 2.0), (f.description, 1.0)]
+                .into_iter()
+                .map(|(field, boost)| {
+                    let term = TermQuery::new(
+                        Term::from_field_text(field, token),
+                        IndexRecordOption::WithFreqs,
+                    );
+                    let query: Box<dyn Query> = Box::new(BoostQuery::new(Box::new(term), boost));
+                    (Occur::Should, query)
+                })
+                .collect()
+        };
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        if !rest.is_empty() {
-            clauses.push((Occur::Must, parser.parse_query_lenient(&rest.join(" ")).0));
-        }
-        // The last word may still be being typed: match it as a word or as a prefix of a word
-        // in the title or tags.
-        let mut last_word: Vec<(Occur, Box<dyn Query>)> =
-            vec![(Occur::Should, parser.parse_query_lenient(last).0)];
-        if let Some(mut analyzer) = self.index.tokenizers().get(PREFIX_ANALYZER) {
-            let mut stream = analyzer.token_stream(last);
-            if let Some(token) = stream.next() {
-                let mut prefix =
-                    PhrasePrefixQuery::new(vec![Term::from_field_text(f.prefix, &token.text)]);
-                prefix.set_max_expansions(64);
-                last_word.push((
-                    Occur::Should,
-                    Box::new(BoostQuery::new(Box::new(prefix), 0.5)),
-                ));
+        // A word that yields no token (longer than any indexed word) asks for nothing.
+        for word in rest {
+            if let Some(token) = token(&mut analyzer, word) {
+                clauses.push((Occur::Must, Box::new(BooleanQuery::new(fields(&token)))));
             }
         }
+        let mut last_word = token(&mut analyzer, last)
+            .map(|token| fields(&token))
+            .unwrap_or_default();
+        if let Some(prefix) = token(&mut prefix_analyzer, last) {
+            let mut prefix = PhrasePrefixQuery::new(vec![Term::from_field_text(f.prefix, &prefix)]);
+            prefix.set_max_expansions(64);
+            last_word.push((
+                Occur::Should,
+                Box::new(BoostQuery::new(Box::new(prefix), 0.5)),
+            ));
+        }
+        // A last word with no token matches nothing (an empty union), as the query parser had it.
         clauses.push((Occur::Must, Box::new(BooleanQuery::new(last_word))));
-        Some(Box::new(BooleanQuery::new(clauses)))
+        Some(clauses)
     }
 
     /// How many results to cache (0 turns the cache off).
@@ -961,7 +993,7 @@ impl SearchIndex {
         for (view, segment) in views.iter().zip(segments) {
             filtered.push(view.filter(segment, q, self.fields.signer)?);
         }
-        let text = self.text_query(&q.text);
+        let text = self.text_clauses(&q.text);
         let sort = q.sort.unwrap_or(if text.is_some() {
             Sort::Relevance
         } else {
@@ -973,7 +1005,7 @@ impl SearchIndex {
         let mut scored: Option<Vec<DocAddress>> = None;
         let matches: Vec<bitmaps::Bits> = match text {
             None => filtered,
-            Some(text) => {
+            Some(mut clauses) => {
                 let filter = bitmaps::FilterQuery {
                     segments: Arc::new(
                         segments
@@ -983,8 +1015,8 @@ impl SearchIndex {
                             .collect(),
                     ),
                 };
-                let query =
-                    BooleanQuery::new(vec![(Occur::Must, text), (Occur::Must, Box::new(filter))]);
+                clauses.push((Occur::Must, Box::new(filter)));
+                let query = BooleanQuery::new(clauses);
                 let fruits = if sort == Sort::Relevance {
                     let top = TopDocs::with_limit(limit)
                         .and_offset(q.offset)

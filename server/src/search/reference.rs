@@ -117,10 +117,13 @@ impl SearchIndex {
         searcher: &tantivy::Searcher,
         q: &SearchQuery,
     ) -> Result<SearchResult, SearchError> {
-        let text = self.text_query(&q.text);
+        let text = self.text_clauses(&q.text);
         let has_text = text.is_some();
         let mut clauses = self.filters(q);
-        clauses.push((Occur::Must, text.unwrap_or_else(|| Box::new(AllQuery))));
+        match text {
+            Some(text) => clauses.extend(text),
+            None => clauses.push((Occur::Must, Box::new(AllQuery))),
+        }
         let query = BooleanQuery::new(clauses);
         let limit = q.limit.max(1);
         let top = TopDocs::with_limit(limit).and_offset(q.offset);
