@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use souk_protocol::summary::{condition_name, listing_type_name};
 use souk_protocol::{ObjectId, PublicKey, pb};
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, Occur, PhrasePrefixQuery, Query, TermQuery};
+use tantivy::query::{
+    BooleanQuery, BoostQuery, EmptyQuery, Occur, PhrasePrefixQuery, Query, TermQuery,
+};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
 };
@@ -821,7 +823,13 @@ impl SearchIndex {
     ///
     /// Each word is one flat union of term queries, and the caller adds its filter to the same
     /// conjunction: tantivy then walks one union per word, not unions nested in unions.
-    fn text_clauses(&self, text: &str) -> Option<Vec<(Occur, Box<dyn Query>)>> {
+    ///
+    /// `leaf` may wrap each term and prefix query (the search filters them with it).
+    fn text_clauses(
+        &self,
+        text: &str,
+        leaf: &dyn Fn(Box<dyn Query>) -> Box<dyn Query>,
+    ) -> Option<Vec<(Occur, Box<dyn Query>)>> {
         let f = &self.fields;
         let cleaned = clean_text(text);
         let words: Vec<&str> = cleaned.split_whitespace().collect();
@@ -851,7 +859,7 @@ impl SearchIndex {
                         IndexRecordOption::WithFreqs,
                     );
                     let query: Box<dyn Query> = Box::new(BoostQuery::new(Box::new(term), boost));
-                    (Occur::Should, query)
+                    (Occur::Should, leaf(query))
                 })
                 .collect()
         };
@@ -870,7 +878,7 @@ impl SearchIndex {
             prefix.set_max_expansions(64);
             last_word.push((
                 Occur::Should,
-                Box::new(BoostQuery::new(Box::new(prefix), 0.5)),
+                leaf(Box::new(BoostQuery::new(Box::new(prefix), 0.5))),
             ));
         }
         // A last word with no token matches nothing (an empty union), as the query parser had it.
@@ -993,8 +1001,8 @@ impl SearchIndex {
         for (view, segment) in views.iter().zip(segments) {
             filtered.push(view.filter(segment, q, self.fields.signer)?);
         }
-        let text = self.text_clauses(&q.text);
-        let sort = q.sort.unwrap_or(if text.is_some() {
+        let has_text = !clean_text(&q.text).trim().is_empty();
+        let sort = q.sort.unwrap_or(if has_text {
             Sort::Relevance
         } else {
             Sort::Newest
@@ -1003,41 +1011,49 @@ impl SearchIndex {
         // Hits in relevance order come from tantivy's scoring; every other order from the
         // views' sort orders.
         let mut scored: Option<Vec<DocAddress>> = None;
-        let matches: Vec<bitmaps::Bits> = match text {
-            None => filtered,
-            Some(mut clauses) => {
-                let filter = bitmaps::FilterQuery {
-                    segments: Arc::new(
-                        segments
-                            .iter()
-                            .zip(filtered)
-                            .map(|(s, bits)| (s.segment_id(), Arc::new(bits)))
-                            .collect(),
-                    ),
-                };
-                clauses.push((Occur::Must, Box::new(filter)));
-                let query = BooleanQuery::new(clauses);
-                let fruits = if sort == Sort::Relevance {
-                    let top = TopDocs::with_limit(limit)
-                        .and_offset(q.offset)
-                        .order_by_score();
-                    let (top, fruits) = searcher.search(&query, &(top, bitmaps::MatchCollector))?;
-                    scored = Some(top.into_iter().map(|(_, a)| a).collect());
-                    fruits
-                } else {
-                    searcher.search(&query, &bitmaps::MatchCollector)?
-                };
-                let mut matches: Vec<bitmaps::Bits> = segments
-                    .iter()
-                    .map(|s| bitmaps::Bits::empty(s.max_doc()))
-                    .collect();
-                for (ord, bits) in fruits {
-                    if let Some(slot) = matches.get_mut(ord as usize) {
-                        *slot = bits;
-                    }
+        let matches: Vec<bitmaps::Bits> = if has_text {
+            let filter = bitmaps::FilterQuery {
+                segments: Arc::new(
+                    segments
+                        .iter()
+                        .zip(filtered)
+                        .map(|(s, bits)| (s.segment_id(), Arc::new(bits)))
+                        .collect(),
+                ),
+            };
+            let through_filter = |inner: Box<dyn Query>| -> Box<dyn Query> {
+                Box::new(bitmaps::FilteredQuery {
+                    inner,
+                    filter: filter.clone(),
+                })
+            };
+            let mut clauses = self
+                .text_clauses(&q.text, &through_filter)
+                .unwrap_or_else(|| vec![(Occur::Must, Box::new(EmptyQuery))]);
+            clauses.push((Occur::Must, Box::new(filter.clone())));
+            let query = BooleanQuery::new(clauses);
+            let fruits = if sort == Sort::Relevance {
+                let top = TopDocs::with_limit(limit)
+                    .and_offset(q.offset)
+                    .order_by_score();
+                let (top, fruits) = searcher.search(&query, &(top, bitmaps::MatchCollector))?;
+                scored = Some(top.into_iter().map(|(_, a)| a).collect());
+                fruits
+            } else {
+                searcher.search(&query, &bitmaps::MatchCollector)?
+            };
+            let mut matches: Vec<bitmaps::Bits> = segments
+                .iter()
+                .map(|s| bitmaps::Bits::empty(s.max_doc()))
+                .collect();
+            for (ord, bits) in fruits {
+                if let Some(slot) = matches.get_mut(ord as usize) {
+                    *slot = bits;
                 }
-                matches
             }
+            matches
+        } else {
+            filtered
         };
         let wanted = q.offset.saturating_add(limit);
         let mut total = 0u64;

@@ -841,6 +841,131 @@ impl Scorer for BitsScorer {
     }
 }
 
+/// A text clause seen through the filters: only those of its documents that pass them, with
+/// the clause's own scores.
+///
+/// A selective filter (`ships_to=DE`, a category) keeps a small part of a common word's
+/// documents. Filtering each clause before the union of a word's clauses means the union
+/// merges and scores only documents that pass, instead of every document of the word; the
+/// filter costs one bit test per posting. Where the filter passes at least half of a segment,
+/// the clause is left unfiltered there.
+///
+/// So it may match documents that fail the filter: use it only inside a conjunction that also
+/// holds the [`FilterQuery`] itself, which decides.
+#[derive(Debug)]
+pub(super) struct FilteredQuery {
+    pub(super) inner: Box<dyn Query>,
+    pub(super) filter: FilterQuery,
+}
+
+impl Clone for FilteredQuery {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.box_clone(),
+            filter: self.filter.clone(),
+        }
+    }
+}
+
+impl Query for FilteredQuery {
+    fn weight(&self, scoring: EnableScoring<'_>) -> tantivy::Result<Box<dyn Weight>> {
+        Ok(Box::new(FilteredWeight {
+            inner: self.inner.weight(scoring)?,
+            filter: self.filter.clone(),
+        }))
+    }
+
+    fn query_terms<'a>(&'a self, visitor: &mut dyn FnMut(&'a Term, bool)) {
+        self.inner.query_terms(visitor);
+    }
+}
+
+struct FilteredWeight {
+    inner: Box<dyn Weight>,
+    filter: FilterQuery,
+}
+
+impl Weight for FilteredWeight {
+    fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
+        let inner = self.inner.scorer(reader, boost)?;
+        let Some(bits) = self.filter.segments.get(&reader.segment_id()) else {
+            return Ok(inner);
+        };
+        // A posting costs a bit test (and a virtual call) more, and the union is spared each one
+        // that fails. At 1M listings this paid where the filter passed under half the segment
+        // (`ships_to=DE`: 4.2 → 3.4 ms, `category=digital/software`: 2.8 → 1.8 ms), and a
+        // sample of a clause's first postings misjudged it (a store's listings are adjacent).
+        if bits.count().saturating_mul(2) > u64::from(reader.max_doc()) {
+            return Ok(inner);
+        }
+        Ok(Box::new(FilteredScorer::new(inner, Arc::clone(bits))))
+    }
+
+    fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
+        let passes = self
+            .filter
+            .segments
+            .get(&reader.segment_id())
+            .is_none_or(|bits| bits.contains(doc));
+        if passes {
+            self.inner.explain(reader, doc)
+        } else {
+            Err(tantivy::TantivyError::InvalidArgument(
+                "document does not pass the filters".into(),
+            ))
+        }
+    }
+}
+
+/// [`FilteredQuery`]'s scorer: the inner scorer, stepping over documents not in `bits`.
+struct FilteredScorer {
+    inner: Box<dyn Scorer>,
+    bits: Arc<Bits>,
+}
+
+impl FilteredScorer {
+    fn new(inner: Box<dyn Scorer>, bits: Arc<Bits>) -> Self {
+        let mut scorer = Self { inner, bits };
+        scorer.skip_filtered();
+        scorer
+    }
+
+    /// From the inner scorer's current document on, to the first one that passes.
+    fn skip_filtered(&mut self) -> DocId {
+        let mut doc = self.inner.doc();
+        while doc != TERMINATED && !self.bits.contains(doc) {
+            doc = self.inner.advance();
+        }
+        doc
+    }
+}
+
+impl DocSet for FilteredScorer {
+    fn advance(&mut self) -> DocId {
+        self.inner.advance();
+        self.skip_filtered()
+    }
+
+    fn seek(&mut self, target: DocId) -> DocId {
+        self.inner.seek(target);
+        self.skip_filtered()
+    }
+
+    fn doc(&self) -> DocId {
+        self.inner.doc()
+    }
+
+    fn size_hint(&self) -> u32 {
+        self.inner.size_hint()
+    }
+}
+
+impl Scorer for FilteredScorer {
+    fn score(&mut self) -> Score {
+        self.inner.score()
+    }
+}
+
 /// Collects a query's matches as one bitset per segment (by segment ordinal).
 pub(super) struct MatchCollector;
 

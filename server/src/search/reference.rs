@@ -117,7 +117,7 @@ impl SearchIndex {
         searcher: &tantivy::Searcher,
         q: &SearchQuery,
     ) -> Result<SearchResult, SearchError> {
-        let text = self.text_clauses(&q.text);
+        let text = self.text_clauses(&q.text, &|query| query);
         let has_text = text.is_some();
         let mut clauses = self.filters(q);
         match text {
