@@ -476,11 +476,20 @@ pub struct SearchIndex {
     /// Searches computed (not answered from the cache or by another caller's computation).
     computations: AtomicUsize,
     /// Bitmaps and sort orders of the segments searched lately.
-    views: bitmaps::Views,
+    views: Arc<bitmaps::Views>,
+    /// Whether a background build of views is running.
+    warming: Arc<std::sync::atomic::AtomicBool>,
     /// Tests: how many of the next [`SearchIndex::apply`] calls fail.
     #[cfg(test)]
     failing_applies: AtomicUsize,
 }
+
+/// Segments of at least this many documents (a merge's output, say) get their search views
+/// built in the background as soon as a commit makes them visible, instead of by the first
+/// search that meets them (about 120 ns a document: 30 ms for 250,000). Smaller segments are
+/// quick to build and often merged away soon, so the first search builds theirs. On opening,
+/// every segment's view is built in the background.
+const WARM_MIN_DOCS: u32 = 50_000;
 
 /// How long a cached result may be served: bounds how late a listing that just expired can
 /// still appear (no other change can be missed: every index commit empties the cache).
@@ -567,7 +576,11 @@ impl SearchIndex {
     /// [`SearchError`] if even a fresh index cannot be created.
     pub fn open(dir: &Path, memory_bytes: usize) -> Result<(Self, bool), SearchError> {
         match Self::try_open(dir, memory_bytes) {
-            Ok(Some(index)) => Ok((index, false)),
+            Ok(Some(index)) => {
+                // The first searches after a restart would otherwise build every view.
+                index.warm_in_background(0);
+                Ok((index, false))
+            }
             Err(SearchError::Tantivy(ref e)) if lock_busy(e) => {
                 Err(SearchError::InUse(dir.to_path_buf()))
             }
@@ -654,7 +667,8 @@ impl SearchIndex {
             cache: Mutex::new(ResultCache::default()),
             cache_capacity: AtomicUsize::new(DEFAULT_RESULT_CACHE_ENTRIES),
             computations: AtomicUsize::new(0),
-            views: bitmaps::Views::default(),
+            views: Arc::default(),
+            warming: Arc::default(),
             #[cfg(test)]
             failing_applies: AtomicUsize::new(0),
         })
@@ -709,7 +723,34 @@ impl SearchIndex {
         prepared.commit()?;
         drop(writer);
         self.reader.reload()?;
+        self.warm_in_background(WARM_MIN_DOCS);
         Ok(())
+    }
+
+    /// Builds, on a thread of its own, the search views of the current segments of at least
+    /// `min_docs` documents that have none yet (at most one such thread at a time). A search
+    /// that needs a view being built waits for it rather than building it again.
+    fn warm_in_background(&self, min_docs: u32) {
+        let searcher = self.reader.searcher();
+        if !self.views.missing(&searcher, min_docs)
+            || self.warming.swap(true, AtomicOrdering::AcqRel)
+        {
+            return;
+        }
+        let views = Arc::clone(&self.views);
+        let warming = Arc::clone(&self.warming);
+        let ships_to = self.fields.ships_to;
+        let spawned = std::thread::Builder::new()
+            .name("search-warm".into())
+            .spawn(move || {
+                if let Err(error) = views.warm(&searcher, ships_to, min_docs) {
+                    tracing::warn!(%error, "building search views in the background failed; searches build them");
+                }
+                warming.store(false, AtomicOrdering::Release);
+            });
+        if spawned.is_err() {
+            self.warming.store(false, AtomicOrdering::Release);
+        }
     }
 
     /// Applies `changes` and commits, recording `seq` as included. Blocking: call it from
@@ -1606,6 +1647,38 @@ mod tests {
             nonempty * 3 > queries.len() * 2,
             "{nonempty} of {}",
             queries.len()
+        );
+    }
+
+    /// Views built ahead of searches are the ones searches then use, and a search on an older
+    /// reader generation does not drop the views of a newer one's segments.
+    #[test]
+    fn warmed_views_are_used_and_an_older_searcher_keeps_newer_views() {
+        let (_dir, index) = random_index(3, 200, 11);
+        let older = index.reader.searcher();
+        let ships_to = index.fields.ships_to;
+        // Opening and committing may have started background builds; wait them out.
+        while index.warming.load(AtomicOrdering::Acquire) {
+            std::thread::yield_now();
+        }
+        index.views.warm(&older, ships_to, 0).expect("warm");
+        assert!(!index.views.missing(&older, 0), "every segment has a view");
+        let warmed = index.views.of(&older, ships_to).expect("views");
+        let again = index.views.of(&older, ships_to).expect("views");
+        assert!(warmed.iter().zip(&again).all(|(a, b)| Arc::ptr_eq(a, b)));
+
+        // A commit adds a segment; its view is built for the newer generation.
+        let change = upsert(200, 1, listing("late", "home", "EUR", false));
+        index.apply(&[change], 10).expect("apply");
+        let newer = index.reader.searcher();
+        assert!(newer.generation().generation_id() > older.generation().generation_id());
+        index.views.warm(&newer, ships_to, 0).expect("warm");
+        assert!(!index.views.missing(&newer, 0));
+        // A search still on the older generation does not prune them.
+        index.views.of(&older, ships_to).expect("views");
+        assert!(
+            !index.views.missing(&newer, 0),
+            "the newer generation's views survive"
         );
     }
 

@@ -707,35 +707,87 @@ impl Views {
         ships_to_field: Field,
     ) -> Result<Vec<Arc<SegmentView>>, SearchError> {
         let segments = searcher.segment_readers();
-        let slots: Vec<_> = {
-            let mut map = self.segments.lock().unwrap_or_else(|e| e.into_inner());
-            let generation = searcher.generation().generation_id();
-            if map.0 != generation {
-                // Views of segments merged away are dropped; a search still running on an
-                // older generation holds its own references.
-                map.0 = generation;
-                let live: std::collections::HashSet<SegmentId> =
-                    segments.iter().map(SegmentReader::segment_id).collect();
-                map.1.retain(|id, _| live.contains(id));
-            }
-            segments
-                .iter()
-                .map(|s| Arc::clone(map.1.entry(s.segment_id()).or_default()))
-                .collect()
-        };
         segments
             .iter()
-            .zip(slots)
-            .map(|(segment, slot)| {
-                let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(view) = slot.as_ref() {
-                    return Ok(Arc::clone(view));
-                }
-                let view = Arc::new(SegmentView::build(segment, ships_to_field)?);
-                *slot = Some(Arc::clone(&view));
-                Ok(view)
-            })
+            .zip(self.slots(searcher))
+            .map(|(segment, slot)| Self::view(segment, &slot, ships_to_field))
             .collect()
+    }
+
+    /// Builds the views of `searcher`'s segments of at least `min_docs` documents that have
+    /// none yet; returns how many it built.
+    pub(super) fn warm(
+        &self,
+        searcher: &tantivy::Searcher,
+        ships_to_field: Field,
+        min_docs: u32,
+    ) -> Result<usize, SearchError> {
+        let mut built = 0;
+        for (segment, slot) in searcher.segment_readers().iter().zip(self.slots(searcher)) {
+            let missing = slot.lock().unwrap_or_else(|e| e.into_inner()).is_none();
+            if missing && segment.max_doc() >= min_docs {
+                Self::view(segment, &slot, ships_to_field)?;
+                built += 1;
+            }
+        }
+        Ok(built)
+    }
+
+    /// Whether a segment of `searcher` of at least `min_docs` documents has no view yet.
+    pub(super) fn missing(&self, searcher: &tantivy::Searcher, min_docs: u32) -> bool {
+        let map = self.segments.lock().unwrap_or_else(|e| e.into_inner());
+        searcher.segment_readers().iter().any(|segment| {
+            // A slot locked right now is being built: not missing.
+            segment.max_doc() >= min_docs
+                && map
+                    .1
+                    .get(&segment.segment_id())
+                    .is_none_or(|slot| slot.try_lock().is_ok_and(|view| view.is_none()))
+        })
+    }
+
+    /// The slots of `searcher`'s segments, in its segment order.
+    fn slots(&self, searcher: &tantivy::Searcher) -> Vec<ViewSlot> {
+        let segments = searcher.segment_readers();
+        let mut map = self.segments.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = searcher.generation().generation_id();
+        if generation > map.0 {
+            // Views of segments merged away are dropped; a search still running on an older
+            // generation holds its own references (and one that starts on an older generation
+            // later builds what it lacks without pruning the newer generation's views).
+            map.0 = generation;
+            let live: std::collections::HashSet<SegmentId> =
+                segments.iter().map(SegmentReader::segment_id).collect();
+            map.1.retain(|id, _| live.contains(id));
+        }
+        segments
+            .iter()
+            .map(|s| Arc::clone(map.1.entry(s.segment_id()).or_default()))
+            .collect()
+    }
+
+    /// The view in `slot`, built from `segment` first if there is none.
+    fn view(
+        segment: &SegmentReader,
+        slot: &ViewSlot,
+        ships_to_field: Field,
+    ) -> Result<Arc<SegmentView>, SearchError> {
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(view) = slot.as_ref() {
+            return Ok(Arc::clone(view));
+        }
+        let started = std::time::Instant::now();
+        let view = Arc::new(SegmentView::build(segment, ships_to_field)?);
+        let took = started.elapsed();
+        metrics::histogram!("souk_search_view_build_seconds").record(took.as_secs_f64());
+        tracing::debug!(
+            segment = %segment.segment_id().short_uuid_string(),
+            documents = segment.max_doc(),
+            millis = took.as_secs_f64() * 1e3,
+            "built the search view of a segment"
+        );
+        *slot = Some(Arc::clone(&view));
+        Ok(view)
     }
 }
 
