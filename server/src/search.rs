@@ -1053,15 +1053,12 @@ impl SearchIndex {
         // views' sort orders.
         let mut scored: Option<Vec<DocAddress>> = None;
         let matches: Vec<bitmaps::Bits> = if has_text {
-            let filter = bitmaps::FilterQuery {
-                segments: Arc::new(
-                    segments
-                        .iter()
-                        .zip(filtered)
-                        .map(|(s, bits)| (s.segment_id(), Arc::new(bits)))
-                        .collect(),
-                ),
-            };
+            let filter = bitmaps::FilterQuery::new(
+                segments
+                    .iter()
+                    .map(tantivy::SegmentReader::segment_id)
+                    .zip(filtered),
+            );
             let through_filter = |inner: Box<dyn Query>| -> Box<dyn Query> {
                 Box::new(bitmaps::FilteredQuery {
                     inner,

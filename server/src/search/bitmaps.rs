@@ -715,22 +715,19 @@ impl Views {
     }
 
     /// Builds the views of `searcher`'s segments of at least `min_docs` documents that have
-    /// none yet; returns how many it built.
+    /// none yet.
     pub(super) fn warm(
         &self,
         searcher: &tantivy::Searcher,
         ships_to_field: Field,
         min_docs: u32,
-    ) -> Result<usize, SearchError> {
-        let mut built = 0;
+    ) -> Result<(), SearchError> {
         for (segment, slot) in searcher.segment_readers().iter().zip(self.slots(searcher)) {
-            let missing = slot.lock().unwrap_or_else(|e| e.into_inner()).is_none();
-            if missing && segment.max_doc() >= min_docs {
+            if segment.max_doc() >= min_docs {
                 Self::view(segment, &slot, ships_to_field)?;
-                built += 1;
             }
         }
-        Ok(built)
+        Ok(())
     }
 
     /// Whether a segment of `searcher` of at least `min_docs` documents has no view yet.
@@ -795,7 +792,31 @@ impl Views {
 /// evaluated by [`SegmentView::filter`], inside a tantivy query.
 #[derive(Clone, Debug)]
 pub(super) struct FilterQuery {
-    pub(super) segments: Arc<HashMap<SegmentId, Arc<Bits>>>,
+    /// Per segment, the documents that pass and how many they are (counted once here, not by
+    /// each clause that consults them).
+    segments: Arc<HashMap<SegmentId, (Arc<Bits>, u64)>>,
+}
+
+impl FilterQuery {
+    /// The filter of the segments with these ids: each one's documents that pass.
+    pub(super) fn new(segments: impl IntoIterator<Item = (SegmentId, Bits)>) -> Self {
+        Self {
+            segments: Arc::new(
+                segments
+                    .into_iter()
+                    .map(|(id, bits)| {
+                        let count = bits.count();
+                        (id, (Arc::new(bits), count))
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The documents of `segment` that pass, and their number.
+    fn of(&self, segment: &SegmentReader) -> Option<&(Arc<Bits>, u64)> {
+        self.segments.get(&segment.segment_id())
+    }
 }
 
 impl Query for FilterQuery {
@@ -806,21 +827,17 @@ impl Query for FilterQuery {
 
 impl Weight for FilterQuery {
     fn scorer(&self, reader: &SegmentReader, _: Score) -> tantivy::Result<Box<dyn Scorer>> {
-        let bits = self
-            .segments
-            .get(&reader.segment_id())
+        let (bits, count) = self
+            .of(reader)
             .cloned()
-            .unwrap_or_else(|| Arc::new(Bits::empty(0)));
-        let size = u32::try_from(bits.count()).unwrap_or(u32::MAX);
+            .unwrap_or_else(|| (Arc::new(Bits::empty(0)), 0));
+        let size = u32::try_from(count).unwrap_or(u32::MAX);
         let doc = bits.next_from(0);
         Ok(Box::new(BitsScorer { bits, doc, size }))
     }
 
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
-        let matched = self
-            .segments
-            .get(&reader.segment_id())
-            .is_some_and(|bits| bits.contains(doc));
+        let matched = self.of(reader).is_some_and(|(bits, _)| bits.contains(doc));
         if matched {
             Ok(Explanation::new("passes the filters", 0.0))
         } else {
@@ -940,14 +957,14 @@ struct FilteredWeight {
 impl Weight for FilteredWeight {
     fn scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Box<dyn Scorer>> {
         let inner = self.inner.scorer(reader, boost)?;
-        let Some(bits) = self.filter.segments.get(&reader.segment_id()) else {
+        let Some((bits, count)) = self.filter.of(reader) else {
             return Ok(inner);
         };
         // A posting costs a bit test (and a virtual call) more, and the union is spared each one
         // that fails. At 1M listings this paid where the filter passed under half the segment
         // (`ships_to=DE`: 4.2 → 3.4 ms, `category=digital/software`: 2.8 → 1.8 ms), and a
         // sample of a clause's first postings misjudged it (a store's listings are adjacent).
-        if bits.count().saturating_mul(2) > u64::from(reader.max_doc()) {
+        if count.saturating_mul(2) > u64::from(reader.max_doc()) {
             return Ok(inner);
         }
         Ok(Box::new(FilteredScorer::new(inner, Arc::clone(bits))))
@@ -956,9 +973,8 @@ impl Weight for FilteredWeight {
     fn explain(&self, reader: &SegmentReader, doc: DocId) -> tantivy::Result<Explanation> {
         let passes = self
             .filter
-            .segments
-            .get(&reader.segment_id())
-            .is_none_or(|bits| bits.contains(doc));
+            .of(reader)
+            .is_none_or(|(bits, _)| bits.contains(doc));
         if passes {
             self.inner.explain(reader, doc)
         } else {
