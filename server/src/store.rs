@@ -3,9 +3,11 @@
 //! moderators). SQLite (embedded default) and PostgreSQL run the same SQL: one code path, written
 //! once, expanded for each pool by the `with_pool!` macro.
 //!
-//! Writes go through [`Store::write_batch`] only, one transaction per batch, from the single
-//! ingest writer task (see `ingest.rs`), so the read-compare-write of a replaceable slot never
-//! races.
+//! Envelopes are written through [`Store::write_batch`] only, one transaction per batch, from
+//! the single ingest writer task (see `ingest.rs`), so the read-compare-write of a replaceable
+//! slot never races. The inbox writes from other tasks; every transaction that writes begins
+//! with [`BeginWrite::begin_write`], so on SQLite concurrent writers wait their turn instead of
+//! failing.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -73,6 +75,37 @@ macro_rules! with_pool {
             Store::Postgres($pool) => $body,
         }
     };
+}
+
+/// Begins a transaction that writes.
+///
+/// SQLite takes the write lock when a transaction first writes. A transaction that has read
+/// before then holds a snapshot, and if another connection holds the lock at that moment SQLite
+/// answers `SQLITE_BUSY` at once, without calling the busy handler (waiting could not help: the
+/// snapshot would be out of date once the other commits). The ingest writer, the inbox and its
+/// sweeper write from different connections, so on SQLite a writing transaction takes the lock
+/// up front (`BEGIN IMMEDIATE`) and waits for it under the busy timeout, as a single statement
+/// does. PostgreSQL locks rows, not the database: a plain `BEGIN`.
+trait BeginWrite {
+    type Db: sqlx::Database;
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error> {
+        self.begin().await
+    }
 }
 
 /// What happened to one object in [`Store::write_batch`].
@@ -371,7 +404,7 @@ impl Store {
         let received_at = now_secs();
         let numbered = self.numbered_parameters();
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             // 1. Which ids are stored already?
             let mut known = std::collections::HashSet::new();
             for chunk in objects.chunks(500) {
@@ -890,7 +923,7 @@ impl Store {
     ) -> Result<InboxPut, StoreError> {
         let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             if let Some(row) = sqlx::query("SELECT expires_at FROM inbox WHERE id = $1")
                 .bind(id.as_slice())
                 .fetch_optional(&mut *tx)
@@ -1001,7 +1034,7 @@ impl Store {
         remember_until: i64,
     ) -> Result<u64, StoreError> {
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let mut deleted = 0;
             for id in ids {
                 let gone = sqlx::query("DELETE FROM inbox WHERE id = $1 AND recipient = $2")
@@ -1261,6 +1294,56 @@ mod tests {
                 "{sql}: {plan:?}"
             );
         }
+    }
+
+    /// While another connection holds SQLite's write lock, a batch waits for it and is then
+    /// stored. A transaction begun with a plain (deferred) `BEGIN` read first, then failed at
+    /// its first write at once with "database is locked": the inbox sweeper running at start-up
+    /// made an ingest fail that way.
+    #[tokio::test]
+    async fn a_batch_waits_for_another_writer_instead_of_failing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", dir.path().join("lock.db").display());
+        let store = Store::connect(&url, SqliteSync::Normal)
+            .await
+            .expect("open");
+        let Store::Sqlite(pool) = &store else {
+            panic!("a SQLite store");
+        };
+        // Another writer (as the inbox does) holds the lock.
+        let mut other = pool.begin_with("BEGIN IMMEDIATE").await.expect("lock");
+        sqlx::query("DELETE FROM inbox WHERE expires_at <= 0")
+            .execute(&mut *other)
+            .await
+            .expect("delete");
+        let ctx = souk_protocol::ValidationContext::now();
+        let key = souk_protocol::IdentityKey::from_secret_bytes(&[9; 32]);
+        let listing = souk_protocol::samples::listing(ctx.now - 10, "lamp", None);
+        let object = key
+            .seal(&souk_protocol::Object::Listing(listing), &ctx)
+            .expect("valid listing");
+        let writer = tokio::spawn({
+            let store = store.clone();
+            async move { store.write_batch(&[object]).await }
+        });
+        // The batch is still waiting for the lock after a while (before the fix it had failed
+        // within microseconds); bounded, and not a timing assertion on the store itself.
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+            while !writer.is_finished() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_err(), "the batch did not wait for the lock");
+        other.commit().await.expect("release");
+        let outcomes = writer
+            .await
+            .expect("task")
+            .expect("stored once the lock is free");
+        assert!(matches!(
+            outcomes.as_slice(),
+            [super::WriteOutcome::Accepted { seq: 1, .. }]
+        ));
     }
 
     /// PostgreSQL gets numbered parameters from `first`; SQLite gets anonymous ones in the same

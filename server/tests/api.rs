@@ -959,7 +959,10 @@ async fn health_readiness_metrics_and_status_answer() {
         (StatusCode::OK, serde_json::Value::String("ok".into()))
     );
     assert_eq!(s.get("/readyz").await.0, StatusCode::OK);
-    s.publish(&listing(&seller(1), "x", "Thing", 30)).await;
+    assert_eq!(
+        s.publish(&listing(&seller(1), "x", "Thing", 30)).await.0,
+        StatusCode::CREATED
+    );
     let (status, body) = s.get("/api/v1/status").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["counts"]["listings"], 1);
@@ -978,8 +981,10 @@ async fn health_readiness_metrics_and_status_answer() {
 
 both!(openbazaar_clients_can_search, |s: TestServer| async move {
     let key = seller(20);
-    s.publish(&profile(&key, |p| p.store_name = "Bazaar shop".into()))
+    let (status, body) = s
+        .publish(&profile(&key, |p| p.store_name = "Bazaar shop".into()))
         .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     let items = [
         listing_with(&key, "kettle", |l| l.title = "Copper kettle".into()),
         listing_with(&key, "song", |l| {
@@ -991,7 +996,8 @@ both!(openbazaar_clients_can_search, |s: TestServer| async move {
         .iter()
         .map(|o| o.envelope().bytes().to_vec())
         .collect();
-    s.publish_batch(&bytes).await;
+    let (status, body) = s.publish_batch(&bytes).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = s.get("/ob/listings/search?q=kettle&p=0&ps=1&sortBy=price-asc&acceptedCurrencies=BCH&acceptedCurrencies=BTC&network=mainnet").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["results"]["total"], 2);

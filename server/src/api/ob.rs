@@ -17,9 +17,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::SharedState;
+use super::error::ApiError;
 use super::listings::{MAX_LIMIT, MAX_OFFSET, run_search};
 use crate::search::{SearchQuery, Sort};
-use crate::store::decode_stored;
+use crate::store::{StoreError, decode_stored};
 
 pub(super) fn router() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new().routes(routes!(ob_search))
@@ -40,6 +41,12 @@ fn reason(status: StatusCode, text: impl Into<String>) -> Response {
         }),
     )
         .into_response()
+}
+
+/// A store failure in the OpenBazaar shape: the status and message our own API gives it.
+fn store_failed(error: StoreError) -> Response {
+    let error = ApiError::from(error);
+    reason(error.status, error.message)
 }
 
 /// The parsed OpenBazaar query.
@@ -205,7 +212,8 @@ fn sort_by(selected: &str) -> Value {
     ),
     responses(
         (status = 200, description = "OpenBazaar search-provider response", body = Object),
-        (status = 400, description = "Bad parameter", body = ObError)
+        (status = 400, description = "Bad parameter", body = ObError),
+        (status = 503, description = "The database failed or is unreachable", body = ObError)
     )
 )]
 pub async fn ob_search(State(state): State<SharedState>, RawQuery(raw): RawQuery) -> Response {
@@ -233,18 +241,23 @@ pub async fn ob_search(State(state): State<SharedState>, RawQuery(raw): RawQuery
             continue;
         };
         let seller = envelope.signer();
+        // A store that fails is an error (503), not a vendor without a name.
         let vendor_profile = match state.store.current(&seller, &Slot::Profile).await {
             Ok(Some(bytes)) => match decode_stored(&bytes) {
                 Ok((_, Object::Profile(p))) => Some(p),
                 _ => None,
             },
-            _ => None,
+            Ok(None) => None,
+            Err(error) => return store_failed(error),
         };
-        let ratings = state
+        let ratings = match state
             .store
             .rating_summary(&seller, pb::RatingRole::Seller)
             .await
-            .unwrap_or_default();
+        {
+            Ok(ratings) => ratings,
+            Err(error) => return store_failed(error),
+        };
         let moderators: Vec<String> = listing
             .accepted_moderators
             .iter()
