@@ -6,7 +6,7 @@
 //! Envelopes are written through [`Store::write_batch`] only, one transaction per batch, from
 //! the single ingest writer task (see `ingest.rs`), so the read-compare-write of a replaceable
 //! slot never races. The inbox writes from other tasks; every transaction that writes begins
-//! with [`BeginWrite::begin_write`], so on SQLite concurrent writers wait their turn instead of
+//! with `BeginWrite::begin_write`, so on SQLite concurrent writers wait their turn instead of
 //! failing.
 
 use std::collections::HashMap;
