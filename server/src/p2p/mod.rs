@@ -922,11 +922,22 @@ impl Runner {
                     return;
                 }
                 let address = endpoint.get_remote_address().clone();
-                let mut peers = lock(&self.peers);
-                let info = peers.entry(peer_id).or_default();
-                info.connections.insert(connection_id, address);
-                metrics::gauge!("souk_p2p_peers")
-                    .set(peers.values().filter(|i| !i.connections.is_empty()).count() as f64);
+                let first = {
+                    let mut peers = lock(&self.peers);
+                    let info = peers.entry(peer_id).or_default();
+                    info.connections.insert(connection_id, address);
+                    let first = info.connections.len() == 1;
+                    metrics::gauge!("souk_p2p_peers")
+                        .set(peers.values().filter(|i| !i.connections.is_empty()).count() as f64);
+                    first
+                };
+                // Sync with a peer as soon as it connects, not at the next tick (up to 500 ms
+                // later): a new server's back-fill starts at once. A peer that turns out not to
+                // speak the protocol is marked by its round's failure (identify may not have
+                // told yet).
+                if first {
+                    self.schedule_sync();
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,

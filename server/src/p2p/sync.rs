@@ -6,9 +6,10 @@
 //!    the envelopes themselves.
 //! 2. Negentropy over the set of current objects (`Reconcile`, repeated until it ends). When both
 //!    sides agree this is one round trip of a few hundred bytes.
-//! 3. `Fetch` what is missing here, in batches of at most [`BATCH`] ids and 7 MiB, each batch
-//!    awaited through the ingest path before the next is asked for (back-pressure: a back-fill
-//!    holds at most one batch in memory and competes with search only for the writer's turn).
+//! 3. `Fetch` what is missing here, in batches of at most [`BATCH`] ids and 7 MiB, stored
+//!    through the ingest path with at most [`PIPELINE`] batches in flight (back-pressure: a
+//!    back-fill holds at most that many answers in memory and competes with search only for the
+//!    writer's turn).
 //!
 //! Each side only pulls. Both sides run rounds, so what the peer lacks its own round fetches;
 //! pushing as well would send the same envelopes twice when both rounds overlap (a new server
@@ -48,8 +49,11 @@ const MAX_EXCHANGES: u32 = 256;
 const MAX_NEED: usize = 2_000_000;
 /// Most `Dump` pages in one round.
 const MAX_DUMP_PAGES: u32 = 100_000;
-/// Batches being stored at once during a round.
-const PIPELINE: usize = 4;
+/// Batches being stored at once during a round. The writer commits the batches that are ready
+/// together, so more in flight means fewer, larger commits: a back-fill of 100,200 objects on
+/// one host ran at 16,655 and 15,932 objects/s with 4, 18,236 and 18,780 with 8, 17,346 and
+/// 20,005 with 16. Memory: at most this many answers of at most 7 MiB each.
+pub const PIPELINE: usize = 8;
 /// Envelopes read from the store at a time while answering (bounds memory per answer).
 const READ_CHUNK: usize = 100;
 
