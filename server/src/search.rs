@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 use souk_protocol::summary::{condition_name, listing_type_name};
 use souk_protocol::{ObjectId, PublicKey, pb};
 use tantivy::collector::TopDocs;
-use tantivy::query::{
-    BooleanQuery, BoostQuery, EmptyQuery, Occur, PhrasePrefixQuery, Query, TermQuery,
-};
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, PhrasePrefixQuery, Query, TermQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
 };
@@ -254,8 +252,7 @@ impl TextMatcher {
     /// when the text has no words (everything matches).
     #[must_use]
     pub fn new(text: &str) -> Option<Self> {
-        let cleaned = clean_text(text);
-        let words: Vec<&str> = cleaned.split_whitespace().collect();
+        let words = query_words(text);
         let (last, rest) = words.split_last()?;
         let mut analyzer = text_analyzer();
         let mut prefix = prefix_analyzer();
@@ -314,17 +311,12 @@ impl TextMatcher {
     }
 }
 
-/// Search text with everything but letters, digits and spaces turned into spaces (so that no
-/// character has a query-syntax meaning).
-fn clean_text(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c.is_whitespace() {
-                c
-            } else {
-                ' '
-            }
-        })
+/// The words of a search text: runs of letters and digits (every other character separates
+/// words, so none has a query-syntax meaning). Empty when the text has no words: it browses.
+fn query_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_owned)
         .collect()
 }
 
@@ -860,7 +852,7 @@ impl SearchIndex {
     /// the title, tags or description, and the last word may also be the prefix of an
     /// unstemmed word of the title or tags (it may still be being typed). A word's clause sums
     /// BM25 over the fields, the title counting 3 times and the tags twice, plus 0.5 where the
-    /// prefix matches. `None` for a text without words.
+    /// prefix matches. The text is its `rest` words, then its `last` (see [`query_words`]).
     ///
     /// Each word is one flat union of term queries, and the caller adds its filter to the same
     /// conjunction: tantivy then walks one union per word, not unions nested in unions.
@@ -868,13 +860,11 @@ impl SearchIndex {
     /// `leaf` may wrap each term and prefix query (the search filters them with it).
     fn text_clauses(
         &self,
-        text: &str,
+        last: &str,
+        rest: &[String],
         leaf: &dyn Fn(Box<dyn Query>) -> Box<dyn Query>,
-    ) -> Option<Vec<(Occur, Box<dyn Query>)>> {
+    ) -> Vec<(Occur, Box<dyn Query>)> {
         let f = &self.fields;
-        let cleaned = clean_text(text);
-        let words: Vec<&str> = cleaned.split_whitespace().collect();
-        let (last, rest) = words.split_last()?;
         let mut analyzer = self
             .index
             .tokenizers()
@@ -885,7 +875,7 @@ impl SearchIndex {
             .tokenizers()
             .get(PREFIX_ANALYZER)
             .unwrap_or_else(prefix_analyzer);
-        // After `clean_text` a word is letters and digits only, which the tokenizer keeps
+        // A word of `query_words` is letters and digits only, which the tokenizer keeps
         // whole: one token, or none when it is too long to be indexed.
         let token = |analyzer: &mut TextAnalyzer, word: &str| {
             let mut stream = analyzer.token_stream(word);
@@ -924,7 +914,7 @@ impl SearchIndex {
         }
         // A last word with no token matches nothing (an empty union), as the query parser had it.
         clauses.push((Occur::Must, Box::new(BooleanQuery::new(last_word))));
-        Some(clauses)
+        clauses
     }
 
     /// How many results to cache (0 turns the cache off).
@@ -1042,7 +1032,9 @@ impl SearchIndex {
         for (view, segment) in views.iter().zip(segments) {
             filtered.push(view.filter(segment, q, self.fields.signer)?);
         }
-        let has_text = !clean_text(&q.text).trim().is_empty();
+        let words = query_words(&q.text);
+        let text = words.split_last();
+        let has_text = text.is_some();
         let sort = q.sort.unwrap_or(if has_text {
             Sort::Relevance
         } else {
@@ -1052,7 +1044,7 @@ impl SearchIndex {
         // Hits in relevance order come from tantivy's scoring; every other order from the
         // views' sort orders.
         let mut scored: Option<Vec<DocAddress>> = None;
-        let matches: Vec<bitmaps::Bits> = if has_text {
+        let matches: Vec<bitmaps::Bits> = if let Some((last, rest)) = text {
             let filter = bitmaps::FilterQuery::new(
                 segments
                     .iter()
@@ -1065,9 +1057,7 @@ impl SearchIndex {
                     filter: filter.clone(),
                 })
             };
-            let mut clauses = self
-                .text_clauses(&q.text, &through_filter)
-                .unwrap_or_else(|| vec![(Occur::Must, Box::new(EmptyQuery))]);
+            let mut clauses = self.text_clauses(last, rest, &through_filter);
             clauses.push((Occur::Must, Box::new(filter.clone())));
             let query = BooleanQuery::new(clauses);
             let fruits = if sort == Sort::Relevance {

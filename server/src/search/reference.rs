@@ -15,7 +15,7 @@ use tantivy::{Order, Term};
 
 use super::{
     Counts, FACET_FIELDS, SearchError, SearchIndex, SearchQuery, SearchResult, Sort,
-    fold_categories,
+    fold_categories, query_words,
 };
 
 impl SearchIndex {
@@ -117,11 +117,12 @@ impl SearchIndex {
         searcher: &tantivy::Searcher,
         q: &SearchQuery,
     ) -> Result<SearchResult, SearchError> {
-        let text = self.text_clauses(&q.text, &|query| query);
+        let words = query_words(&q.text);
+        let text = words.split_last();
         let has_text = text.is_some();
         let mut clauses = self.filters(q);
         match text {
-            Some(text) => clauses.extend(text),
+            Some((last, rest)) => clauses.extend(self.text_clauses(last, rest, &|query| query)),
             None => clauses.push((Occur::Must, Box::new(AllQuery))),
         }
         let query = BooleanQuery::new(clauses);
