@@ -1255,8 +1255,23 @@ pub fn decode_stored(bytes: &[u8]) -> Result<(RawEnvelope, Object), StoreError> 
 
 #[cfg(test)]
 mod tests {
-    use super::{LISTINGS_OF, NEWEST_PROFILES, SqliteSync, Store, placeholders};
+    use super::{BeginWrite as _, LISTINGS_OF, NEWEST_PROFILES, SqliteSync, Store, placeholders};
     use sqlx::Row as _;
+    use sqlx::sqlite::SqlitePool;
+
+    /// A SQLite store in a fresh temporary directory, and its pool.
+    async fn sqlite_store() -> (tempfile::TempDir, Store, SqlitePool) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", dir.path().join("store.db").display());
+        let store = Store::connect(&url, SqliteSync::Normal)
+            .await
+            .expect("open");
+        let Store::Sqlite(pool) = &store else {
+            panic!("a SQLite store");
+        };
+        let pool = pool.clone();
+        (dir, store, pool)
+    }
 
     /// The reads that must not scan the whole `current` table are planned through an index:
     /// a seller's listings through the primary key, the newest profiles through the partial
@@ -1264,20 +1279,13 @@ mod tests {
     /// parameter, SQLite walks `current_seq` over every kind instead.
     #[tokio::test]
     async fn reads_by_seller_and_of_profiles_use_an_index_not_a_scan() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
-        let store = Store::connect(&url, SqliteSync::Normal)
-            .await
-            .expect("open");
-        let Store::Sqlite(pool) = &store else {
-            panic!("a SQLite store");
-        };
+        let (_dir, _store, pool) = sqlite_store().await;
         for (sql, index) in [
             (LISTINGS_OF, "sqlite_autoindex_current_1"),
             (NEWEST_PROFILES, "current_profiles"),
         ] {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .fetch_all(pool)
+                .fetch_all(&pool)
                 .await
                 .expect("plan");
             let plan: Vec<String> = rows
@@ -1302,16 +1310,9 @@ mod tests {
     /// made an ingest fail that way.
     #[tokio::test]
     async fn a_batch_waits_for_another_writer_instead_of_failing() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let url = format!("sqlite://{}", dir.path().join("lock.db").display());
-        let store = Store::connect(&url, SqliteSync::Normal)
-            .await
-            .expect("open");
-        let Store::Sqlite(pool) = &store else {
-            panic!("a SQLite store");
-        };
-        // Another writer (as the inbox does) holds the lock.
-        let mut other = pool.begin_with("BEGIN IMMEDIATE").await.expect("lock");
+        let (_dir, store, pool) = sqlite_store().await;
+        // Another writer (the inbox, say) holds the lock.
+        let mut other = pool.begin_write().await.expect("lock");
         sqlx::query("DELETE FROM inbox WHERE expires_at <= 0")
             .execute(&mut *other)
             .await
