@@ -192,11 +192,14 @@ impl RawEnvelope {
     /// # Errors
     /// [`EnvelopeError::BadSignature`].
     pub fn verify_signature(&self) -> Result<(), EnvelopeError> {
-        let signature = ed25519_dalek::Signature::from_bytes(&self.signature);
-        self.signer
-            .verifying_key()
-            .verify_strict(&self.signing_digest(), &signature)
-            .map_err(|_| EnvelopeError::BadSignature)
+        if self
+            .signer
+            .verify_digest(&self.signing_digest(), &self.signature)
+        {
+            Ok(())
+        } else {
+            Err(EnvelopeError::BadSignature)
+        }
     }
 
     /// Decodes the payload, validates it, then verifies the signature (and, for a rating, its

@@ -527,6 +527,63 @@ fn is_canonical_encoding(bytes: &[u8; 32]) -> bool {
     !(sign && (y_is_one || y_is_p_minus_one))
 }
 
+/// The canonical encodings of the eight points of order dividing 8 (the whole torsion subgroup
+/// of edwards25519): the identity, the point of order 2, the two of order 4 and the four of order
+/// 8. A test decodes each and checks that they are eight distinct small-order points, each
+/// encoded canonically.
+const SMALL_ORDER_ENCODINGS: [[u8; 32]; 8] = {
+    const fn point(y_low: [u8; 16], y_high: [u8; 16]) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        let mut i = 0;
+        while i < 16 {
+            bytes[i] = y_low[i];
+            bytes[16 + i] = y_high[i];
+            i += 1;
+        }
+        bytes
+    }
+    const ZERO: [u8; 16] = [0; 16];
+    const ONES: [u8; 16] = [0xff; 16];
+    let mut one = ZERO;
+    one[0] = 1;
+    let mut minus_one = ONES;
+    minus_one[0] = 0xec;
+    let mut minus_one_high = ONES;
+    minus_one_high[15] = 0x7f;
+    let mut sign = ZERO;
+    sign[15] = 0x80;
+    const Y8A_LOW: [u8; 16] = [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0,
+    ];
+    const Y8A_HIGH: [u8; 16] = [
+        0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc,
+        0x05,
+    ];
+    const Y8B_LOW: [u8; 16] = [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f,
+    ];
+    const Y8B_HIGH: [u8; 16] = [
+        0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03,
+        0x7a,
+    ];
+    let mut y8a_negative = Y8A_HIGH;
+    y8a_negative[15] |= 0x80;
+    let mut y8b_negative = Y8B_HIGH;
+    y8b_negative[15] |= 0x80;
+    [
+        point(one, ZERO),                 // identity: y = 1
+        point(minus_one, minus_one_high), // order 2: y = p - 1
+        point(ZERO, ZERO),                // order 4: y = 0, x even
+        point(ZERO, sign),                // order 4: y = 0, x odd
+        point(Y8A_LOW, Y8A_HIGH),         // order 8
+        point(Y8A_LOW, y8a_negative),     // order 8
+        point(Y8B_LOW, Y8B_HIGH),         // order 8
+        point(Y8B_LOW, y8b_negative),     // order 8
+    ]
+};
+
 /// Valid keys each thread remembers in [`PublicKey::from_slice`], by their first byte.
 const RECENT_KEYS: usize = 256;
 
@@ -626,10 +683,29 @@ impl PublicKey {
 
     /// Whether `signature` is this key's strict ed25519 signature over `digest` (the rule every
     /// Souk signature follows: canonical `S`, no small-order `R` or key).
+    ///
+    /// Every signature check of the protocol comes here. It decides exactly as ed25519-dalek's
+    /// `verify_strict`, one field exponentiation cheaper: `verify_strict` decodes `R` only to
+    /// refuse a small-order one, then recomputes `R' = [S]B - [k]A` and accepts only if `R'`
+    /// encodes to `R`'s very bytes. So an accepted `R` is always the canonical encoding of a
+    /// point, and it is of small order exactly when its bytes are one of the eight canonical
+    /// encodings of the points of order dividing 8. This compares the
+    /// bytes instead of decoding `R`; the key itself was refused at construction if weak.
     #[must_use]
     pub fn verify_digest(&self, digest: &[u8; 32], signature: &[u8; 64]) -> bool {
+        use ed25519_dalek::Verifier as _;
+        let r = &signature[..32];
+        if SMALL_ORDER_ENCODINGS
+            .iter()
+            .any(|small| small.as_slice() == r)
+        {
+            return false;
+        }
+        // `verify` is RFC 8032 verification with canonical `S` and a byte comparison of `R`,
+        // without the small-order checks, which are done above (for `R`) and when the key was
+        // decoded (for `A`).
         self.key
-            .verify_strict(digest, &ed25519_dalek::Signature::from_bytes(signature))
+            .verify(digest, &ed25519_dalek::Signature::from_bytes(signature))
             .is_ok()
     }
 
@@ -862,6 +938,246 @@ mod tests {
         for (path, expected) in cases {
             let key = slip10_ed25519(&seed, path);
             assert_eq!(crate::hex(&key[..]), *expected, "path {path:?}");
+        }
+    }
+
+    /// `verify_digest` decides every signature exactly as ed25519-dalek's `verify_strict`.
+    mod strict_verification {
+        use curve25519_dalek::constants::ED25519_BASEPOINT_POINT as B;
+        use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+        use curve25519_dalek::scalar::Scalar;
+        use curve25519_dalek::traits::IsIdentity as _;
+        use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+        use sha2::{Digest as _, Sha512};
+
+        use super::super::{PublicKey, SMALL_ORDER_ENCODINGS};
+
+        /// What `verify_strict` says, what `verify_digest` says, and what plain RFC 8032
+        /// verification (no small-order checks) says.
+        fn verdicts(key: &[u8; 32], digest: &[u8; 32], signature: &[u8; 64]) -> (bool, bool, bool) {
+            let signature_ = Signature::from_bytes(signature);
+            let strict = VerifyingKey::from_bytes(key)
+                .is_ok_and(|k| !k.is_weak() && k.verify_strict(digest, &signature_).is_ok());
+            let plain =
+                VerifyingKey::from_bytes(key).is_ok_and(|k| k.verify(digest, &signature_).is_ok());
+            let ours = PublicKey::from_bytes(key).is_ok_and(|k| k.verify_digest(digest, signature));
+            (strict, ours, plain)
+        }
+
+        /// A deterministic stream of scalars and digests.
+        struct Stream(u64);
+        impl Stream {
+            fn bytes(&mut self) -> [u8; 64] {
+                self.0 += 1;
+                Sha512::digest(self.0.to_le_bytes()).into()
+            }
+            fn scalar(&mut self) -> Scalar {
+                Scalar::from_bytes_mod_order_wide(&self.bytes())
+            }
+            fn digest(&mut self) -> [u8; 32] {
+                let mut digest = [0u8; 32];
+                digest.copy_from_slice(&self.bytes()[..32]);
+                digest
+            }
+        }
+
+        fn torsion() -> Vec<EdwardsPoint> {
+            SMALL_ORDER_ENCODINGS
+                .iter()
+                .map(|bytes| CompressedEdwardsY(*bytes).decompress().expect("a point"))
+                .collect()
+        }
+
+        /// A point of order exactly 8.
+        fn order_eight() -> EdwardsPoint {
+            let point = torsion()
+                .into_iter()
+                .find(|t| !(Scalar::from(4u8) * t).is_identity())
+                .expect("the subgroup has points of order 8");
+            assert!(point.mul_by_cofactor().is_identity());
+            point
+        }
+
+        fn challenge(r: &[u8; 32], a: &[u8; 32], digest: &[u8; 32]) -> Scalar {
+            let hash: [u8; 64] = Sha512::new()
+                .chain_update(r)
+                .chain_update(a)
+                .chain_update(digest)
+                .finalize()
+                .into();
+            Scalar::from_bytes_mod_order_wide(&hash)
+        }
+
+        fn signature(r: &[u8; 32], s: &Scalar) -> [u8; 64] {
+            let mut signature = [0u8; 64];
+            signature[..32].copy_from_slice(r);
+            signature[32..].copy_from_slice(s.as_bytes());
+            signature
+        }
+
+        /// The eight constants are canonical encodings of eight distinct points of order
+        /// dividing 8; the torsion subgroup has eight points, so they are all of them.
+        #[test]
+        fn the_small_order_encodings_are_the_whole_torsion_subgroup() {
+            let points = torsion();
+            for (point, bytes) in points.iter().zip(&SMALL_ORDER_ENCODINGS) {
+                assert!(point.is_small_order());
+                assert_eq!(point.compress().as_bytes(), bytes, "canonical");
+            }
+            for (i, p) in points.iter().enumerate() {
+                for q in &points[i + 1..] {
+                    assert_ne!(p, q);
+                }
+            }
+        }
+
+        /// Honest signatures verify; changing any bit of the signature or the digest does not.
+        #[test]
+        fn honest_signatures_and_their_mutations_agree() {
+            let mut stream = Stream(0);
+            for _ in 0..24 {
+                let (a, r) = (stream.scalar(), stream.scalar());
+                let key = (a * B).compress().to_bytes();
+                let big_r = (r * B).compress().to_bytes();
+                let digest = stream.digest();
+                let s = r + challenge(&big_r, &key, &digest) * a;
+                let signature = signature(&big_r, &s);
+                assert_eq!(verdicts(&key, &digest, &signature), (true, true, true));
+                for bit in 0..512 {
+                    let mut changed = signature;
+                    changed[bit / 8] ^= 1 << (bit % 8);
+                    let (strict, ours, _) = verdicts(&key, &digest, &changed);
+                    assert_eq!((strict, ours), (false, false), "bit {bit}");
+                }
+                for bit in 0..256 {
+                    let mut changed = digest;
+                    changed[bit / 8] ^= 1 << (bit % 8);
+                    let (strict, ours, _) = verdicts(&key, &changed, &signature);
+                    assert_eq!((strict, ours), (false, false), "digest bit {bit}");
+                }
+                // S + l = S + (l - 1) + 1: the same scalar, not canonically encoded.
+                let mut unreduced = *s.as_bytes();
+                let mut carry = 1u16;
+                for (byte, l) in unreduced.iter_mut().zip((-Scalar::ONE).as_bytes()) {
+                    let sum = u16::from(*byte) + u16::from(*l) + carry;
+                    *byte = sum.to_le_bytes()[0];
+                    carry = sum >> 8;
+                }
+                let mut malleated = signature;
+                malleated[32..].copy_from_slice(&unreduced);
+                let (strict, ours, _) = verdicts(&key, &digest, &malleated);
+                assert_eq!((strict, ours), (false, false), "S + l");
+            }
+        }
+
+        /// A small-order `R` that satisfies the plain equation — possible with a key that has a
+        /// torsion component — is refused by both, for each of the eight points; so is the
+        /// identity `R` with a torsion-free key.
+        #[test]
+        fn a_small_order_r_is_refused_even_when_the_equation_holds() {
+            let mut stream = Stream(1 << 32);
+            let t = order_eight();
+            for (index, small) in SMALL_ORDER_ENCODINGS.iter().enumerate() {
+                let a = stream.scalar();
+                let key = (a * B + t).compress().to_bytes();
+                // R' = [k·a]B - [k](aB + T) = -[k]T, which is R for one k in eight.
+                let mut found = false;
+                for _ in 0..400 {
+                    let digest = stream.digest();
+                    let k = challenge(small, &key, &digest);
+                    if (-(k * t)).compress().as_bytes() != small {
+                        continue;
+                    }
+                    let signature = signature(small, &(k * a));
+                    assert_eq!(
+                        verdicts(&key, &digest, &signature),
+                        (false, false, true),
+                        "point {index}"
+                    );
+                    found = true;
+                    break;
+                }
+                assert!(found, "no digest reached point {index}");
+            }
+            let a = stream.scalar();
+            let key = (a * B).compress().to_bytes();
+            let identity = SMALL_ORDER_ENCODINGS[0];
+            let digest = stream.digest();
+            let s = challenge(&identity, &key, &digest) * a;
+            assert_eq!(
+                verdicts(&key, &digest, &signature(&identity, &s)),
+                (false, false, true)
+            );
+        }
+
+        /// A mixed-order `R` (a torsion component next to a large one) that satisfies the plain
+        /// equation is accepted by both: strict verification refuses small-order points only.
+        #[test]
+        fn a_mixed_order_r_that_satisfies_the_equation_is_accepted() {
+            let mut stream = Stream(2 << 32);
+            let t = order_eight();
+            for (index, torsion) in torsion().into_iter().enumerate() {
+                let (a, r) = (stream.scalar(), stream.scalar());
+                let key = (a * B + t).compress().to_bytes();
+                let big_r = (r * B + torsion).compress().to_bytes();
+                let mut found = false;
+                for _ in 0..400 {
+                    let digest = stream.digest();
+                    let k = challenge(&big_r, &key, &digest);
+                    // R' = [r + k·a]B - [k](aB + T) = rB - [k]T, which is R when -[k]T = torsion.
+                    if -(k * t) != torsion {
+                        continue;
+                    }
+                    let signature = signature(&big_r, &(r + k * a));
+                    assert_eq!(
+                        verdicts(&key, &digest, &signature),
+                        (true, true, true),
+                        "torsion {index}"
+                    );
+                    found = true;
+                    break;
+                }
+                assert!(found, "no digest reached torsion {index}");
+            }
+        }
+
+        /// Non-canonical encodings of `R` (y ≥ p, or the sign bit set where x = 0) and random
+        /// bytes are refused by both.
+        #[test]
+        fn non_canonical_and_random_r_are_refused() {
+            let mut stream = Stream(3 << 32);
+            let a = stream.scalar();
+            let key = (a * B).compress().to_bytes();
+            let mut encodings: Vec<[u8; 32]> = Vec::new();
+            for low in [0xedu8, 0xee, 0xef, 0xf0, 0xff] {
+                let mut y = [0xffu8; 32];
+                y[0] = low;
+                y[31] = 0x7f;
+                encodings.push(y);
+                y[31] = 0xff;
+                encodings.push(y);
+            }
+            let mut one_negative = SMALL_ORDER_ENCODINGS[0];
+            one_negative[31] |= 0x80;
+            let mut minus_one_negative = SMALL_ORDER_ENCODINGS[1];
+            minus_one_negative[31] |= 0x80;
+            encodings.extend([one_negative, minus_one_negative]);
+            for _ in 0..200 {
+                let mut random = [0u8; 32];
+                random.copy_from_slice(&stream.bytes()[..32]);
+                encodings.push(random);
+            }
+            for big_r in &encodings {
+                let digest = stream.digest();
+                for s in [
+                    Scalar::ZERO,
+                    challenge(big_r, &key, &digest) * a,
+                    stream.scalar(),
+                ] {
+                    let (strict, ours, _) = verdicts(&key, &digest, &signature(big_r, &s));
+                    assert_eq!((strict, ours), (false, false), "R {}", crate::hex(big_r));
+                }
+            }
         }
     }
 }

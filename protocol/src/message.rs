@@ -89,13 +89,7 @@ pub fn verify_inbox_auth(recipient: &PublicKey, challenge: &[u8; 32], signature:
     let Ok(signature) = <[u8; 64]>::try_from(signature) else {
         return false;
     };
-    recipient
-        .verifying_key()
-        .verify_strict(
-            &inbox_auth_digest(challenge, recipient),
-            &ed25519_dalek::Signature::from_bytes(&signature),
-        )
-        .is_ok()
+    recipient.verify_digest(&inbox_auth_digest(challenge, recipient), &signature)
 }
 
 /// The id inbox servers file a sealed message under: SHA-256 of its bytes. Shown as hex.
@@ -255,13 +249,9 @@ pub fn read_signed_message(
     validate::message(&message, ctx)?;
     let signature =
         <[u8; 64]>::try_from(outer.signature.as_slice()).map_err(|_| MessageError::BadSignature)?;
-    sender
-        .verifying_key()
-        .verify_strict(
-            &message_digest(&outer.payload),
-            &ed25519_dalek::Signature::from_bytes(&signature),
-        )
-        .map_err(|_| MessageError::BadSignature)?;
+    if !sender.verify_digest(&message_digest(&outer.payload), &signature) {
+        return Err(MessageError::BadSignature);
+    }
     Ok(OpenedMessage {
         sender,
         message,
