@@ -151,6 +151,26 @@ impl Node {
         .unwrap_or(Value::Null)
     }
 
+    /// The server's Prometheus samples, by series (the name and labels as `/metrics` prints them).
+    fn metrics(&self) -> std::collections::HashMap<String, f64> {
+        let text = block(async {
+            self.client
+                .get(format!("{}/metrics", self.base))
+                .send()
+                .await?
+                .text()
+                .await
+        })
+        .unwrap_or_default();
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                Some((series.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
     fn publish(&self, envelopes: &[Vec<u8>]) {
         use base64::Engine;
         let body = serde_json::json!({
@@ -321,6 +341,29 @@ fn backfill(count: usize) {
     println!(
         "back-fill of {objects} objects into an empty server: {seconds:.1} s, {:.0} objects/s",
         objects as f64 / seconds
+    );
+    let metrics = empty.metrics();
+    let stage = |name: &str, what: &str| {
+        format!(
+            "{:.0} {what} ({:.1} s busy)",
+            metrics
+                .get(&format!(
+                    "souk_ingest_stage_seconds_count{{stage=\"{name}\"}}"
+                ))
+                .copied()
+                .unwrap_or(0.0),
+            metrics
+                .get(&format!(
+                    "souk_ingest_stage_seconds_sum{{stage=\"{name}\"}}"
+                ))
+                .copied()
+                .unwrap_or(0.0),
+        )
+    };
+    println!(
+        "  the new server's ingest pipeline: {}, {}",
+        stage("store", "store groups"),
+        stage("index", "index commits")
     );
     println!(
         "  on the wire (TCP payload both ways, all protocols on the connection): {:.1} MiB = {:.3}x the raw envelope bytes ({:.1} MiB)",
