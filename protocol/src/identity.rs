@@ -1080,6 +1080,8 @@ mod tests {
             for (index, small) in SMALL_ORDER_ENCODINGS.iter().enumerate() {
                 let a = stream.scalar();
                 let key = (a * B + t).compress().to_bytes();
+                // A key with a torsion component is a valid key: the refusals below are R's.
+                assert!(PublicKey::from_bytes(&key).is_ok());
                 // R' = [k·a]B - [k](aB + T) = -[k]T, which is R for one k in eight.
                 let mut found = false;
                 for _ in 0..400 {
