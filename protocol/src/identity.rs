@@ -1008,6 +1008,23 @@ mod tests {
             Scalar::from_bytes_mod_order_wide(&hash)
         }
 
+        /// A digest whose challenge `k` (for `r` and `key`) gives `-[k]t = wanted`, and that
+        /// `k`. With `t` of order 8 one digest in eight does; the stream is fixed, so the search
+        /// is too.
+        fn digest_reaching(
+            stream: &mut Stream,
+            r: &[u8; 32],
+            key: &[u8; 32],
+            t: EdwardsPoint,
+            wanted: EdwardsPoint,
+        ) -> ([u8; 32], Scalar) {
+            (0..400)
+                .map(|_| stream.digest())
+                .map(|digest| (digest, challenge(r, key, &digest)))
+                .find(|(_, k)| -(k * t) == wanted)
+                .expect("one digest in eight reaches each torsion point")
+        }
+
         fn signature(r: &[u8; 32], s: &Scalar) -> [u8; 64] {
             let mut signature = [0u8; 64];
             signature[..32].copy_from_slice(r);
@@ -1083,23 +1100,14 @@ mod tests {
                 // A key with a torsion component is a valid key: the refusals below are R's.
                 assert!(PublicKey::from_bytes(&key).is_ok());
                 // R' = [k·a]B - [k](aB + T) = -[k]T, which is R for one k in eight.
-                let mut found = false;
-                for _ in 0..400 {
-                    let digest = stream.digest();
-                    let k = challenge(small, &key, &digest);
-                    if (-(k * t)).compress().as_bytes() != small {
-                        continue;
-                    }
-                    let signature = signature(small, &(k * a));
-                    assert_eq!(
-                        verdicts(&key, &digest, &signature),
-                        (false, false, true),
-                        "point {index}"
-                    );
-                    found = true;
-                    break;
-                }
-                assert!(found, "no digest reached point {index}");
+                let wanted = CompressedEdwardsY(*small).decompress().expect("a point");
+                let (digest, k) = digest_reaching(&mut stream, small, &key, t, wanted);
+                let signature = signature(small, &(k * a));
+                assert_eq!(
+                    verdicts(&key, &digest, &signature),
+                    (false, false, true),
+                    "point {index}"
+                );
             }
             let a = stream.scalar();
             let key = (a * B).compress().to_bytes();
@@ -1122,24 +1130,14 @@ mod tests {
                 let (a, r) = (stream.scalar(), stream.scalar());
                 let key = (a * B + t).compress().to_bytes();
                 let big_r = (r * B + torsion).compress().to_bytes();
-                let mut found = false;
-                for _ in 0..400 {
-                    let digest = stream.digest();
-                    let k = challenge(&big_r, &key, &digest);
-                    // R' = [r + k·a]B - [k](aB + T) = rB - [k]T, which is R when -[k]T = torsion.
-                    if -(k * t) != torsion {
-                        continue;
-                    }
-                    let signature = signature(&big_r, &(r + k * a));
-                    assert_eq!(
-                        verdicts(&key, &digest, &signature),
-                        (true, true, true),
-                        "torsion {index}"
-                    );
-                    found = true;
-                    break;
-                }
-                assert!(found, "no digest reached torsion {index}");
+                // R' = [r + k·a]B - [k](aB + T) = rB - [k]T, which is R when -[k]T = torsion.
+                let (digest, k) = digest_reaching(&mut stream, &big_r, &key, t, torsion);
+                let signature = signature(&big_r, &(r + k * a));
+                assert_eq!(
+                    verdicts(&key, &digest, &signature),
+                    (true, true, true),
+                    "torsion {index}"
+                );
             }
         }
 
