@@ -343,22 +343,13 @@ fn backfill(count: usize) {
         objects as f64 / seconds
     );
     let metrics = empty.metrics();
+    let sample = |series: String| metrics.get(&series).copied().unwrap_or(0.0);
     let stage = |name: &str, what: &str| {
-        format!(
-            "{:.0} {what} ({:.1} s busy)",
-            metrics
-                .get(&format!(
-                    "souk_ingest_stage_seconds_count{{stage=\"{name}\"}}"
-                ))
-                .copied()
-                .unwrap_or(0.0),
-            metrics
-                .get(&format!(
-                    "souk_ingest_stage_seconds_sum{{stage=\"{name}\"}}"
-                ))
-                .copied()
-                .unwrap_or(0.0),
-        )
+        let count = sample(format!(
+            "souk_ingest_stage_seconds_count{{stage=\"{name}\"}}"
+        ));
+        let busy = sample(format!("souk_ingest_stage_seconds_sum{{stage=\"{name}\"}}"));
+        format!("{count:.0} {what} ({busy:.1} s busy)")
     };
     println!(
         "  the new server's ingest pipeline: {}, {}",
