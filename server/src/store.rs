@@ -9,23 +9,111 @@
 //! with `BeginWrite::begin_write`, so on SQLite concurrent writers wait their turn instead of
 //! failing.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use souk_protocol::{
     Object, ObjectId, PublicKey, RawEnvelope, SignedObject, Slot, Version, compare_versions, pb,
 };
-use sqlx::Row;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{Row, SqlSafeStr};
 
 use crate::config::SqliteSync;
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+/// One migration compiled into the binary: version, description and SQL, exactly as sqlx's
+/// directory reader makes them from `migrations/<db>/<version>_<description>.sql` (a test holds
+/// the two equal, so a file added to a directory and not here fails the suite). Embedding them
+/// by hand instead of with `sqlx::migrate!` spares the build sqlx's proc-macro crate, which
+/// compiles a second copy of sqlx, its drivers and SQLite for the host.
+type EmbeddedMigration = (i64, &'static str, &'static str);
+
+const SQLITE_MIGRATION_FILES: &[EmbeddedMigration] = &[
+    (
+        1,
+        "store",
+        include_str!("../../migrations/sqlite/0001_store.sql"),
+    ),
+    (
+        2,
+        "current seq",
+        include_str!("../../migrations/sqlite/0002_current_seq.sql"),
+    ),
+    (
+        3,
+        "inbox",
+        include_str!("../../migrations/sqlite/0003_inbox.sql"),
+    ),
+    (
+        4,
+        "drop envelopes signer slot",
+        include_str!("../../migrations/sqlite/0004_drop_envelopes_signer_slot.sql"),
+    ),
+    (
+        5,
+        "current profiles index",
+        include_str!("../../migrations/sqlite/0005_current_profiles_index.sql"),
+    ),
+];
+
+const POSTGRES_MIGRATION_FILES: &[EmbeddedMigration] = &[
+    (
+        1,
+        "store",
+        include_str!("../../migrations/postgres/0001_store.sql"),
+    ),
+    (
+        2,
+        "current seq",
+        include_str!("../../migrations/postgres/0002_current_seq.sql"),
+    ),
+    (
+        3,
+        "inbox",
+        include_str!("../../migrations/postgres/0003_inbox.sql"),
+    ),
+    (
+        4,
+        "drop envelopes signer slot",
+        include_str!("../../migrations/postgres/0004_drop_envelopes_signer_slot.sql"),
+    ),
+    (
+        5,
+        "current profiles index",
+        include_str!("../../migrations/postgres/0005_current_profiles_index.sql"),
+    ),
+];
+
+/// The migrator for a list of embedded migrations: sqlx's defaults (its `_sqlx_migrations`
+/// table, an advisory lock while migrating), each migration in a transaction unless its SQL
+/// starts with `-- no-transaction`, checksums over the whole SQL text, as the macro does.
+fn embedded_migrator(files: &[EmbeddedMigration]) -> Migrator {
+    Migrator::with_migrations(
+        files
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    sql.starts_with("-- no-transaction"),
+                )
+            })
+            .collect(),
+    )
+}
+
+static SQLITE_MIGRATIONS: LazyLock<Migrator> =
+    LazyLock::new(|| embedded_migrator(SQLITE_MIGRATION_FILES));
+static POSTGRES_MIGRATIONS: LazyLock<Migrator> =
+    LazyLock::new(|| embedded_migrator(POSTGRES_MIGRATION_FILES));
 
 /// A database error, with the cause kept for the log (never sent to clients).
 #[derive(Debug, thiserror::Error)]
@@ -1271,6 +1359,58 @@ mod tests {
         };
         let pool = pool.clone();
         (dir, store, pool)
+    }
+
+    /// The migrations compiled into the binary are the files in `migrations/<db>/`, exactly as
+    /// sqlx's own directory reader (what `sqlx::migrate!` embeds) makes them: same versions,
+    /// descriptions, checksums and transaction choice. A file added to a directory and not to
+    /// the list, or a list entry whose text or name drifted from its file, fails here; and a
+    /// database migrated by an earlier build (through the macro) keeps matching checksums.
+    #[tokio::test]
+    async fn embedded_migrations_are_the_migration_files() {
+        for (db, embedded) in [
+            ("sqlite", &*super::SQLITE_MIGRATIONS),
+            ("postgres", &*super::POSTGRES_MIGRATIONS),
+        ] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../migrations/{db}"));
+            let from_files = sqlx::migrate::Migrator::new(dir.as_path())
+                .await
+                .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+            let summary = |m: &sqlx::migrate::Migrator| {
+                m.iter()
+                    .map(|m| {
+                        (
+                            m.version,
+                            m.description.to_string(),
+                            m.migration_type,
+                            m.checksum.to_vec(),
+                            m.no_tx,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert!(
+                from_files.iter().count() >= 5,
+                "{db}: the directory was read"
+            );
+            assert_eq!(summary(embedded), summary(&from_files), "{db}");
+            assert_eq!(
+                (
+                    embedded.locking,
+                    embedded.no_tx,
+                    embedded.ignore_missing,
+                    &embedded.table_name
+                ),
+                (
+                    from_files.locking,
+                    from_files.no_tx,
+                    from_files.ignore_missing,
+                    &from_files.table_name
+                ),
+                "{db}: migrator settings"
+            );
+        }
     }
 
     /// The reads that must not scan the whole `current` table are planned through an index:
