@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use souk_protocol::summary::{condition_name, listing_type_name};
 use souk_protocol::{ObjectId, PublicKey, pb};
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, Occur, PhrasePrefixQuery, Query, TermQuery};
+use tantivy::query::{BooleanQuery, Occur, Query};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
 };
@@ -25,6 +25,9 @@ use tantivy::tokenizer::{
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 mod bitmaps;
+mod text;
+
+use text::TextClause;
 
 /// Version of the schema below; an index built with another version is rebuilt.
 const SCHEMA_VERSION: &str = "4";
@@ -847,23 +850,13 @@ impl SearchIndex {
         d.add_u64(f.nsfw, u64::from(l.nsfw));
         d
     }
-
-    /// The clauses of a search text, one `Must` per word: every word must occur (stemmed) in
-    /// the title, tags or description, and the last word may also be the prefix of an
-    /// unstemmed word of the title or tags (it may still be being typed). A word's clause sums
-    /// BM25 over the fields, the title counting 3 times and the tags twice, plus 0.5 where the
-    /// prefix matches. The text is its `rest` words, then its `last` (see [`query_words`]).
-    ///
-    /// Each word is one flat union of term queries, and the caller adds its filter to the same
-    /// conjunction: tantivy then walks one union per word, not unions nested in unions.
-    ///
-    /// `leaf` may wrap each term and prefix query (the search filters them with it).
-    fn text_clauses(
-        &self,
-        last: &str,
-        rest: &[String],
-        leaf: &dyn Fn(Box<dyn Query>) -> Box<dyn Query>,
-    ) -> Vec<(Occur, Box<dyn Query>)> {
+    /// The clauses of a search text, word by word: every word but the last (`rest`), then
+    /// `last` (see [`query_words`]). A word matches a listing when one of its clauses does:
+    /// its token in the title (boost 3), the tags (2) or the description (1), and for the last
+    /// word also its unstemmed form as the prefix of a word of the title or tags (a constant
+    /// 0.5). A word that yields no token (longer than any indexed word) is left out; a last word
+    /// with neither token nor prefix is an empty word, which matches nothing.
+    fn text_words(&self, last: &str, rest: &[String]) -> Vec<Vec<TextClause>> {
         let f = &self.fields;
         let mut analyzer = self
             .index
@@ -881,40 +874,52 @@ impl SearchIndex {
             let mut stream = analyzer.token_stream(word);
             stream.next().map(|t| t.text.clone())
         };
-        let fields = |token: &str| -> Vec<(Occur, Box<dyn Query>)> {
+        let fields = |token: &str| -> Vec<TextClause> {
             [(f.title, 3.0), (f.tags, 2.0), (f.description, 1.0)]
                 .into_iter()
-                .map(|(field, boost)| {
-                    let term = TermQuery::new(
-                        Term::from_field_text(field, token),
-                        IndexRecordOption::WithFreqs,
-                    );
-                    let query: Box<dyn Query> = Box::new(BoostQuery::new(Box::new(term), boost));
-                    (Occur::Should, leaf(query))
+                .map(|(field, boost)| TextClause::Term {
+                    term: Term::from_field_text(field, token),
+                    boost,
                 })
                 .collect()
         };
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        // A word that yields no token (longer than any indexed word) asks for nothing.
-        for word in rest {
-            if let Some(token) = token(&mut analyzer, word) {
-                clauses.push((Occur::Must, Box::new(BooleanQuery::new(fields(&token)))));
-            }
-        }
+        let mut words: Vec<Vec<TextClause>> = rest
+            .iter()
+            .filter_map(|word| token(&mut analyzer, word))
+            .map(|token| fields(&token))
+            .collect();
         let mut last_word = token(&mut analyzer, last)
             .map(|token| fields(&token))
             .unwrap_or_default();
         if let Some(prefix) = token(&mut prefix_analyzer, last) {
-            let mut prefix = PhrasePrefixQuery::new(vec![Term::from_field_text(f.prefix, &prefix)]);
-            prefix.set_max_expansions(64);
-            last_word.push((
-                Occur::Should,
-                leaf(Box::new(BoostQuery::new(Box::new(prefix), 0.5))),
-            ));
+            last_word.push(TextClause::Prefix(Term::from_field_text(f.prefix, &prefix)));
         }
-        // A last word with no token matches nothing (an empty union), as the query parser had it.
-        clauses.push((Occur::Must, Box::new(BooleanQuery::new(last_word))));
-        clauses
+        words.push(last_word);
+        words
+    }
+
+    /// The tantivy clauses of a search text's words ([`SearchIndex::text_words`]), for a
+    /// conjunction.
+    ///
+    /// Each word is one flat union of term queries, and the caller adds its filter to the same
+    /// conjunction: tantivy then walks one union per word, not unions nested in unions.
+    ///
+    /// `leaf` may wrap each term and prefix query (the search filters them with it).
+    fn conjunction(
+        words: Vec<Vec<TextClause>>,
+        leaf: &dyn Fn(Box<dyn Query>) -> Box<dyn Query>,
+    ) -> Vec<(Occur, Box<dyn Query>)> {
+        words
+            .into_iter()
+            .map(|word| {
+                let union: Vec<(Occur, Box<dyn Query>)> = word
+                    .into_iter()
+                    .map(|clause| (Occur::Should, leaf(clause.query())))
+                    .collect();
+                let query: Box<dyn Query> = Box::new(BooleanQuery::new(union));
+                (Occur::Must, query)
+            })
+            .collect()
     }
 
     /// How many results to cache (0 turns the cache off).
@@ -1044,44 +1049,63 @@ impl SearchIndex {
         // Hits in relevance order come from tantivy's scoring; every other order from the
         // views' sort orders.
         let mut scored: Option<Vec<DocAddress>> = None;
-        let matches: Vec<bitmaps::Bits> = if let Some((last, rest)) = text {
-            let filter = bitmaps::FilterQuery::new(
-                segments
-                    .iter()
-                    .map(tantivy::SegmentReader::segment_id)
-                    .zip(filtered),
-            );
-            let through_filter = |inner: Box<dyn Query>| -> Box<dyn Query> {
-                Box::new(bitmaps::FilteredQuery {
-                    inner,
-                    filter: filter.clone(),
-                })
-            };
-            let mut clauses = self.text_clauses(last, rest, &through_filter);
-            clauses.push((Occur::Must, Box::new(filter.clone())));
-            let query = BooleanQuery::new(clauses);
-            let fruits = if sort == Sort::Relevance {
-                let top = TopDocs::with_limit(limit)
-                    .and_offset(q.offset)
-                    .order_by_score();
-                let (top, fruits) = searcher.search(&query, &(top, bitmaps::MatchCollector))?;
-                scored = Some(top.into_iter().map(|(_, a)| a).collect());
-                fruits
-            } else {
-                searcher.search(&query, &bitmaps::MatchCollector)?
-            };
-            let mut matches: Vec<bitmaps::Bits> = segments
-                .iter()
-                .map(|s| bitmaps::Bits::empty(s.max_doc()))
-                .collect();
-            for (ord, bits) in fruits {
-                if let Some(slot) = matches.get_mut(ord as usize) {
-                    *slot = bits;
+        let words = text.map(|(last, rest)| self.text_words(last, rest));
+        let scan = match &words {
+            Some(words) => text::TextScan::new(searcher, words)?,
+            None => None,
+        };
+        let matches: Vec<bitmaps::Bits> = match (words, scan) {
+            // One or two words: one pass per segment (`text.rs`).
+            (Some(_), Some(scan)) => {
+                let mut top = (sort == Sort::Relevance)
+                    .then(|| text::TopScores::new(q.offset.saturating_add(limit)));
+                let mut matches = Vec::with_capacity(segments.len());
+                for (ord, (segment, filter)) in segments.iter().zip(&filtered).enumerate() {
+                    let ord = u32::try_from(ord).unwrap_or(u32::MAX);
+                    matches.push(scan.segment(segment, ord, filter, top.as_mut())?);
                 }
+                scored = top.map(|top| top.addresses(q.offset));
+                matches
             }
-            matches
-        } else {
-            filtered
+            // Longer texts: tantivy's conjunction of the words and the filter.
+            (Some(words), None) => {
+                let filter = bitmaps::FilterQuery::new(
+                    segments
+                        .iter()
+                        .map(tantivy::SegmentReader::segment_id)
+                        .zip(filtered),
+                );
+                let through_filter = |inner: Box<dyn Query>| -> Box<dyn Query> {
+                    Box::new(bitmaps::FilteredQuery {
+                        inner,
+                        filter: filter.clone(),
+                    })
+                };
+                let mut clauses = Self::conjunction(words, &through_filter);
+                clauses.push((Occur::Must, Box::new(filter.clone())));
+                let query = BooleanQuery::new(clauses);
+                let fruits = if sort == Sort::Relevance {
+                    let top = TopDocs::with_limit(limit)
+                        .and_offset(q.offset)
+                        .order_by_score();
+                    let (top, fruits) = searcher.search(&query, &(top, bitmaps::MatchCollector))?;
+                    scored = Some(top.into_iter().map(|(_, a)| a).collect());
+                    fruits
+                } else {
+                    searcher.search(&query, &bitmaps::MatchCollector)?
+                };
+                let mut matches: Vec<bitmaps::Bits> = segments
+                    .iter()
+                    .map(|s| bitmaps::Bits::empty(s.max_doc()))
+                    .collect();
+                for (ord, bits) in fruits {
+                    if let Some(slot) = matches.get_mut(ord as usize) {
+                        *slot = bits;
+                    }
+                }
+                matches
+            }
+            (None, _) => filtered,
         };
         let wanted = q.offset.saturating_add(limit);
         let mut total = 0u64;
@@ -1508,6 +1532,99 @@ mod tests {
         agree_with_tantivy(&index);
     }
 
+    #[test]
+    fn one_pass_text_scores_are_tantivys_to_the_bit() {
+        // Every match of every text, scored in one pass and by tantivy's query over the same
+        // filter: the same documents, in the same order, with identical `f32` scores.
+        for (batches, per_batch, seed) in [
+            (6, 40, 0x5eed_1234_abcd_0003),
+            (1, 3_000, 0x5eed_1234_abcd_0004),
+        ] {
+            let (_dir, index) = random_index(batches, per_batch, seed);
+            let searcher = index.reader.searcher();
+            let segments = searcher.segment_readers();
+            let views = index
+                .views
+                .of(&searcher, index.fields.ships_to)
+                .expect("views");
+            for (text, filtered) in [
+                ("mug", SearchQuery::default()),
+                ("wool sweat", SearchQuery::default()),
+                ("oak table", SearchQuery::default()),
+                ("k", SearchQuery::default()),
+                (
+                    "lamp",
+                    SearchQuery {
+                        category: Some("home".into()),
+                        ..SearchQuery::default()
+                    },
+                ),
+                (
+                    "table mu",
+                    SearchQuery {
+                        ships_to: Some("DE".into()),
+                        nsfw: true,
+                        ..SearchQuery::default()
+                    },
+                ),
+            ] {
+                let q = SearchQuery {
+                    now: 2_000,
+                    ..filtered
+                };
+                let filters: Vec<bitmaps::Bits> = views
+                    .iter()
+                    .zip(segments)
+                    .map(|(view, segment)| view.filter(segment, &q, index.fields.signer))
+                    .collect::<Result<_, _>>()
+                    .expect("filter");
+                let words = query_words(text);
+                let (last, rest) = words.split_last().expect("words");
+                let scan = text::TextScan::new(&searcher, &index.text_words(last, rest))
+                    .expect("prepare")
+                    .expect("at most two words");
+                let mut top = text::TopScores::new(100_000);
+                let mut total = 0;
+                for (ord, (segment, filter)) in segments.iter().zip(&filters).enumerate() {
+                    let ord = u32::try_from(ord).expect("few segments");
+                    total += scan
+                        .segment(segment, ord, filter, Some(&mut top))
+                        .expect("scan")
+                        .count();
+                }
+                let one_pass = top.scored();
+                let filter = bitmaps::FilterQuery::new(
+                    segments
+                        .iter()
+                        .map(tantivy::SegmentReader::segment_id)
+                        .zip(filters),
+                );
+                let mut clauses =
+                    SearchIndex::conjunction(index.text_words(last, rest), &|query| query);
+                clauses.push((Occur::Must, Box::new(filter)));
+                let by_tantivy = searcher
+                    .search(
+                        &BooleanQuery::new(clauses),
+                        &TopDocs::with_limit(100_000).order_by_score(),
+                    )
+                    .expect("search");
+                assert!(total > 0, "{text}: the test wants matches");
+                assert_eq!(one_pass.len() as u64, total, "{text}");
+                assert_eq!(one_pass.len(), by_tantivy.len(), "{text}");
+                for ((score, address), (tantivy_score, tantivy_address)) in
+                    one_pass.iter().zip(&by_tantivy)
+                {
+                    assert_eq!(address, tantivy_address, "{text}");
+                    assert_eq!(
+                        score.to_bits(),
+                        tantivy_score.to_bits(),
+                        "{text} at {address:?}"
+                    );
+                }
+            }
+        }
+    }
+
     /// An index of `batches` commits of `per_batch` random changes each.
     fn random_index(batches: i64, per_batch: u32, seed: u64) -> (tempfile::TempDir, SearchIndex) {
         let dir = tempfile::tempdir().expect("tmp");
@@ -1546,7 +1663,15 @@ mod tests {
     /// the same hits in the same order, the same total and the same facet counts.
     fn agree_with_tantivy(index: &SearchIndex) {
         let mut queries = Vec::new();
-        let texts = ["", "mug", "wool sweat", "oak table", "k", "nothing"];
+        let texts = [
+            "",
+            "mug",
+            "wool sweat",
+            "oak table",
+            "k",
+            "nothing",
+            "oak wool table",
+        ];
         let sorts = [
             None,
             Some(Sort::Relevance),

@@ -14,7 +14,8 @@
 //! - the live documents as a bitset, rebuilt when the segment's deletions change.
 //!
 //! A search then works on bitsets, 64 documents a word: its filters are ANDed together; a
-//! browse's matches are those bits; a text query is intersected with them inside tantivy
+//! browse's matches are those bits; a text of one or two words is matched and scored against
+//! them in one pass (`text.rs`); a longer text is intersected with them inside tantivy
 //! ([`FilterQuery`]) and its matches collected back into bits ([`MatchCollector`]). Totals and
 //! facet counts are popcounts of the matches against each value's documents, and the top hits of a
 //! sort are the first matches met walking that sort's order. Before this, every search visited
@@ -38,7 +39,7 @@ use super::{FACET_FIELDS, SearchError, SearchQuery, Sort};
 /// A set of documents of one segment, one bit per document id.
 #[derive(Clone, PartialEq, Eq)]
 pub(super) struct Bits {
-    words: Vec<u64>,
+    pub(super) words: Vec<u64>,
 }
 
 impl std::fmt::Debug for Bits {
@@ -139,7 +140,7 @@ impl Bits {
     }
 
     /// The first document at or after `target`, or [`TERMINATED`].
-    fn next_from(&self, target: DocId) -> DocId {
+    pub(super) fn next_from(&self, target: DocId) -> DocId {
         let mut index = (target / 64) as usize;
         let Some(first) = self.words.get(index) else {
             return TERMINATED;

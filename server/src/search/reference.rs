@@ -122,7 +122,11 @@ impl SearchIndex {
         let has_text = text.is_some();
         let mut clauses = self.filters(q);
         match text {
-            Some((last, rest)) => clauses.extend(self.text_clauses(last, rest, &|query| query)),
+            Some((last, rest)) => {
+                clauses.extend(Self::conjunction(self.text_words(last, rest), &|query| {
+                    query
+                }));
+            }
             None => clauses.push((Occur::Must, Box::new(AllQuery))),
         }
         let query = BooleanQuery::new(clauses);

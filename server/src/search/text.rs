@@ -1,0 +1,465 @@
+//! Text queries of one or two words, evaluated in one pass per segment without tantivy's query
+//! tree.
+//!
+//! Through tantivy, a text query is a conjunction of one union per word (see
+//! [`SearchIndex::text_words`](super::SearchIndex)) and the filter. Its scorers are trait
+//! objects nested three deep: every posting of every clause is merged by a union, offered to an
+//! intersection, scored and handed to two collectors, each step a virtual call. Here each
+//! segment is read in windows of [`WINDOW`] documents, each starting where the filter passes a
+//! document and every word has a posting. Words go rarest first. For each word, the postings of
+//! its clauses that fall in the window and are still in the running (they passed the filter and
+//! the words before) set a bit and add the clause's score to the document's slot in a score
+//! array, clause by clause. The window's matches are what passes every word; each is offered
+//! to the top hits with the sum of its words' scores.
+//!
+//! **Scores are tantivy's to the bit.** A clause's score is computed by the same
+//! [`Bm25Weight`] tantivy's term scorer uses (built the same way from the searcher's
+//! statistics, boosted the same way), or is the constant of the prefix clause, read from
+//! tantivy's own scorer. tantivy's union adds its clauses' scores in clause order starting from
+//! zero, as the score array does. Its intersection adds the words' scores and the filter's
+//! zeros in an order chosen by cost; with at most two non-zero addends every order gives the same
+//! `f32`, which is why this path takes texts of at most two words and leaves longer ones to
+//! tantivy. Ties are broken by ascending address, as tantivy's `TopDocs` does. The differential
+//! tests in `search.rs` hold the two paths to identical hits, totals and facets.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use tantivy::fieldnorm::FieldNormReader;
+use tantivy::postings::{Postings, SegmentPostings};
+use tantivy::query::{
+    Bm25Weight, BoostQuery, EnableScoring, PhrasePrefixQuery, Query, Scorer, TermQuery, Weight,
+};
+use tantivy::schema::IndexRecordOption;
+use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, TERMINATED, Term};
+
+use super::SearchError;
+use super::bitmaps::Bits;
+
+/// Documents per window: 64 bitset words, and a score array of 16 KiB per word.
+const WINDOW: u32 = 4096;
+const WINDOW_WORDS: usize = WINDOW as usize / 64;
+
+/// The longest text (in words that yield a token) this path evaluates.
+const MAX_WORDS: usize = 2;
+
+/// One clause of a word of a search text.
+#[derive(Debug, Clone)]
+pub(super) enum TextClause {
+    /// The word's token in one field, its BM25 score multiplied by `boost`.
+    Term { term: Term, boost: Score },
+    /// The word as the prefix of a word in the prefix field: a constant score.
+    Prefix(Term),
+}
+
+impl TextClause {
+    /// The score of a prefix match.
+    pub(super) const PREFIX_BOOST: Score = 0.5;
+    /// At most this many words of a segment's prefix field match a prefix.
+    pub(super) const PREFIX_EXPANSIONS: u32 = 64;
+
+    /// The clause as a tantivy query.
+    pub(super) fn query(&self) -> Box<dyn Query> {
+        match self {
+            Self::Term { term, boost } => Box::new(BoostQuery::new(
+                Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)),
+                *boost,
+            )),
+            Self::Prefix(term) => {
+                let mut prefix = PhrasePrefixQuery::new(vec![term.clone()]);
+                prefix.set_max_expansions(Self::PREFIX_EXPANSIONS);
+                Box::new(BoostQuery::new(Box::new(prefix), Self::PREFIX_BOOST))
+            }
+        }
+    }
+}
+
+/// A clause prepared for one searcher.
+enum Prepared {
+    Term {
+        term: Term,
+        bm25: Bm25Weight,
+    },
+    /// tantivy's weight of the prefix query (a range of terms, constant score).
+    Prefix(Box<dyn Weight>),
+}
+
+/// A text query prepared for one searcher; [`TextScan::segment`] evaluates it in a segment.
+pub(super) struct TextScan {
+    words: Vec<Vec<Prepared>>,
+}
+
+impl TextScan {
+    /// Prepares `words` (from `SearchIndex::text_words`) for `searcher`. `None` when the text
+    /// has more than [`MAX_WORDS`] words: tantivy's sum of three or more word scores depends
+    /// on the order its intersection chose, so those texts stay with tantivy.
+    pub(super) fn new(
+        searcher: &Searcher,
+        words: &[Vec<TextClause>],
+    ) -> Result<Option<Self>, SearchError> {
+        if words.len() > MAX_WORDS {
+            return Ok(None);
+        }
+        let mut prepared = Vec::with_capacity(words.len());
+        for word in words {
+            let mut clauses = Vec::with_capacity(word.len());
+            for clause in word {
+                clauses.push(match clause {
+                    // As tantivy's `TermQuery` and `BoostQuery` build their term scorer's weight.
+                    TextClause::Term { term, boost } => Prepared::Term {
+                        term: term.clone(),
+                        bm25: Bm25Weight::for_terms(searcher, std::slice::from_ref(term))?
+                            .boost_by(*boost),
+                    },
+                    TextClause::Prefix(_) => Prepared::Prefix(
+                        clause
+                            .query()
+                            .weight(EnableScoring::enabled_from_searcher(searcher))?,
+                    ),
+                });
+            }
+            prepared.push(clauses);
+        }
+        Ok(Some(Self { words: prepared }))
+    }
+
+    /// The matches of the text in `segment` (number `ord` of the searcher) that are also in
+    /// `filter`; with `top`, each match is offered to it with its score.
+    pub(super) fn segment(
+        &self,
+        segment: &SegmentReader,
+        ord: u32,
+        filter: &Bits,
+        mut top: Option<&mut TopScores>,
+    ) -> Result<Bits, SearchError> {
+        let max_doc = segment.max_doc();
+        let mut matches = Bits::empty(max_doc);
+        let mut words: Vec<Vec<Cursor>> = Vec::with_capacity(self.words.len());
+        for word in &self.words {
+            let mut cursors = Vec::with_capacity(word.len());
+            for clause in word {
+                if let Some(cursor) = Cursor::open(clause, segment)? {
+                    cursors.push(cursor);
+                }
+            }
+            // A word none of whose clauses occurs here matches nothing here.
+            if cursors.is_empty() {
+                return Ok(matches);
+            }
+            words.push(cursors);
+        }
+        if words.is_empty() {
+            return Ok(matches);
+        }
+        // The rarest word first: each word only looks at the documents that passed the filter
+        // and the words before it.
+        words.sort_by_key(|cursors| cursors.iter().map(Cursor::cost).sum::<u64>());
+        let scoring = top.is_some();
+        let mut presence = vec![[0u64; WINDOW_WORDS]; words.len()];
+        let mut scores = if scoring {
+            vec![vec![0.0 as Score; WINDOW as usize]; words.len()]
+        } else {
+            Vec::new()
+        };
+        let mut start: DocId = 0;
+        'windows: while start < max_doc {
+            // The next window begins where the filter passes a document and every word may
+            // have a posting, aligned to a bitset word.
+            let mut base = filter.next_from(start);
+            for cursors in &mut words {
+                if base == TERMINATED {
+                    break 'windows;
+                }
+                base = cursors
+                    .iter_mut()
+                    .map(|c| c.seek(base))
+                    .min()
+                    .unwrap_or(TERMINATED);
+            }
+            if base == TERMINATED {
+                break;
+            }
+            let base = base & !63;
+            let end = base.saturating_add(WINDOW);
+            let first_word = (base / 64) as usize;
+            // The window's documents still in the running: the filter's, then narrowed by each
+            // word in turn.
+            let mut mask = [0u64; WINDOW_WORDS];
+            for (i, m) in mask.iter_mut().enumerate() {
+                *m = filter.words.get(first_word + i).copied().unwrap_or(0);
+            }
+            for (w, cursors) in words.iter_mut().enumerate() {
+                let bits = &mut presence[w];
+                for cursor in cursors.iter_mut() {
+                    let mut doc = cursor.seek(base);
+                    while doc < end {
+                        let slot = (doc - base) as usize;
+                        let bit = 1u64 << (slot % 64);
+                        if mask[slot / 64] & bit != 0 {
+                            bits[slot / 64] |= bit;
+                            if let Some(window) = scores.get_mut(w) {
+                                window[slot] += cursor.score();
+                            }
+                        }
+                        doc = cursor.advance();
+                    }
+                }
+                for (m, b) in mask.iter_mut().zip(bits.iter()) {
+                    *m &= b;
+                }
+            }
+            for (i, &m) in mask.iter().enumerate() {
+                if m == 0 {
+                    continue;
+                }
+                if let Some(out) = matches.words.get_mut(first_word + i) {
+                    *out = m;
+                }
+                if let Some(top) = top.as_deref_mut() {
+                    let mut rest = m;
+                    while rest != 0 {
+                        let slot = i * 64 + rest.trailing_zeros() as usize;
+                        rest &= rest - 1;
+                        // At most two words: any order of the sum is tantivy's (module doc).
+                        let score = scores.iter().map(|s| s[slot]).fold(0.0, |a, s| a + s);
+                        top.offer(score, ord, base + slot as DocId);
+                    }
+                }
+            }
+            for (w, bits) in presence.iter_mut().enumerate() {
+                if let Some(window) = scores.get_mut(w) {
+                    for (i, word) in bits.iter().enumerate() {
+                        let mut rest = *word;
+                        while rest != 0 {
+                            window[i * 64 + rest.trailing_zeros() as usize] = 0.0;
+                            rest &= rest - 1;
+                        }
+                    }
+                }
+                *bits = [0; WINDOW_WORDS];
+            }
+            start = end;
+        }
+        Ok(matches)
+    }
+}
+
+/// A clause's postings in one segment.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a query has a handful of cursors, read once per posting: boxing the postings would add an indirection to the hot loop"
+)]
+enum Cursor {
+    Term {
+        postings: SegmentPostings,
+        fieldnorms: FieldNormReader,
+        bm25: Bm25Weight,
+    },
+    Const {
+        docs: Box<dyn Scorer>,
+        score: Score,
+    },
+}
+
+impl Cursor {
+    /// The clause's cursor in `segment`, or `None` when it has no document there.
+    fn open(clause: &Prepared, segment: &SegmentReader) -> Result<Option<Self>, SearchError> {
+        match clause {
+            Prepared::Term { term, bm25 } => {
+                let index = segment.inverted_index(term.field())?;
+                let Some(postings) = index
+                    .read_postings(term, IndexRecordOption::WithFreqs)
+                    .map_err(tantivy::TantivyError::from)?
+                else {
+                    return Ok(None);
+                };
+                // As tantivy's term weight: the field's norms, or 1 for every document.
+                let fieldnorms = segment
+                    .fieldnorms_readers()
+                    .get_field(term.field())?
+                    .unwrap_or_else(|| FieldNormReader::constant(segment.max_doc(), 1));
+                Ok((postings.doc() != TERMINATED).then(|| Self::Term {
+                    postings,
+                    fieldnorms,
+                    bm25: bm25.clone(),
+                }))
+            }
+            Prepared::Prefix(weight) => {
+                let mut docs = weight.scorer(segment, 1.0)?;
+                if docs.doc() == TERMINATED {
+                    return Ok(None);
+                }
+                // A constant-score scorer: its score at any document is the clause's.
+                let score = docs.score();
+                Ok(Some(Self::Const { docs, score }))
+            }
+        }
+    }
+
+    #[inline]
+    fn doc(&self) -> DocId {
+        match self {
+            Self::Term { postings, .. } => postings.doc(),
+            Self::Const { docs, .. } => docs.doc(),
+        }
+    }
+
+    #[inline]
+    fn advance(&mut self) -> DocId {
+        match self {
+            Self::Term { postings, .. } => postings.advance(),
+            Self::Const { docs, .. } => docs.advance(),
+        }
+    }
+
+    /// About how many documents the clause has in the segment.
+    fn cost(&self) -> u64 {
+        match self {
+            Self::Term { postings, .. } => u64::from(postings.doc_freq()),
+            Self::Const { docs, .. } => docs.cost(),
+        }
+    }
+
+    /// Moves to the first document at or after `target` (never back).
+    fn seek(&mut self, target: DocId) -> DocId {
+        let doc = self.doc();
+        if doc >= target {
+            return doc;
+        }
+        match self {
+            Self::Term { postings, .. } => postings.seek(target),
+            Self::Const { docs, .. } => docs.seek(target),
+        }
+    }
+
+    /// The clause's score at the current document, as tantivy's scorer gives it.
+    #[inline]
+    fn score(&mut self) -> Score {
+        match self {
+            Self::Term {
+                postings,
+                fieldnorms,
+                bm25,
+            } => bm25.score(
+                fieldnorms.fieldnorm_id(postings.doc()),
+                postings.term_freq(),
+            ),
+            Self::Const { score, .. } => *score,
+        }
+    }
+}
+
+/// One scored match.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Hit {
+    score: Score,
+    segment: u32,
+    doc: DocId,
+}
+
+impl Eq for Hit {}
+
+impl Ord for Hit {
+    /// Greater is better: a higher score, then (as tantivy's `TopDocs`) a lower address.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| (other.segment, other.doc).cmp(&(self.segment, self.doc)))
+    }
+}
+
+impl PartialOrd for Hit {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The best `k` matches by score, ties to the lower address.
+pub(super) struct TopScores {
+    k: usize,
+    heap: BinaryHeap<Reverse<Hit>>,
+}
+
+impl TopScores {
+    /// Keeps the best `k` (at least one).
+    pub(super) fn new(k: usize) -> Self {
+        let k = k.max(1);
+        Self {
+            k,
+            heap: BinaryHeap::with_capacity(k.min(4096) + 1),
+        }
+    }
+
+    #[inline]
+    fn offer(&mut self, score: Score, segment: u32, doc: DocId) {
+        let hit = Hit {
+            score,
+            segment,
+            doc,
+        };
+        if self.heap.len() < self.k {
+            self.heap.push(Reverse(hit));
+        } else if let Some(mut worst) = self.heap.peek_mut()
+            && hit > worst.0
+        {
+            *worst = Reverse(hit);
+        }
+    }
+
+    /// The kept matches with their scores, best first.
+    #[cfg(test)]
+    pub(super) fn scored(self) -> Vec<(Score, DocAddress)> {
+        let mut hits: Vec<Hit> = self.heap.into_iter().map(|Reverse(hit)| hit).collect();
+        hits.sort_unstable_by(|a, b| b.cmp(a));
+        hits.into_iter()
+            .map(|hit| (hit.score, DocAddress::new(hit.segment, hit.doc)))
+            .collect()
+    }
+
+    /// The kept matches best first, the first `offset` left out.
+    pub(super) fn addresses(self, offset: usize) -> Vec<DocAddress> {
+        let mut hits: Vec<Hit> = self.heap.into_iter().map(|Reverse(hit)| hit).collect();
+        hits.sort_unstable_by(|a, b| b.cmp(a));
+        hits.into_iter()
+            .skip(offset)
+            .map(|hit| DocAddress::new(hit.segment, hit.doc))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_best_k_are_kept_with_ties_to_the_lower_address() {
+        let mut top = TopScores::new(3);
+        for (score, segment, doc) in [
+            (1.0, 0, 5),
+            (2.0, 0, 9),
+            (2.0, 0, 7),
+            (0.5, 1, 0),
+            (2.0, 1, 1),
+            (3.0, 1, 8),
+            (2.0, 0, 8),
+        ] {
+            top.offer(score, segment, doc);
+        }
+        assert_eq!(
+            top.addresses(0),
+            vec![
+                DocAddress::new(1, 8),
+                DocAddress::new(0, 7),
+                DocAddress::new(0, 8)
+            ]
+        );
+        let mut top = TopScores::new(3);
+        for doc in 0..10 {
+            top.offer(1.0, 0, doc);
+        }
+        assert_eq!(
+            top.addresses(1),
+            vec![DocAddress::new(0, 1), DocAddress::new(0, 2)]
+        );
+    }
+}
