@@ -1625,6 +1625,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn price_and_rating_ranges_from_prefix_bitsets_are_exactly_the_ranges() {
+        let (_dir, index) = random_index(1, 3_000, 0x5eed_1234_abcd_0005);
+        let searcher = index.reader.searcher();
+        let views = index
+            .views
+            .of(&searcher, index.fields.ships_to)
+            .expect("views");
+        assert_eq!(views.len(), 1);
+        assert!(
+            views[0].check_key_ranges() > 100,
+            "most ranges use the steps"
+        );
+    }
+
     /// An index of `batches` commits of `per_batch` random changes each.
     fn random_index(batches: i64, per_batch: u32, seed: u64) -> (tempfile::TempDir, SearchIndex) {
         let dir = tempfile::tempdir().expect("tmp");

@@ -21,7 +21,8 @@
 //! sort are the first matches met walking that sort's order. Before this, every search visited
 //! each of its matches one by one (about 40 ns a match: a browse of 1M listings took 40 ms).
 //!
-//! Memory, per million documents in a segment: 16 MB of sort orders, 125 kB per bitset (a facet
+//! Memory, per million documents in a segment: 16 MB of sort orders, 3.75 MB of prefix bitsets of
+//! the price and rating orders (for range filters), 125 kB per bitset (a facet
 //! value held by more than one document in 32, a country searched for, the flags), and 4 bytes per
 //! document of a rarer value.
 
@@ -251,6 +252,21 @@ fn f64_key(value: f64) -> u64 {
 /// The orders a [`SegmentView`] keeps, indexed by [`order_slot`].
 const ORDERS: usize = 4;
 
+/// The orders filtered by range: price ascending and rating.
+const RANGE_SLOTS: [usize; 2] = [1, 3];
+
+/// Into how many steps `range_steps` divides an order: a range costs two bitset copies and at
+/// most a 32nd of the segment's documents set or cleared one by one, for 15 bitsets per order.
+const RANGE_STEPS: usize = 16;
+
+/// Segments smaller than this filter ranges from the order alone.
+const RANGE_STEPS_MIN_DOCS: u32 = 1024;
+
+/// Where step `j` of `RANGE_STEPS` ends in an order of `len` documents.
+fn step_position(j: usize, len: usize) -> usize {
+    j * len / RANGE_STEPS
+}
+
 /// Which of a view's orders serves `sort` (`Relevance` without text is newest first).
 fn order_slot(sort: Sort) -> usize {
     match sort {
@@ -338,6 +354,9 @@ pub(super) struct SegmentView {
     rating: KeyColumn,
     /// Document ids sorted by (key, id), per order (see [`order_slot`]).
     orders: [Vec<DocId>; ORDERS],
+    /// Per order of [`RANGE_SLOTS`], its first `j / RANGE_STEPS` of documents as a bitset, for
+    /// `j` in `1..RANGE_STEPS` (empty in segments under [`RANGE_STEPS_MIN_DOCS`]).
+    range_steps: [Vec<Bits>; 2],
     /// Documents that expire, by expiry time.
     expiring: Vec<(u64, DocId)>,
     /// Countries' `ships_to` bitsets, built when first searched for (only countries the
@@ -425,6 +444,7 @@ impl SegmentView {
             price,
             rating,
             orders: Default::default(),
+            range_steps: Default::default(),
             expiring,
             ships_to: Mutex::new(HashMap::new()),
             ships_to_field,
@@ -435,6 +455,21 @@ impl SegmentView {
                 (0..max_doc).map(|doc| (view.key(slot, doc), doc)).collect();
             keyed.sort_unstable();
             view.orders[slot] = keyed.into_iter().map(|(_, doc)| doc).collect();
+        }
+        if max_doc >= RANGE_STEPS_MIN_DOCS {
+            for (steps, slot) in view.range_steps.iter_mut().zip(RANGE_SLOTS) {
+                let order = &view.orders[slot];
+                let mut bits = Bits::empty(max_doc);
+                let mut done = 0;
+                for j in 1..RANGE_STEPS {
+                    let to = step_position(j, order.len());
+                    for doc in &order[done..to] {
+                        bits.insert(*doc);
+                    }
+                    done = to;
+                    steps.push(bits.clone());
+                }
+            }
         }
         Ok(view)
     }
@@ -502,11 +537,67 @@ impl SegmentView {
     }
 
     /// Documents whose order-`slot` key lies in `low..=high` (keys as [`f64_key`] maps them).
-    fn key_range(&self, slot: usize, low: u64, high: u64) -> Bits {
+    ///
+    /// In a large segment, from the order's nearest prefix bitsets (`range_steps`) and at most
+    /// a 32nd of the segment's documents set or cleared one by one; else from the documents
+    /// of the range.
+    pub(super) fn key_range(&self, slot: usize, low: u64, high: u64) -> Bits {
         let order = &self.orders[slot];
         let start = order.partition_point(|doc| self.key(slot, *doc) < low);
         let end = order.partition_point(|doc| self.key(slot, *doc) <= high);
         let end = end.max(start);
+        let steps = RANGE_SLOTS
+            .iter()
+            .position(|s| *s == slot)
+            .map(|i| &self.range_steps[i])
+            .filter(|steps| !steps.is_empty());
+        match steps {
+            Some(steps) if (end - start) * RANGE_STEPS > order.len() => {
+                let mut bits = self.order_prefix(order, steps, end);
+                if start > 0 {
+                    bits.and_not(&self.order_prefix(order, steps, start));
+                }
+                bits
+            }
+            _ => self.key_range_walk(order, start, end),
+        }
+    }
+
+    /// Checks [`SegmentView::key_range`] against the documents of each range, for ranges
+    /// between many keys of each range-filtered order. Returns how many ranges came from the
+    /// prefix bitsets.
+    #[cfg(test)]
+    pub(super) fn check_key_ranges(&self) -> usize {
+        let mut from_steps = 0;
+        for slot in RANGE_SLOTS {
+            let order = &self.orders[slot];
+            let mut keys: Vec<u64> = (0..=20)
+                .map(|i| order.get(i * order.len().saturating_sub(1) / 20))
+                .filter_map(|doc| doc.map(|doc| self.key(slot, *doc)))
+                .collect();
+            keys.extend([0, 1, u64::MAX - 1, u64::MAX]);
+            for &low in &keys {
+                for &high in &keys {
+                    let start = order.partition_point(|doc| self.key(slot, *doc) < low);
+                    let end = order.partition_point(|doc| self.key(slot, *doc) <= high);
+                    let want =
+                        Bits::from_docs(self.max_doc, order[start..end.max(start)].iter().copied());
+                    assert_eq!(
+                        self.key_range(slot, low, high),
+                        want,
+                        "{slot}: {low}..={high}"
+                    );
+                    if (end.max(start) - start) * RANGE_STEPS > order.len() {
+                        from_steps += 1;
+                    }
+                }
+            }
+        }
+        from_steps
+    }
+
+    /// The documents of `order[start..end]`, set or cleared one by one.
+    fn key_range_walk(&self, order: &[DocId], start: usize, end: usize) -> Bits {
         if (end - start) * 2 > order.len() {
             // Most documents are in range: clearing those outside it writes fewer bits.
             let mut bits = Bits::full(self.max_doc);
@@ -517,6 +608,28 @@ impl SegmentView {
         } else {
             Bits::from_docs(self.max_doc, order[start..end].iter().copied())
         }
+    }
+
+    /// The documents of `order[..to]`: the nearest of `steps` (see `range_steps`), corrected
+    /// one document at a time.
+    fn order_prefix(&self, order: &[DocId], steps: &[Bits], to: usize) -> Bits {
+        let n = order.len().max(1);
+        let j = ((to * RANGE_STEPS + n / 2) / n).min(RANGE_STEPS);
+        let at = step_position(j, order.len());
+        let mut bits = match j {
+            0 => Bits::empty(self.max_doc),
+            RANGE_STEPS => Bits::full(self.max_doc),
+            _ => steps
+                .get(j - 1)
+                .cloned()
+                .unwrap_or_else(|| Bits::empty(self.max_doc)),
+        };
+        if at < to {
+            order[at..to].iter().for_each(|doc| bits.insert(*doc));
+        } else {
+            order[to..at].iter().for_each(|doc| bits.remove(*doc));
+        }
+        bits
     }
 
     /// The documents that pass `q`'s filters (everything but its text).
