@@ -78,7 +78,7 @@ impl Bits {
         bits
     }
 
-    fn insert(&mut self, doc: DocId) {
+    pub(super) fn insert(&mut self, doc: DocId) {
         if let Some(word) = self.words.get_mut((doc / 64) as usize) {
             *word |= 1 << (doc % 64);
         }

@@ -14,8 +14,10 @@
 //!
 //! **Scores are tantivy's to the bit.** A clause's score is computed by the same
 //! [`Bm25Weight`] tantivy's term scorer uses (built the same way from the searcher's
-//! statistics, boosted the same way), or is the constant of the prefix clause, read from
-//! tantivy's own scorer. tantivy's union adds its clauses' scores in clause order starting from
+//! statistics, boosted the same way) from the same term frequency and field norm, read a block
+//! of 128 postings at a time. The prefix clause is a constant over the documents of the same
+//! terms tantivy's prefix query expands to (`prefix_docs`), kept as a bitset and added 64
+//! documents at a time. tantivy's union adds its clauses' scores in clause order starting from
 //! zero, as the score array does. Its intersection adds the words' scores and the filter's
 //! zeros in an order chosen by cost; with at most two non-zero addends every order gives the same
 //! `f32`, which is why this path takes texts of at most two words and leaves longer ones to
@@ -26,12 +28,10 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use tantivy::fieldnorm::FieldNormReader;
-use tantivy::postings::{Postings, SegmentPostings};
-use tantivy::query::{
-    Bm25Weight, BoostQuery, EnableScoring, PhrasePrefixQuery, Query, Scorer, TermQuery, Weight,
-};
+use tantivy::postings::BlockSegmentPostings;
+use tantivy::query::{Bm25Weight, BoostQuery, PhrasePrefixQuery, Query, TermQuery};
 use tantivy::schema::IndexRecordOption;
-use tantivy::{DocAddress, DocId, DocSet, Score, Searcher, SegmentReader, TERMINATED, Term};
+use tantivy::{DocAddress, DocId, Score, Searcher, SegmentReader, TERMINATED, Term};
 
 use super::SearchError;
 use super::bitmaps::Bits;
@@ -80,8 +80,8 @@ enum Prepared {
         term: Term,
         bm25: Bm25Weight,
     },
-    /// tantivy's weight of the prefix query (a range of terms, constant score).
-    Prefix(Box<dyn Weight>),
+    /// The prefix (a range of terms, constant score).
+    Prefix(Term),
 }
 
 /// A text query prepared for one searcher; [`TextScan::segment`] evaluates it in a segment.
@@ -111,11 +111,7 @@ impl TextScan {
                         bm25: Bm25Weight::for_terms(searcher, std::slice::from_ref(term))?
                             .boost_by(*boost),
                     },
-                    TextClause::Prefix(_) => Prepared::Prefix(
-                        clause
-                            .query()
-                            .weight(EnableScoring::enabled_from_searcher(searcher))?,
-                    ),
+                    TextClause::Prefix(term) => Prepared::Prefix(term.clone()),
                 });
             }
             prepared.push(clauses);
@@ -191,18 +187,7 @@ impl TextScan {
             for (w, cursors) in words.iter_mut().enumerate() {
                 let bits = &mut presence[w];
                 for cursor in cursors.iter_mut() {
-                    let mut doc = cursor.seek(base);
-                    while doc < end {
-                        let slot = (doc - base) as usize;
-                        let bit = 1u64 << (slot % 64);
-                        if mask[slot / 64] & bit != 0 {
-                            bits[slot / 64] |= bit;
-                            if let Some(window) = scores.get_mut(w) {
-                                window[slot] += cursor.score();
-                            }
-                        }
-                        doc = cursor.advance();
-                    }
+                    cursor.gather(base, &mask, bits, scores.get_mut(w).map(Vec::as_mut_slice));
                 }
                 for (m, b) in mask.iter_mut().zip(bits.iter()) {
                     *m &= b;
@@ -244,19 +229,19 @@ impl TextScan {
     }
 }
 
-/// A clause's postings in one segment.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a query has a handful of cursors, read once per posting: boxing the postings would add an indirection to the hot loop"
-)]
+/// A clause's documents in one segment.
 enum Cursor {
+    /// A term's postings, read a block of 128 at a time, `pos` into the current block.
     Term {
-        postings: SegmentPostings,
+        block: Box<BlockSegmentPostings>,
+        pos: usize,
         fieldnorms: FieldNormReader,
         bm25: Bm25Weight,
     },
+    /// The documents of a prefix, each with the same score.
     Const {
-        docs: Box<dyn Scorer>,
+        docs: Bits,
+        next: DocId,
         score: Score,
     },
 }
@@ -267,56 +252,52 @@ impl Cursor {
         match clause {
             Prepared::Term { term, bm25 } => {
                 let index = segment.inverted_index(term.field())?;
-                let Some(postings) = index
-                    .read_postings(term, IndexRecordOption::WithFreqs)
+                let Some(block) = index
+                    .read_block_postings(term, IndexRecordOption::WithFreqs)
                     .map_err(tantivy::TantivyError::from)?
                 else {
                     return Ok(None);
                 };
+                if block.docs().is_empty() {
+                    return Ok(None);
+                }
                 // As tantivy's term weight: the field's norms, or 1 for every document.
                 let fieldnorms = segment
                     .fieldnorms_readers()
                     .get_field(term.field())?
                     .unwrap_or_else(|| FieldNormReader::constant(segment.max_doc(), 1));
-                Ok((postings.doc() != TERMINATED).then(|| Self::Term {
-                    postings,
+                Ok(Some(Self::Term {
+                    block: Box::new(block),
+                    pos: 0,
                     fieldnorms,
                     bm25: bm25.clone(),
                 }))
             }
-            Prepared::Prefix(weight) => {
-                let mut docs = weight.scorer(segment, 1.0)?;
-                if docs.doc() == TERMINATED {
-                    return Ok(None);
-                }
-                // A constant-score scorer: its score at any document is the clause's.
-                let score = docs.score();
-                Ok(Some(Self::Const { docs, score }))
+            Prepared::Prefix(term) => {
+                let docs = prefix_docs(segment, term)?;
+                let next = docs.next_from(0);
+                Ok((next != TERMINATED).then_some(Self::Const {
+                    docs,
+                    next,
+                    score: TextClause::PREFIX_BOOST,
+                }))
             }
         }
     }
 
-    #[inline]
+    /// The current document ([`TERMINATED`] past the last).
     fn doc(&self) -> DocId {
         match self {
-            Self::Term { postings, .. } => postings.doc(),
-            Self::Const { docs, .. } => docs.doc(),
-        }
-    }
-
-    #[inline]
-    fn advance(&mut self) -> DocId {
-        match self {
-            Self::Term { postings, .. } => postings.advance(),
-            Self::Const { docs, .. } => docs.advance(),
+            Self::Term { block, pos, .. } => block.docs().get(*pos).copied().unwrap_or(TERMINATED),
+            Self::Const { next, .. } => *next,
         }
     }
 
     /// About how many documents the clause has in the segment.
     fn cost(&self) -> u64 {
         match self {
-            Self::Term { postings, .. } => u64::from(postings.doc_freq()),
-            Self::Const { docs, .. } => docs.cost(),
+            Self::Term { block, .. } => u64::from(block.doc_freq()),
+            Self::Const { docs, .. } => docs.count(),
         }
     }
 
@@ -327,26 +308,127 @@ impl Cursor {
             return doc;
         }
         match self {
-            Self::Term { postings, .. } => postings.seek(target),
-            Self::Const { docs, .. } => docs.seek(target),
+            Self::Term { block, pos, .. } => {
+                let docs = block.docs();
+                if docs.last().is_some_and(|last| *last >= target) {
+                    // In this block: from `pos`, which is before `target`.
+                    *pos += docs[*pos..].partition_point(|d| *d < target);
+                } else {
+                    // tantivy skips to the block that may hold `target`; past the last
+                    // document, `pos` is at the end of the (last) block.
+                    *pos = block.seek(target);
+                    if *pos >= block.docs().len() {
+                        *pos = block.docs().len();
+                        return TERMINATED;
+                    }
+                }
+                self.doc()
+            }
+            Self::Const { docs, next, .. } => {
+                *next = docs.next_from(target);
+                *next
+            }
         }
     }
 
-    /// The clause's score at the current document, as tantivy's scorer gives it.
-    #[inline]
-    fn score(&mut self) -> Score {
+    /// Adds the clause's documents in the window from `base` (a multiple of 64) that `mask`
+    /// keeps to `bits`, and their scores to `scores`, leaving the cursor at the first document
+    /// after the window.
+    fn gather(
+        &mut self,
+        base: DocId,
+        mask: &[u64; WINDOW_WORDS],
+        bits: &mut [u64; WINDOW_WORDS],
+        mut scores: Option<&mut [Score]>,
+    ) {
+        let end = base.saturating_add(WINDOW);
         match self {
             Self::Term {
-                postings,
+                block,
+                pos,
                 fieldnorms,
                 bm25,
-            } => bm25.score(
-                fieldnorms.fieldnorm_id(postings.doc()),
-                postings.term_freq(),
-            ),
-            Self::Const { score, .. } => *score,
+            } => loop {
+                let docs = block.docs();
+                if docs.is_empty() {
+                    return;
+                }
+                let freqs = block.freqs();
+                while let Some(&doc) = docs.get(*pos) {
+                    if doc >= end {
+                        return;
+                    }
+                    let slot = (doc - base) as usize;
+                    let bit = 1u64 << (slot % 64);
+                    if mask[slot / 64] & bit != 0 {
+                        bits[slot / 64] |= bit;
+                        if let Some(scores) = scores.as_deref_mut() {
+                            // As tantivy's term scorer scores the document.
+                            let freq = freqs.get(*pos).copied().unwrap_or(1);
+                            scores[slot] += bm25.score(fieldnorms.fieldnorm_id(doc), freq);
+                        }
+                    }
+                    *pos += 1;
+                }
+                block.advance();
+                *pos = 0;
+            },
+            Self::Const { docs, next, score } => {
+                let first = (base / 64) as usize;
+                for (i, (m, b)) in mask.iter().zip(bits.iter_mut()).enumerate() {
+                    let add = docs.words.get(first + i).copied().unwrap_or(0) & m;
+                    *b |= add;
+                    if let Some(scores) = scores.as_deref_mut() {
+                        let mut rest = add;
+                        while rest != 0 {
+                            scores[i * 64 + rest.trailing_zeros() as usize] += *score;
+                            rest &= rest - 1;
+                        }
+                    }
+                }
+                *next = docs.next_from(end);
+            }
         }
     }
+}
+
+/// The documents of a segment whose prefix field holds a word starting with `prefix`'s text,
+/// as tantivy's prefix query finds them: the terms from the prefix up to the first string
+/// after all its extensions, at most [`TextClause::PREFIX_EXPANSIONS`] of them in term order,
+/// deleted documents included.
+fn prefix_docs(segment: &SegmentReader, prefix: &Term) -> Result<Bits, SearchError> {
+    let mut docs = Bits::empty(segment.max_doc());
+    let index = segment.inverted_index(prefix.field())?;
+    let lower = prefix.serialized_value_bytes();
+    let mut range = index.terms().range().ge(lower);
+    if let Some(upper) = prefix_end(lower) {
+        range = range.lt(upper);
+    }
+    let mut terms = range.into_stream().map_err(tantivy::TantivyError::from)?;
+    let mut expansions = 0;
+    while expansions < TextClause::PREFIX_EXPANSIONS && terms.advance() {
+        expansions += 1;
+        let mut block = index
+            .read_block_postings_from_terminfo(terms.value(), IndexRecordOption::Basic)
+            .map_err(tantivy::TantivyError::from)?;
+        while !block.docs().is_empty() {
+            block.docs().iter().for_each(|doc| docs.insert(*doc));
+            block.advance();
+        }
+    }
+    Ok(docs)
+}
+
+/// The first byte string after every string that starts with `prefix` (`None`: there is none).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// One scored match.
