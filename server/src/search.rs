@@ -1640,6 +1640,49 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_rare_word_far_before_the_other_words_first_match_is_skipped_not_misread() {
+        // "alpha" is the rarer word and occurs long before "beta" first does, so the scan's
+        // window starts at beta's first document while alpha's cursor is still far behind it.
+        let dir = tempfile::tempdir().expect("tmp");
+        let (index, _) = SearchIndex::open(dir.path(), 50_000_000).expect("open");
+        index.set_result_cache_entries(0);
+        let changes: Vec<Change> = (0..8_000u32)
+            .map(|i| {
+                let mut l = listing(&format!("item-{i}"), "home", "EUR", false);
+                l.title = match i {
+                    5 | 7_000 => "alpha beta".into(),
+                    3_000..3_100 => "beta".into(),
+                    1 | 6_000 => "alpha".into(),
+                    _ => "filler".into(),
+                };
+                let mut id = [0u8; 32];
+                id[..4].copy_from_slice(&i.to_be_bytes());
+                Change::Upsert(Box::new(ListingDoc {
+                    id: ObjectId(id),
+                    signer: seller(1),
+                    listing: l,
+                    seller_rating: 0.0,
+                }))
+            })
+            .collect();
+        index.apply(&changes, 1).expect("apply");
+        let searcher = index.reader.searcher();
+        for text in ["alpha beta", "beta alpha", "alpha be", "beta alph"] {
+            let q = SearchQuery {
+                text: text.into(),
+                limit: 10,
+                now: 2_000,
+                ..SearchQuery::default()
+            };
+            let got = index.compute(&searcher, &q).expect("search");
+            assert_eq!(got.total, 2, "{text}");
+            let want = index.compute_reference(&searcher, &q).expect("tantivy");
+            assert_eq!(got.ids, want.ids, "{text}");
+            assert_eq!(got.facets, want.facets, "{text}");
+        }
+    }
+
     /// An index of `batches` commits of `per_batch` random changes each.
     fn random_index(batches: i64, per_batch: u32, seed: u64) -> (tempfile::TempDir, SearchIndex) {
         let dir = tempfile::tempdir().expect("tmp");

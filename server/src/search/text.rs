@@ -342,6 +342,9 @@ impl Cursor {
         mut scores: Option<&mut [Score]>,
     ) {
         let end = base.saturating_add(WINDOW);
+        // A cursor may still be before the window: it was moved to where an earlier word
+        // began, and a later word moved the window on.
+        self.seek(base);
         match self {
             Self::Term {
                 block,
