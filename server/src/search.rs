@@ -1683,6 +1683,58 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_prefix_expands_to_the_same_64_words_on_both_paths() {
+        // 100 words start with "pre": only the first 64 in term order match the prefix, and
+        // the one-pass scan must pick the same ones tantivy's prefix query does.
+        let dir = tempfile::tempdir().expect("tmp");
+        let (index, _) = SearchIndex::open(dir.path(), 50_000_000).expect("open");
+        index.set_result_cache_entries(0);
+        let changes: Vec<Change> = (0..300u32)
+            .map(|i| {
+                let mut l = listing(&format!("item-{i}"), "home", "EUR", false);
+                l.title = format!("pre{:03} oak", (i * 37) % 100);
+                let mut id = [0u8; 32];
+                id[..4].copy_from_slice(&i.to_be_bytes());
+                Change::Upsert(Box::new(ListingDoc {
+                    id: ObjectId(id),
+                    signer: seller(1),
+                    listing: l,
+                    seller_rating: 0.0,
+                }))
+            })
+            .collect();
+        index.apply(&changes, 1).expect("apply");
+        let searcher = index.reader.searcher();
+        for text in ["pre", "oak pre", "pre00"] {
+            let q = SearchQuery {
+                text: text.into(),
+                limit: 300,
+                now: 2_000,
+                ..SearchQuery::default()
+            };
+            let got = index.compute(&searcher, &q).expect("search");
+            let want = index.compute_reference(&searcher, &q).expect("tantivy");
+            assert_eq!(got.total, want.total, "{text}");
+            assert_eq!(got.ids, want.ids, "{text}");
+            assert_eq!(got.facets, want.facets, "{text}");
+        }
+        let q = |text: &str| SearchQuery {
+            text: text.into(),
+            now: 2_000,
+            ..SearchQuery::default()
+        };
+        // Three listings per word: 64 words of 100 are expanded.
+        assert_eq!(
+            index.compute(&searcher, &q("pre")).expect("search").total,
+            192
+        );
+        assert_eq!(
+            index.compute(&searcher, &q("pre00")).expect("search").total,
+            30
+        );
+    }
+
     /// An index of `batches` commits of `per_batch` random changes each.
     fn random_index(batches: i64, per_batch: u32, seed: u64) -> (tempfile::TempDir, SearchIndex) {
         let dir = tempfile::tempdir().expect("tmp");
