@@ -1644,56 +1644,40 @@ mod tests {
     fn a_rare_word_far_before_the_other_words_first_match_is_skipped_not_misread() {
         // "alpha" is the rarer word and occurs long before "beta" first does, so the scan's
         // window starts at beta's first document while alpha's cursor is still far behind it.
-        let dir = tempfile::tempdir().expect("tmp");
-        let (index, _) = SearchIndex::open(dir.path(), 50_000_000).expect("open");
-        index.set_result_cache_entries(0);
-        let changes: Vec<Change> = (0..8_000u32)
-            .map(|i| {
-                let mut l = listing(&format!("item-{i}"), "home", "EUR", false);
-                l.title = match i {
-                    5 | 7_000 => "alpha beta".into(),
-                    3_000..3_100 => "beta".into(),
-                    1 | 6_000 => "alpha".into(),
-                    _ => "filler".into(),
-                };
-                let mut id = [0u8; 32];
-                id[..4].copy_from_slice(&i.to_be_bytes());
-                Change::Upsert(Box::new(ListingDoc {
-                    id: ObjectId(id),
-                    signer: seller(1),
-                    listing: l,
-                    seller_rating: 0.0,
-                }))
-            })
-            .collect();
-        index.apply(&changes, 1).expect("apply");
-        let searcher = index.reader.searcher();
+        let (_dir, index) = index_of_titles(8_000, |i| {
+            match i {
+                5 | 7_000 => "alpha beta",
+                3_000..3_100 => "beta",
+                1 | 6_000 => "alpha",
+                _ => "filler",
+            }
+            .into()
+        });
         for text in ["alpha beta", "beta alpha", "alpha be", "beta alph"] {
-            let q = SearchQuery {
-                text: text.into(),
-                limit: 10,
-                now: 2_000,
-                ..SearchQuery::default()
-            };
-            let got = index.compute(&searcher, &q).expect("search");
-            assert_eq!(got.total, 2, "{text}");
-            let want = index.compute_reference(&searcher, &q).expect("tantivy");
-            assert_eq!(got.ids, want.ids, "{text}");
-            assert_eq!(got.facets, want.facets, "{text}");
+            assert_eq!(both_paths_agree(&index, text), 2, "{text}");
         }
     }
 
     #[test]
     fn a_prefix_expands_to_the_same_64_words_on_both_paths() {
-        // 100 words start with "pre": only the first 64 in term order match the prefix, and
-        // the one-pass scan must pick the same ones tantivy's prefix query does.
+        // 100 words start with "pre", three listings each: only the first 64 in term order
+        // match the prefix, and the one-pass scan must pick the same ones tantivy's prefix
+        // query does.
+        let (_dir, index) = index_of_titles(300, |i| format!("pre{:03} oak", (i * 37) % 100));
+        assert_eq!(both_paths_agree(&index, "pre"), 192);
+        assert_eq!(both_paths_agree(&index, "oak pre"), 192);
+        assert_eq!(both_paths_agree(&index, "pre00"), 30);
+    }
+
+    /// One segment of `n` listings with the titles `title` gives them.
+    fn index_of_titles(n: u32, title: impl Fn(u32) -> String) -> (tempfile::TempDir, SearchIndex) {
         let dir = tempfile::tempdir().expect("tmp");
         let (index, _) = SearchIndex::open(dir.path(), 50_000_000).expect("open");
         index.set_result_cache_entries(0);
-        let changes: Vec<Change> = (0..300u32)
+        let changes: Vec<Change> = (0..n)
             .map(|i| {
                 let mut l = listing(&format!("item-{i}"), "home", "EUR", false);
-                l.title = format!("pre{:03} oak", (i * 37) % 100);
+                l.title = title(i);
                 let mut id = [0u8; 32];
                 id[..4].copy_from_slice(&i.to_be_bytes());
                 Change::Upsert(Box::new(ListingDoc {
@@ -1705,34 +1689,25 @@ mod tests {
             })
             .collect();
         index.apply(&changes, 1).expect("apply");
+        (dir, index)
+    }
+
+    /// Searches `text` (all hits on one page) through the bitmaps and through tantivy alone,
+    /// wants the same answer, and returns its total.
+    fn both_paths_agree(index: &SearchIndex, text: &str) -> usize {
         let searcher = index.reader.searcher();
-        for text in ["pre", "oak pre", "pre00"] {
-            let q = SearchQuery {
-                text: text.into(),
-                limit: 300,
-                now: 2_000,
-                ..SearchQuery::default()
-            };
-            let got = index.compute(&searcher, &q).expect("search");
-            let want = index.compute_reference(&searcher, &q).expect("tantivy");
-            assert_eq!(got.total, want.total, "{text}");
-            assert_eq!(got.ids, want.ids, "{text}");
-            assert_eq!(got.facets, want.facets, "{text}");
-        }
-        let q = |text: &str| SearchQuery {
+        let q = SearchQuery {
             text: text.into(),
+            limit: 10_000,
             now: 2_000,
             ..SearchQuery::default()
         };
-        // Three listings per word: 64 words of 100 are expanded.
-        assert_eq!(
-            index.compute(&searcher, &q("pre")).expect("search").total,
-            192
-        );
-        assert_eq!(
-            index.compute(&searcher, &q("pre00")).expect("search").total,
-            30
-        );
+        let got = index.compute(&searcher, &q).expect("search");
+        let want = index.compute_reference(&searcher, &q).expect("tantivy");
+        assert_eq!(got.total, want.total, "{text}");
+        assert_eq!(got.ids, want.ids, "{text}");
+        assert_eq!(got.facets, want.facets, "{text}");
+        got.total
     }
 
     /// An index of `batches` commits of `per_batch` random changes each.
