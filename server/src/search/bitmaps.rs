@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::index::SegmentId;
+use tantivy::postings::BlockSegmentPostings;
 use tantivy::query::{EnableScoring, Explanation, Query, Scorer, Weight};
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{DocId, DocSet, Score, SeekDangerResult, SegmentReader, TERMINATED, Term};
@@ -81,6 +82,14 @@ impl Bits {
     pub(super) fn insert(&mut self, doc: DocId) {
         if let Some(word) = self.words.get_mut((doc / 64) as usize) {
             *word |= 1 << (doc % 64);
+        }
+    }
+
+    /// Adds every document of a term's postings (deleted ones included), a block at a time.
+    pub(super) fn insert_postings(&mut self, mut postings: BlockSegmentPostings) {
+        while !postings.docs().is_empty() {
+            postings.docs().iter().for_each(|doc| self.insert(*doc));
+            postings.advance();
         }
     }
 
@@ -788,15 +797,11 @@ impl SegmentView {
 fn postings(segment: &SegmentReader, term: &Term, max_doc: u32) -> Result<Bits, SearchError> {
     let mut bits = Bits::empty(max_doc);
     let index = segment.inverted_index(term.field())?;
-    if let Some(mut postings) = index
-        .read_postings(term, IndexRecordOption::Basic)
+    if let Some(postings) = index
+        .read_block_postings(term, IndexRecordOption::Basic)
         .map_err(tantivy::TantivyError::from)?
     {
-        let mut doc = postings.doc();
-        while doc != TERMINATED {
-            bits.insert(doc);
-            doc = postings.advance();
-        }
+        bits.insert_postings(postings);
     }
     Ok(bits)
 }

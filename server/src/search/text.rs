@@ -411,13 +411,11 @@ fn prefix_docs(segment: &SegmentReader, prefix: &Term) -> Result<Bits, SearchErr
     let mut expansions = 0;
     while expansions < TextClause::PREFIX_EXPANSIONS && terms.advance() {
         expansions += 1;
-        let mut block = index
-            .read_block_postings_from_terminfo(terms.value(), IndexRecordOption::Basic)
-            .map_err(tantivy::TantivyError::from)?;
-        while !block.docs().is_empty() {
-            block.docs().iter().for_each(|doc| docs.insert(*doc));
-            block.advance();
-        }
+        docs.insert_postings(
+            index
+                .read_block_postings_from_terminfo(terms.value(), IndexRecordOption::Basic)
+                .map_err(tantivy::TantivyError::from)?,
+        );
     }
     Ok(docs)
 }
@@ -491,21 +489,26 @@ impl TopScores {
         }
     }
 
+    /// The kept matches, best first.
+    fn best_first(self) -> Vec<Hit> {
+        let mut hits: Vec<Hit> = self.heap.into_iter().map(|Reverse(hit)| hit).collect();
+        hits.sort_unstable_by(|a, b| b.cmp(a));
+        hits
+    }
+
     /// The kept matches with their scores, best first.
     #[cfg(test)]
     pub(super) fn scored(self) -> Vec<(Score, DocAddress)> {
-        let mut hits: Vec<Hit> = self.heap.into_iter().map(|Reverse(hit)| hit).collect();
-        hits.sort_unstable_by(|a, b| b.cmp(a));
-        hits.into_iter()
+        self.best_first()
+            .into_iter()
             .map(|hit| (hit.score, DocAddress::new(hit.segment, hit.doc)))
             .collect()
     }
 
     /// The kept matches best first, the first `offset` left out.
     pub(super) fn addresses(self, offset: usize) -> Vec<DocAddress> {
-        let mut hits: Vec<Hit> = self.heap.into_iter().map(|Reverse(hit)| hit).collect();
-        hits.sort_unstable_by(|a, b| b.cmp(a));
-        hits.into_iter()
+        self.best_first()
+            .into_iter()
             .skip(offset)
             .map(|hit| DocAddress::new(hit.segment, hit.doc))
             .collect()
