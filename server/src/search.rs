@@ -1114,7 +1114,7 @@ impl SearchIndex {
         for (ord, (view, m)) in views.iter().zip(&matches).enumerate() {
             let count = m.count();
             total += count;
-            view.count_facets(m, count, &mut counts);
+            view.count_facets(m, count, q, &mut counts);
             if scored.is_none() {
                 let ord = u32::try_from(ord).unwrap_or(u32::MAX);
                 tops.extend(

@@ -454,9 +454,10 @@ pub async fn search(state: &AppState, query: SearchQuery) -> Result<SearchPage, 
             Some(listing) => hits.push(StoredListing::clone(&listing)),
             None => {
                 if let Some(bytes) = stored.remove(id) {
-                    let listing = StoredListing::decode(bytes)?;
-                    state.listings.insert(Arc::new(listing.clone()));
-                    hits.push(listing);
+                    let listing = Arc::new(StoredListing::decode(bytes)?);
+                    state.listings.insert(Arc::clone(&listing));
+                    // Copied only when the cache kept it (with the cache off, never).
+                    hits.push(Arc::unwrap_or_clone(listing));
                 }
             }
         }

@@ -668,10 +668,7 @@ impl SegmentView {
             let paths = &self.facets[0];
             let mut union = Bits::empty(self.max_doc);
             for (name, docs) in paths.names.iter().zip(&paths.docs) {
-                let under = name
-                    .strip_prefix(root)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-                if under {
+                if is_under(name, root) {
                     docs.add_to(&mut union);
                 }
             }
@@ -707,25 +704,55 @@ impl SegmentView {
         Ok(m)
     }
 
-    /// Adds the facet counts of `matches` (`count` documents) to `into`, per field of
-    /// [`FACET_FIELDS`] and value.
+    /// Adds the facet counts of `matches` (`count` documents, found with `q`'s filters) to
+    /// `into`, per field of [`FACET_FIELDS`] and value.
+    ///
+    /// What `q`'s filters imply is not counted: a facet filtered to one value (type,
+    /// condition, currency) counts every match there, and under a category filter only the
+    /// paths under it can hold a match (each document holds one value per facet, as
+    /// [`SegmentView::filter`] selects them).
     pub(super) fn count_facets(
         &self,
         matches: &Bits,
         count: u64,
+        q: &SearchQuery,
         into: &mut [HashMap<String, u64>; 4],
     ) {
         if count == 0 {
             return;
         }
-        for (facet, into) in self.facets.iter().zip(into.iter_mut()) {
+        let filtered_to = [
+            None,
+            q.kind.as_deref(),
+            q.condition.as_deref(),
+            q.currency.as_deref(),
+        ];
+        let root = q.category.as_deref().map(|c| c.trim_matches('/'));
+        for (f, (facet, into)) in self.facets.iter().zip(into.iter_mut()).enumerate() {
+            if let Some(value) = filtered_to[f] {
+                if facet
+                    .names
+                    .binary_search_by(|n| n.as_str().cmp(value))
+                    .is_ok()
+                {
+                    *into.entry(value.to_owned()).or_default() += count;
+                }
+                continue;
+            }
+            let wanted: Vec<bool> = facet
+                .names
+                .iter()
+                .map(|name| f != 0 || root.is_none_or(|root| is_under(name, root)))
+                .collect();
             let mut counts = vec![0u64; facet.docs.len()];
             // Per value, a popcount over the segment's words (or a probe per listed document);
             // per match, one read of its value from the column. Take the cheaper.
             let per_value: u64 = facet
                 .docs
                 .iter()
-                .map(|d| match d {
+                .zip(&wanted)
+                .filter(|(_, wanted)| **wanted)
+                .map(|(d, _)| match d {
                     ValueDocs::Dense(_) => matches.words.len() as u64,
                     ValueDocs::Sparse(docs) => docs.len() as u64,
                 })
@@ -744,8 +771,10 @@ impl SegmentView {
                     }
                 }
                 _ => {
-                    for (c, docs) in counts.iter_mut().zip(&facet.docs) {
-                        *c = docs.count_in(matches);
+                    for ((c, docs), wanted) in counts.iter_mut().zip(&facet.docs).zip(&wanted) {
+                        if *wanted {
+                            *c = docs.count_in(matches);
+                        }
                     }
                 }
             }
@@ -791,6 +820,12 @@ impl SegmentView {
             hits
         }
     }
+}
+
+/// Whether category path `name` is `root` or under it.
+fn is_under(name: &str, root: &str) -> bool {
+    name.strip_prefix(root)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The documents of a term's postings (deleted ones included).
