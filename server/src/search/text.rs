@@ -15,17 +15,21 @@
 //! **Scores are tantivy's to the bit.** A clause's score is computed by the same
 //! [`Bm25Weight`] tantivy's term scorer uses (built the same way from the searcher's
 //! statistics, boosted the same way) from the same term frequency and field norm, read a block
-//! of 128 postings at a time. The prefix clause is a constant over the documents of the same
+//! of 128 postings at a time (for frequencies 1 and 2 from a table of that very function's
+//! values per field-norm id, built once per query). The prefix clause is a constant over the documents of the same
 //! terms tantivy's prefix query expands to (`prefix_docs`), kept as a bitset and added 64
 //! documents at a time. tantivy's union adds its clauses' scores in clause order starting from
 //! zero, as the score array does. Its intersection adds the words' scores and the filter's
 //! zeros in an order chosen by cost; with at most two non-zero addends every order gives the same
 //! `f32`, which is why this path takes texts of at most two words and leaves longer ones to
-//! tantivy. Ties are broken by ascending address, as tantivy's `TopDocs` does. The differential
+//! tantivy. Ties are broken by ascending address, as tantivy's `TopDocs` does; as matches are
+//! offered in ascending address, one whose score does not exceed the worst kept hit's is
+//! passed over without touching the heap. The differential
 //! tests in `search.rs` hold the two paths to identical hits, totals and facets.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 use tantivy::fieldnorm::FieldNormReader;
 use tantivy::postings::BlockSegmentPostings;
@@ -74,11 +78,20 @@ impl TextClause {
     }
 }
 
+/// Term frequencies whose scores [`ScoreTable`] holds (most postings of a title or a tag).
+const TABLE_FREQS: usize = 2;
+
+/// A term clause's scores for frequencies `1..=TABLE_FREQS`, per field-norm id: looked up
+/// instead of computed per posting. Each entry is [`Bm25Weight::score`] of the same arguments,
+/// so the same `f32`.
+type ScoreTable = [[Score; 256]; TABLE_FREQS];
+
 /// A clause prepared for one searcher.
 enum Prepared {
     Term {
         term: Term,
         bm25: Bm25Weight,
+        table: Arc<ScoreTable>,
     },
     /// The prefix (a range of terms, constant score).
     Prefix(Term),
@@ -106,11 +119,21 @@ impl TextScan {
             for clause in word {
                 clauses.push(match clause {
                     // As tantivy's `TermQuery` and `BoostQuery` build their term scorer's weight.
-                    TextClause::Term { term, boost } => Prepared::Term {
-                        term: term.clone(),
-                        bm25: Bm25Weight::for_terms(searcher, std::slice::from_ref(term))?
-                            .boost_by(*boost),
-                    },
+                    TextClause::Term { term, boost } => {
+                        let bm25 = Bm25Weight::for_terms(searcher, std::slice::from_ref(term))?
+                            .boost_by(*boost);
+                        let mut table = [[0.0; 256]; TABLE_FREQS];
+                        for (freq, row) in (1u32..).zip(table.iter_mut()) {
+                            for (fieldnorm_id, score) in (0u8..=u8::MAX).zip(row.iter_mut()) {
+                                *score = bm25.score(fieldnorm_id, freq);
+                            }
+                        }
+                        Prepared::Term {
+                            term: term.clone(),
+                            bm25,
+                            table: Arc::new(table),
+                        }
+                    }
                     TextClause::Prefix(term) => Prepared::Prefix(term.clone()),
                 });
             }
@@ -157,6 +180,7 @@ impl TextScan {
         } else {
             Vec::new()
         };
+        let mut threshold = top.as_deref().and_then(TopScores::threshold);
         let mut start: DocId = 0;
         'windows: while start < max_doc {
             // The next window begins where the filter passes a document and every word may
@@ -207,7 +231,14 @@ impl TextScan {
                         rest &= rest - 1;
                         // At most two words: any order of the sum is tantivy's (module doc).
                         let score = scores.iter().map(|s| s[slot]).fold(0.0, |a, s| a + s);
+                        // Matches are offered in ascending address (segments in order, each
+                        // from its first document), so one that only ties the worst kept
+                        // hit loses the tie: only a higher score can enter.
+                        if threshold.is_some_and(|t| score <= t) {
+                            continue;
+                        }
                         top.offer(score, ord, base + slot as DocId);
+                        threshold = top.threshold();
                     }
                 }
             }
@@ -237,6 +268,7 @@ enum Cursor {
         pos: usize,
         fieldnorms: FieldNormReader,
         bm25: Bm25Weight,
+        table: Arc<ScoreTable>,
     },
     /// The documents of a prefix, each with the same score.
     Const {
@@ -250,7 +282,7 @@ impl Cursor {
     /// The clause's cursor in `segment`, or `None` when it has no document there.
     fn open(clause: &Prepared, segment: &SegmentReader) -> Result<Option<Self>, SearchError> {
         match clause {
-            Prepared::Term { term, bm25 } => {
+            Prepared::Term { term, bm25, table } => {
                 let index = segment.inverted_index(term.field())?;
                 let Some(block) = index
                     .read_block_postings(term, IndexRecordOption::WithFreqs)
@@ -271,6 +303,7 @@ impl Cursor {
                     pos: 0,
                     fieldnorms,
                     bm25: bm25.clone(),
+                    table: Arc::clone(table),
                 }))
             }
             Prepared::Prefix(term) => {
@@ -351,6 +384,7 @@ impl Cursor {
                 pos,
                 fieldnorms,
                 bm25,
+                table,
             } => loop {
                 let docs = block.docs();
                 if docs.is_empty() {
@@ -368,7 +402,13 @@ impl Cursor {
                         if let Some(scores) = scores.as_deref_mut() {
                             // As tantivy's term scorer scores the document.
                             let freq = freqs.get(*pos).copied().unwrap_or(1);
-                            scores[slot] += bm25.score(fieldnorms.fieldnorm_id(doc), freq);
+                            let fieldnorm_id = fieldnorms.fieldnorm_id(doc);
+                            scores[slot] += match (freq as usize).checked_sub(1) {
+                                Some(row) if row < TABLE_FREQS => {
+                                    table[row][usize::from(fieldnorm_id)]
+                                }
+                                _ => bm25.score(fieldnorm_id, freq),
+                            };
                         }
                     }
                     *pos += 1;
@@ -487,6 +527,15 @@ impl TopScores {
         {
             *worst = Reverse(hit);
         }
+    }
+
+    /// The score of the worst kept match once `k` are kept: a match offered after every kept
+    /// one (at a higher address) enters only with a higher score.
+    fn threshold(&self) -> Option<Score> {
+        if self.heap.len() < self.k {
+            return None;
+        }
+        self.heap.peek().map(|Reverse(worst)| worst.score)
     }
 
     /// The kept matches, best first.
