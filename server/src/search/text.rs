@@ -12,20 +12,19 @@
 //! array, clause by clause. The window's matches are what passes every word; each is offered
 //! to the top hits with the sum of its words' scores.
 //!
-//! **Scores are tantivy's to the bit.** A clause's score is computed by the same
-//! [`Bm25Weight`] tantivy's term scorer uses (built the same way from the searcher's
-//! statistics, boosted the same way) from the same term frequency and field norm, read a block
-//! of 128 postings at a time (for frequencies 1 and 2 from a table of that very function's
-//! values per field-norm id, built once per query). The prefix clause is a constant over the documents of the same
-//! terms tantivy's prefix query expands to (`prefix_docs`), kept as a bitset and added 64
-//! documents at a time. tantivy's union adds its clauses' scores in clause order starting from
-//! zero, as the score array does. Its intersection adds the words' scores and the filter's
-//! zeros in an order chosen by cost; with at most two non-zero addends every order gives the same
-//! `f32`, which is why this path takes texts of at most two words and leaves longer ones to
-//! tantivy. Ties are broken by ascending address, as tantivy's `TopDocs` does; as matches are
-//! offered in ascending address, one whose score does not exceed the worst kept hit's is
-//! passed over without touching the heap. The differential
-//! tests in `search.rs` hold the two paths to identical hits, totals and facets.
+//! **Scores are tantivy's to the bit.** A clause's score is computed by the same [`Bm25Weight`]
+//! tantivy's term scorer uses (built the same way from the searcher's statistics, boosted the same
+//! way) from the same term frequency and field norm, read a block of 128 postings at a time (for
+//! frequencies 1 and 2 from a table of that very function's values per field-norm id, built once
+//! per query). The prefix clause is a constant over the documents of the same terms tantivy's
+//! prefix query expands to (`prefix_docs`), kept as a bitset and added 64 documents at a time.
+//! tantivy's union adds its clauses' scores in clause order starting from zero, as the score array
+//! does. Its intersection adds the words' scores and the filter's zeros in an order chosen by cost;
+//! with at most two non-zero addends every order gives the same `f32`, which is why this path takes
+//! texts of at most two words and leaves longer ones to tantivy. Ties are broken by ascending
+//! address, as tantivy's `TopDocs` does; as matches are offered in ascending address, one whose
+//! score does not exceed the worst kept hit's is passed over without touching the heap. The
+//! differential tests in `search.rs` hold the two paths to identical hits, totals and facets.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
