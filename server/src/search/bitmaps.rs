@@ -674,7 +674,7 @@ impl SegmentView {
             }
             m.and(&union);
         }
-        for (facet, value) in [(1, &q.kind), (2, &q.condition), (3, &q.currency)] {
+        for (facet, value) in single_value_filters(q).into_iter().enumerate() {
             if let Some(value) = value {
                 match self.facet_value(facet, value) {
                     Some(docs) => docs.intersect(&mut m),
@@ -721,37 +721,25 @@ impl SegmentView {
         if count == 0 {
             return;
         }
-        let filtered_to = [
-            None,
-            q.kind.as_deref(),
-            q.condition.as_deref(),
-            q.currency.as_deref(),
-        ];
         let root = q.category.as_deref().map(|c| c.trim_matches('/'));
+        let filters = single_value_filters(q);
         for (f, (facet, into)) in self.facets.iter().zip(into.iter_mut()).enumerate() {
-            if let Some(value) = filtered_to[f] {
-                if facet
-                    .names
-                    .binary_search_by(|n| n.as_str().cmp(value))
-                    .is_ok()
-                {
+            if let Some(value) = filters[f] {
+                if self.facet_value(f, value).is_some() {
                     *into.entry(value.to_owned()).or_default() += count;
                 }
                 continue;
             }
-            let wanted: Vec<bool> = facet
-                .names
-                .iter()
-                .map(|name| f != 0 || root.is_none_or(|root| is_under(name, root)))
-                .collect();
+            // Only a category path under the filter's category can hold a match.
+            let open = |name: &String| f != 0 || root.is_none_or(|root| is_under(name, root));
             let mut counts = vec![0u64; facet.docs.len()];
             // Per value, a popcount over the segment's words (or a probe per listed document);
             // per match, one read of its value from the column. Take the cheaper.
             let per_value: u64 = facet
                 .docs
                 .iter()
-                .zip(&wanted)
-                .filter(|(_, wanted)| **wanted)
+                .zip(&facet.names)
+                .filter(|(_, name)| open(name))
                 .map(|(d, _)| match d {
                     ValueDocs::Dense(_) => matches.words.len() as u64,
                     ValueDocs::Sparse(docs) => docs.len() as u64,
@@ -771,8 +759,8 @@ impl SegmentView {
                     }
                 }
                 _ => {
-                    for ((c, docs), wanted) in counts.iter_mut().zip(&facet.docs).zip(&wanted) {
-                        if *wanted {
+                    for ((c, docs), name) in counts.iter_mut().zip(&facet.docs).zip(&facet.names) {
+                        if open(name) {
                             *c = docs.count_in(matches);
                         }
                     }
@@ -820,6 +808,17 @@ impl SegmentView {
             hits
         }
     }
+}
+
+/// The facets (by index in [`FACET_FIELDS`]) that `q` filters to one value, and the value:
+/// type, condition and currency; a category filter takes a path and everything under it.
+fn single_value_filters(q: &SearchQuery) -> [Option<&str>; 4] {
+    [
+        None,
+        q.kind.as_deref(),
+        q.condition.as_deref(),
+        q.currency.as_deref(),
+    ]
 }
 
 /// Whether category path `name` is `root` or under it.
