@@ -3,17 +3,36 @@
 //! does. Not part of the API.
 
 use crate::samples::SAMPLE_TIME;
-use crate::{ObjectId, RawEnvelope, ValidationContext, open};
+use crate::{ObjectId, RawEnvelope, ValidationContext, open, open_batch};
 
 /// Runs every check on `data`. Panics (which the fuzzer reports) if a property breaks:
 ///
 /// - decoding, verification and validation never panic, whatever the input;
 /// - an accepted envelope keeps the received bytes exactly, and its id is their SHA-256;
 /// - accepting is deterministic: the same bytes open again to the same object;
-/// - a refused envelope has a non-empty stable code.
+/// - a refused envelope has a non-empty stable code;
+/// - a batch decides the input as `open` does, among copies of a valid envelope and itself (so
+///   that its signature is checked in a batch equation with others).
 pub fn decode_verify_validate(data: &[u8]) {
     let ctx = ValidationContext::at(SAMPLE_TIME);
-    match open(data, &ctx) {
+    let alone = open(data, &ctx);
+    let outcome = |r: &Result<crate::SignedObject, crate::EnvelopeError>| {
+        r.as_ref()
+            .map(crate::SignedObject::id)
+            .map_err(|e| e.code())
+    };
+    let valid = valid_listing();
+    let batch = [data, valid, data, valid, data];
+    let together = open_batch(&batch, &ctx);
+    for (bytes, result) in batch.iter().zip(&together) {
+        let expected = if *bytes == data {
+            outcome(&alone)
+        } else {
+            Ok(ObjectId::of(valid))
+        };
+        assert_eq!(outcome(result), expected, "a batch decided differently");
+    }
+    match alone {
         Ok(object) => {
             assert_eq!(
                 object.envelope().bytes(),
@@ -36,6 +55,20 @@ pub fn decode_verify_validate(data: &[u8]) {
             }
         }
     }
+}
+
+/// A valid listing envelope to batch fuzz inputs with.
+fn valid_listing() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| {
+        let object = crate::Object::Listing(crate::samples::listing(SAMPLE_TIME, "fuzz", None));
+        message_recipient()
+            .seal(&object, &ValidationContext::at(SAMPLE_TIME))
+            .unwrap_or_else(|_| unreachable!("the sample listing is valid"))
+            .envelope()
+            .bytes()
+            .to_vec()
+    })
 }
 
 /// The recipient every `private_messages` fuzz input is sealed to: the identity of

@@ -514,7 +514,7 @@ fn hmac_sha512(key: &[u8], parts: &[&[u8]]) -> Zeroizing<[u8; 64]> {
 /// when the sign bit is set for `x` = 0 (`y` = 1 or p - 1). Checking those directly is the same
 /// test as re-encoding without the field inversion re-encoding costs (a sixth of an envelope's
 /// verification).
-fn is_canonical_encoding(bytes: &[u8; 32]) -> bool {
+pub(crate) fn is_canonical_encoding(bytes: &[u8; 32]) -> bool {
     // y = bits 0..255 little-endian; p - 1 = 0x7fff…ffec.
     let top = bytes[31] & 0x7f;
     let high_bits_set = top == 0x7f && bytes[1..31].iter().all(|b| *b == 0xff);
@@ -531,7 +531,7 @@ fn is_canonical_encoding(bytes: &[u8; 32]) -> bool {
 /// of edwards25519): the identity, the point of order 2, the two of order 4 and the four of order
 /// 8. A test decodes each and checks that they are eight distinct small-order points, each
 /// encoded canonically.
-const SMALL_ORDER_ENCODINGS: [[u8; 32]; 8] = [
+pub(crate) const SMALL_ORDER_ENCODINGS: [[u8; 32]; 8] = [
     // identity: y = 1
     [
         0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
@@ -679,36 +679,22 @@ impl PublicKey {
         self.key.to_montgomery().to_bytes()
     }
 
-    /// Whether `signature` is this key's strict ed25519 signature over `digest` (the rule every
-    /// Souk signature follows: canonical `S`, no small-order `R` or key).
+    /// Whether `signature` is this key's ed25519 signature over `digest` under Souk's rule:
+    /// canonical `S`, `R` the canonical encoding of a point not of small order, and RFC 8032's
+    /// cofactored equation `[8][S]B = [8]R + [8][k]A` (the key itself was refused at
+    /// construction if weak or non-canonical).
     ///
-    /// Every signature check of the protocol comes here. It decides exactly as ed25519-dalek's
-    /// `verify_strict`, one field exponentiation cheaper: `verify_strict` decodes `R` only to
-    /// refuse a small-order one, then recomputes `R' = [S]B - [k]A` and accepts only if `R'`
-    /// encodes to `R`'s very bytes. So an accepted `R` is always the canonical encoding of a
-    /// point, and it is of small order exactly when its bytes are one of the eight canonical
-    /// encodings of the points of order dividing 8. This compares the bytes instead of decoding
-    /// `R`; the key itself was refused at construction if weak.
+    /// Every signature check of the protocol comes here or to [`crate::verify_batch`] /
+    /// [`crate::open_batch`], which decide every signature exactly as this does; the module
+    /// `signature` explains why the rule is the cofactored one.
     #[must_use]
     pub fn verify_digest(&self, digest: &[u8; 32], signature: &[u8; 64]) -> bool {
-        use ed25519_dalek::Verifier as _;
-        let r = &signature[..32];
-        if SMALL_ORDER_ENCODINGS
-            .iter()
-            .any(|small| small.as_slice() == r)
-        {
-            return false;
-        }
-        // `verify` is RFC 8032 verification with canonical `S` and a byte comparison of `R`,
-        // without the small-order checks, which are done above (for `R`) and when the key was
-        // decoded (for `A`).
-        self.key
-            .verify(digest, &ed25519_dalek::Signature::from_bytes(signature))
-            .is_ok()
+        crate::signature::verify_one(self, digest, signature)
     }
 
-    pub(crate) fn verifying_key(&self) -> &VerifyingKey {
-        &self.key
+    /// The key as a curve point (a copy of the one decoded at construction).
+    pub(crate) fn edwards_point(&self) -> curve25519_dalek::edwards::EdwardsPoint {
+        self.key.to_edwards()
     }
 }
 
@@ -939,8 +925,10 @@ mod tests {
         }
     }
 
-    /// `verify_digest` decides every signature exactly as ed25519-dalek's `verify_strict`.
-    mod strict_verification {
+    /// `verify_digest` decides every signature as the rule written out from RFC 8032 with the
+    /// cofactored equation, agrees with ed25519-dalek's `verify_strict` on all but signatures
+    /// whose `R` carries an unmatched torsion component, and batches decide as it does.
+    mod verification {
         use curve25519_dalek::constants::ED25519_BASEPOINT_POINT as B;
         use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
         use curve25519_dalek::scalar::Scalar;
@@ -951,7 +939,9 @@ mod tests {
         use super::super::{PublicKey, SMALL_ORDER_ENCODINGS};
 
         /// What `verify_strict` says, what `verify_digest` says, and what plain RFC 8032
-        /// verification (no small-order checks) says.
+        /// verification (cofactorless, no small-order checks) says. Every call also checks that
+        /// `verify_digest` agrees with [`reference`], and that a batch holding the signature
+        /// three times among honest ones decides each copy as `verify_digest` does.
         fn verdicts(key: &[u8; 32], digest: &[u8; 32], signature: &[u8; 64]) -> (bool, bool, bool) {
             let signature_ = Signature::from_bytes(signature);
             let strict = VerifyingKey::from_bytes(key)
@@ -959,7 +949,72 @@ mod tests {
             let plain =
                 VerifyingKey::from_bytes(key).is_ok_and(|k| k.verify(digest, &signature_).is_ok());
             let ours = PublicKey::from_bytes(key).is_ok_and(|k| k.verify_digest(digest, signature));
+            assert_eq!(
+                ours,
+                reference(key, digest, signature),
+                "verify_digest and the rule as written differ"
+            );
+            if let Ok(public) = PublicKey::from_bytes(key) {
+                static HONEST: std::sync::OnceLock<Vec<Signed>> = std::sync::OnceLock::new();
+                let honest = HONEST.get_or_init(|| honest_signatures(6));
+                let mut items: Vec<crate::signature::Item<'_>> =
+                    honest.iter().map(|(k, d, s)| (k, d, s)).collect();
+                for at in [0, 4, items.len() + 1] {
+                    items.insert(at, (&public, digest, signature));
+                }
+                let verdicts = crate::signature::verify_many(&items);
+                let expected: Vec<bool> = items
+                    .iter()
+                    .map(|(_, _, s)| *s != signature || ours)
+                    .collect();
+                assert_eq!(verdicts, expected, "a batch decided differently");
+            }
             (strict, ours, plain)
+        }
+
+        /// Souk's rule written out from RFC 8032 §5.1.7 with constant-time arithmetic and no
+        /// shared code: `S` canonical; `R` decodes, re-encodes to its own bytes and is not of
+        /// small order; the key decodes under the same conditions; `[8]([S]B - R - [k]A) = 0`.
+        fn reference(key: &[u8; 32], digest: &[u8; 32], signature: &[u8; 64]) -> bool {
+            let point = |bytes: &[u8; 32]| {
+                CompressedEdwardsY(*bytes)
+                    .decompress()
+                    .filter(|p| p.compress().as_bytes() == bytes && !p.is_small_order())
+            };
+            let mut r_bytes = [0u8; 32];
+            r_bytes.copy_from_slice(&signature[..32]);
+            let mut s_bytes = [0u8; 32];
+            s_bytes.copy_from_slice(&signature[32..]);
+            let (Some(r), Some(a), Some(s)) = (
+                point(&r_bytes),
+                point(key),
+                Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)),
+            ) else {
+                return false;
+            };
+            let k = challenge(&r_bytes, key, digest);
+            (s * B - r - k * a).mul_by_cofactor().is_identity()
+        }
+
+        /// A key, a digest and a signature.
+        type Signed = (PublicKey, [u8; 32], [u8; 64]);
+
+        /// `count` honest signatures by three keys.
+        fn honest_signatures(count: u64) -> Vec<Signed> {
+            let mut stream = Stream(9 << 32);
+            let secrets = [stream.scalar(), stream.scalar(), stream.scalar()];
+            (0..count)
+                .map(|i| {
+                    let a = secrets[usize::try_from(i % 3).expect("small")];
+                    let key = (a * B).compress().to_bytes();
+                    let r = stream.scalar();
+                    let big_r = (r * B).compress().to_bytes();
+                    let digest = stream.digest();
+                    let s = r + challenge(&big_r, &key, &digest) * a;
+                    let public = PublicKey::from_bytes(&key).expect("a valid key");
+                    (public, digest, signature(&big_r, &s))
+                })
+                .collect()
         }
 
         /// A deterministic stream of scalars and digests.
@@ -1136,6 +1191,75 @@ mod tests {
                     (true, true, true),
                     "torsion {index}"
                 );
+            }
+        }
+
+        /// The one place the rule differs from `verify_strict`: an `R` with a torsion component
+        /// that `[S]B - [k]A` lacks. The cofactored equation ignores it, the cofactorless one
+        /// does not. Only the key's holder can make such a signature (a different `R` gives a
+        /// different `k`), and no signer does by accident.
+        #[test]
+        fn an_r_with_an_unmatched_torsion_component_is_accepted_unlike_verify_strict() {
+            let mut stream = Stream(4 << 32);
+            for (index, torsion) in torsion().into_iter().enumerate().skip(1) {
+                let (a, r) = (stream.scalar(), stream.scalar());
+                let key = (a * B).compress().to_bytes();
+                let big_r = (r * B + torsion).compress().to_bytes();
+                let digest = stream.digest();
+                let signature = signature(&big_r, &(r + challenge(&big_r, &key, &digest) * a));
+                assert_eq!(
+                    verdicts(&key, &digest, &signature),
+                    (false, true, false),
+                    "torsion {index}"
+                );
+            }
+        }
+
+        /// A batch of 300 signatures by three keys, with forgeries of several kinds in different
+        /// places (none, one, a cluster, spread out, all), decides each as it is decided alone.
+        #[test]
+        fn batches_decide_every_signature_as_it_is_decided_alone() {
+            let honest = honest_signatures(300);
+            let forge = |(key, digest, signature): &Signed, how: usize| {
+                let (mut digest, mut signature) = (*digest, *signature);
+                match how % 3 {
+                    0 => signature[40] ^= 1,
+                    1 => digest[0] ^= 0x80,
+                    _ => signature[..32].copy_from_slice(&SMALL_ORDER_ENCODINGS[3]),
+                }
+                (*key, digest, signature)
+            };
+            let cases: Vec<Vec<usize>> = vec![
+                vec![],
+                vec![0],
+                vec![299],
+                vec![150],
+                (100..140).collect(),
+                (0..300).step_by(7).collect(),
+                (0..300).collect(),
+            ];
+            for bad in cases {
+                let items: Vec<Signed> = honest
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        if bad.contains(&i) {
+                            forge(item, i)
+                        } else {
+                            *item
+                        }
+                    })
+                    .collect();
+                let refs: Vec<crate::signature::Item<'_>> =
+                    items.iter().map(|(k, d, s)| (k, d, s)).collect();
+                let verdicts = crate::signature::verify_many(&refs);
+                for (i, good) in verdicts.iter().enumerate() {
+                    assert_eq!(
+                        *good,
+                        !bad.contains(&i),
+                        "signature {i} with {bad:?} forged"
+                    );
+                }
             }
         }
 

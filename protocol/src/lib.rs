@@ -53,6 +53,7 @@ pub mod message;
 mod object;
 pub mod order;
 pub mod samples;
+mod signature;
 pub mod summary;
 mod validate;
 
@@ -78,7 +79,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/souk_descriptor.bin"));
 
 pub use envelope::{
-    ObjectId, ParseObjectIdError, RawEnvelope, SIGNATURE_DOMAIN, open, signing_digest, verify_batch,
+    ObjectId, ParseObjectIdError, RawEnvelope, SIGNATURE_DOMAIN, open, open_batch, signing_digest,
+    verify_batch,
 };
 pub use error::{EnvelopeError, IdentityError, MessageError, ValidationError};
 pub use identity::{IdentityKey, Keychain, Mnemonic, PublicKey, Seed, WordCount};

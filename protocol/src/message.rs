@@ -83,7 +83,8 @@ pub fn inbox_auth_digest(challenge: &[u8; 32], recipient: &PublicKey) -> [u8; 32
     hasher.finalize().into()
 }
 
-/// Whether `signature` proves that `recipient`'s owner answered `challenge` (strict ed25519).
+/// Whether `signature` proves that `recipient`'s owner answered `challenge` (ed25519 under the
+/// protocol's rule, [`PublicKey::verify_digest`]).
 #[must_use]
 pub fn verify_inbox_auth(recipient: &PublicKey, challenge: &[u8; 32], signature: &[u8]) -> bool {
     let Ok(signature) = <[u8; 64]>::try_from(signature) else {

@@ -4,7 +4,7 @@ use prost::Message;
 use souk_protocol::samples::{self, SAMPLE_TIME, TEST_MNEMONIC};
 use souk_protocol::{
     EnvelopeError, IdentityKey, Keychain, Kind, Mnemonic, Object, ObjectId, RawEnvelope,
-    SignedObject, ValidationContext, Version, compare_versions, open, pb, verify_batch,
+    SignedObject, ValidationContext, Version, compare_versions, open, open_batch, pb, verify_batch,
 };
 
 fn ctx() -> ValidationContext {
@@ -244,6 +244,78 @@ fn batch_verification_accepts_good_batches_and_refuses_a_batch_with_one_forgery(
         Err(EnvelopeError::BadSignature)
     );
     assert_eq!(verify_batch(&[]), Ok(()));
+}
+
+/// `open_batch` returns for every envelope what `open` returns for it alone: garbage, a payload
+/// that fails validation, a forged signature, a rating without a valid proof, an impostor's
+/// signature and valid envelopes, in one batch.
+#[test]
+fn open_batch_decides_each_envelope_as_open_does() {
+    let key = seller();
+    let mut batch: Vec<Vec<u8>> = (0..40)
+        .map(|i| {
+            let object = Object::Listing(samples::listing(SAMPLE_TIME, &format!("mug-{i}"), None));
+            key.seal(&object, &ctx())
+                .expect("valid")
+                .envelope()
+                .bytes()
+                .to_vec()
+        })
+        .collect();
+    let mut forged = pb::Envelope::decode(batch[3].as_slice()).expect("decodes");
+    forged.signature[40] ^= 0x01;
+    batch[3] = forged.encode_to_vec();
+    let mut stranger = pb::Envelope::decode(batch[17].as_slice()).expect("decodes");
+    stranger.signer = IdentityKey::from_secret_bytes(&[9; 32])
+        .public_key()
+        .as_bytes()
+        .to_vec();
+    batch[17] = stranger.encode_to_vec();
+    batch[20] = b"not an envelope".to_vec();
+    let mut invalid = samples::listing(SAMPLE_TIME, "mug-invalid", None);
+    invalid.title = String::new();
+    batch[25] = RawEnvelope::sign_unchecked(&key, Kind::Listing as i32, invalid.encode_to_vec());
+    let keys = Keychain::from_mnemonic(&Mnemonic::parse(TEST_MNEMONIC).expect("valid"), "");
+    let rating_key = keys.rating_key(3).expect("rating key");
+    let mut rating = samples::rating(SAMPLE_TIME, [1; 32], &seller(), &rating_key.public_key());
+    batch.push(
+        rating_key
+            .seal(&Object::Rating(rating.clone()), &ctx())
+            .expect("valid")
+            .envelope()
+            .bytes()
+            .to_vec(),
+    );
+    rating.order_id = vec![2; 32];
+    batch.push(RawEnvelope::sign_unchecked(
+        &rating_key,
+        Kind::Rating as i32,
+        rating.encode_to_vec(),
+    ));
+
+    let outcome = |result: Result<SignedObject, EnvelopeError>| {
+        result.map(|o| o.envelope().id()).map_err(|e| e.code())
+    };
+    let together: Vec<_> = open_batch(&batch, &ctx())
+        .into_iter()
+        .map(outcome)
+        .collect();
+    let alone: Vec<_> = batch.iter().map(|b| outcome(open(b, &ctx()))).collect();
+    assert_eq!(together, alone);
+    let codes: Vec<&str> = alone.iter().filter_map(|r| r.err()).collect();
+    assert_eq!(
+        codes,
+        [
+            "bad_signature",
+            "bad_signature",
+            "envelope_malformed",
+            "missing_field",
+            "bad_rating_proof"
+        ],
+        "each kind of failure is in the batch"
+    );
+    assert_eq!(alone.iter().filter(|r| r.is_ok()).count(), 37);
+    assert!(open_batch::<Vec<u8>>(&[], &ctx()).is_empty());
 }
 
 #[test]

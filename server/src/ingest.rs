@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use souk_protocol::{Object, ObjectId, PublicKey, SignedObject, ValidationContext, open, pb};
+use souk_protocol::{Object, ObjectId, PublicKey, SignedObject, ValidationContext, open_batch, pb};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::p2p::set::SyncSet;
@@ -295,7 +295,9 @@ impl Origin {
     }
 }
 
-/// Runs the protocol's checks on blocking threads, splitting large batches over the cores.
+/// Runs the protocol's checks on blocking threads, splitting large batches over the cores; each
+/// part's signatures are verified as a batch (`open_batch`: the same verdict per envelope as
+/// `open`, at about a third of the cost).
 async fn verify_parallel(
     envelopes: Vec<Vec<u8>>,
     ctx: ValidationContext,
@@ -308,10 +310,7 @@ async fn verify_parallel(
         let tail = rest.split_off(per_task.min(rest.len()));
         let chunk = std::mem::replace(&mut rest, tail);
         tasks.push(tokio::task::spawn_blocking(move || {
-            chunk
-                .iter()
-                .map(|bytes| open(bytes, &ctx))
-                .collect::<Vec<_>>()
+            open_batch(&chunk, &ctx)
         }));
     }
     let mut out = Vec::new();
