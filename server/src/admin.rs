@@ -143,13 +143,14 @@ async fn rebuild(config: &Config, store: &Store) -> anyhow::Result<(u64, i64, Du
 }
 
 /// What is wrong with one stored envelope, if anything: it must decode, carry a valid
-/// signature, hash to the id recorded for it, and be of the recorded kind.
-fn verify_row(row: &StoredRow) -> Option<String> {
+/// signature, hash to the id recorded for it, and be of the recorded kind. `signature_known_good`:
+/// a batch check already found its signature valid.
+fn verify_row(row: &StoredRow, signature_known_good: bool) -> Option<String> {
     let envelope = match RawEnvelope::decode(&row.bytes) {
         Ok(envelope) => envelope,
         Err(e) => return Some(format!("does not decode ({})", e.code())),
     };
-    if let Err(e) = envelope.verify_signature() {
+    if !signature_known_good && let Err(e) = envelope.verify_signature() {
         return Some(format!("signature does not verify ({})", e.code()));
     }
     if envelope.id().as_bytes().as_slice() != row.id.as_slice() {
@@ -189,8 +190,18 @@ async fn check_store(config: &Config, store: &Store, args: &CheckArgs) -> anyhow
         };
         checked += rows.len() as u64;
         let found = tokio::task::spawn_blocking(move || {
+            // The page's signatures in one batch (the same verdicts as one by one, at about a
+            // third of the cost); only a page with a bad one is checked signature by signature.
+            let decoded: Vec<RawEnvelope> = rows
+                .iter()
+                .filter_map(|row| RawEnvelope::decode(&row.bytes).ok())
+                .collect();
+            let refs: Vec<&RawEnvelope> = decoded.iter().collect();
+            let signatures_good = souk_protocol::verify_batch(&refs).is_ok();
             rows.iter()
-                .filter_map(|row| verify_row(row).map(|why| (row.seq, id_text(&row.id), why)))
+                .filter_map(|row| {
+                    verify_row(row, signatures_good).map(|why| (row.seq, id_text(&row.id), why))
+                })
                 .collect::<Vec<_>>()
         })
         .await?;
