@@ -441,6 +441,132 @@ fn message_vectors() -> Value {
     })
 }
 
+/// Signatures where the rule of SPEC step 9 (cofactored, canonical non-small-order `R`,
+/// canonical `S`) and libsodium's cofactorless check part or agree, built on purpose. Each case
+/// records Souk's verdict (`accepted`, by construction) and libsodium's (`libsodium`), which the
+/// Python checker recomputes independently.
+fn signature_rule_vectors() -> Value {
+    use curve25519_dalek::constants::ED25519_BASEPOINT_POINT as B;
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    use curve25519_dalek::scalar::Scalar;
+    use curve25519_dalek::traits::IsIdentity as _;
+    use sha2::{Digest as _, Sha512};
+
+    let scalar = |label: &str| Scalar::from_hash(Sha512::new().chain_update(label));
+    let challenge = |r: &[u8; 32], a: &[u8; 32], digest: &[u8; 32]| {
+        Scalar::from_hash(
+            Sha512::new()
+                .chain_update(r)
+                .chain_update(a)
+                .chain_update(digest),
+        )
+    };
+    let join = |r: &[u8; 32], s: &[u8; 32]| {
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(r);
+        signature[32..].copy_from_slice(s);
+        signature
+    };
+    // A point of order 8: [L]P is the torsion part of P (times L); the first y = 2, 3, … whose
+    // point has a torsion part of order 8. [L]P = [L - 1]P + P.
+    let order_eight = (2u8..=255)
+        .filter_map(|y| {
+            let mut bytes = [0u8; 32];
+            bytes[0] = y;
+            CompressedEdwardsY(bytes).decompress()
+        })
+        .map(|p| -Scalar::ONE * p + p)
+        .find(|t| !(Scalar::from(4u8) * t).is_identity())
+        .expect("a point of order 8");
+    assert!(order_eight.mul_by_cofactor().is_identity());
+    let a = scalar("souk signature-rule vectors: key");
+    let key = (a * B).compress().to_bytes();
+    let digest: [u8; 32] = Sha512::digest(b"souk signature-rule vectors: digest")[..32]
+        .try_into()
+        .expect("32 bytes");
+    let r = scalar("souk signature-rule vectors: nonce");
+
+    let honest_r = (r * B).compress().to_bytes();
+    let honest = join(
+        &honest_r,
+        (r + challenge(&honest_r, &key, &digest) * a).as_bytes(),
+    );
+
+    let torsion_r = (r * B + order_eight).compress().to_bytes();
+    let torsion = join(
+        &torsion_r,
+        (r + challenge(&torsion_r, &key, &digest) * a).as_bytes(),
+    );
+
+    let identity_r = curve25519_dalek::edwards::EdwardsPoint::default()
+        .compress()
+        .to_bytes();
+    let small_r = join(
+        &identity_r,
+        (challenge(&identity_r, &key, &digest) * a).as_bytes(),
+    );
+
+    // S + L: the same scalar, not canonically encoded.
+    let s = r + challenge(&honest_r, &key, &digest) * a;
+    let mut unreduced = *s.as_bytes();
+    let mut carry = 1u16;
+    for (byte, l) in unreduced.iter_mut().zip((-Scalar::ONE).as_bytes()) {
+        let sum = u16::from(*byte) + u16::from(*l) + carry;
+        *byte = sum.to_le_bytes()[0];
+        carry = sum >> 8;
+    }
+    let unreduced_s = join(&honest_r, &unreduced);
+
+    let public = souk_protocol::PublicKey::from_bytes(&key).expect("a valid key");
+    let cases = [
+        ("honest", honest, true, true, "an ordinary signature"),
+        (
+            "r-with-torsion-component",
+            torsion,
+            true,
+            false,
+            "R = [r]B + T with T of order 8 and S = r + k·a: the cofactored equation holds, the cofactorless one does not",
+        ),
+        (
+            "small-order-r",
+            small_r,
+            false,
+            false,
+            "R is the identity and S = k·a, so [S]B - [k]A = R, but R is of small order",
+        ),
+        (
+            "s-not-canonical",
+            unreduced_s,
+            false,
+            false,
+            "the honest signature with S + L in place of S",
+        ),
+    ];
+    let vectors: Vec<Value> = cases
+        .iter()
+        .map(|(name, signature, accepted, libsodium, note)| {
+            assert_eq!(
+                public.verify_digest(&digest, signature),
+                *accepted,
+                "{name}: the library disagrees with the case's construction"
+            );
+            json!({
+                "name": name,
+                "public_key_hex": hex(&key),
+                "digest_hex": hex(&digest),
+                "signature_hex": hex(signature),
+                "accepted": accepted,
+                "libsodium": libsodium,
+                "note": note,
+            })
+        })
+        .collect();
+    json!({
+        "description": "SPEC.md step 9: ed25519 with canonical S, R the canonical encoding of a point not of small order, and the cofactored equation [8][S]B = [8]R + [8][k]A, k = SHA-512(R || A || digest) mod L. `accepted` is the rule's verdict; `libsodium` is crypto_sign_verify_detached's (cofactorless), which parts from it only on `r-with-torsion-component`.",
+        "vectors": vectors,
+    })
+}
+
 fn vector_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-vectors")
 }
@@ -478,6 +604,11 @@ fn message_vectors_match_the_committed_file() {
 #[test]
 fn invalid_envelope_vectors_match_the_committed_file() {
     check_file("invalid-envelopes.json", &invalid_vectors());
+}
+
+#[test]
+fn signature_rule_vectors_match_the_committed_file() {
+    check_file("signature-rule.json", &signature_rule_vectors());
 }
 
 /// Reads the committed files (not the generator) and checks them against the library, so a
