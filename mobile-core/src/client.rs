@@ -18,7 +18,8 @@ use url::Url;
 use crate::drafts::{Condition, ListingType};
 use crate::error::{ClientError, ServerFailure};
 use crate::verify::{
-    DroppedHit, HitJson, StoreJson, VerifiedListing, VerifiedStore, verify_hit, verify_store,
+    DroppedHit, HitJson, StoreJson, VerifiedListing, VerifiedStore, verify_hit, verify_hits,
+    verify_store,
 };
 
 /// Largest answer the client reads from a server by default: a full page of 100 hits of
@@ -655,7 +656,7 @@ fn check_hits(
 ) -> (Vec<VerifiedListing>, Vec<DroppedHit>) {
     let mut good: Vec<VerifiedListing> = Vec::with_capacity(hits.len());
     let mut dropped = Vec::new();
-    for hit in hits {
+    for (hit, verified) in hits.iter().zip(verify_hits(hits, ctx)) {
         if good.iter().any(|g| g.id == hit.id.to_ascii_lowercase()) {
             dropped.push(DroppedHit {
                 id: hit.id.clone(),
@@ -664,7 +665,7 @@ fn check_hits(
             });
             continue;
         }
-        match verify_hit(hit, ctx).and_then(|v| expect(&v).map(|()| v)) {
+        match verified.and_then(|v| expect(&v).map(|()| v)) {
             Ok(v) => good.push(v),
             Err(reason) => dropped.push(DroppedHit {
                 id: hit.id.clone(),

@@ -146,8 +146,16 @@ fn open_claimed(
     claimed_id: &str,
     ctx: &ValidationContext,
 ) -> Result<(PublicKey, Object), String> {
-    let opened = souk_protocol::open(bytes, ctx)
-        .map_err(|e| format!("the envelope does not verify: {e} ({})", e.code()))?;
+    check_claimed(bytes, claimed_id, souk_protocol::open(bytes, ctx))
+}
+
+/// Checks that `opened` (what opening `bytes` gave) is the object with id `claimed_id`.
+fn check_claimed(
+    bytes: &[u8],
+    claimed_id: &str,
+    opened: Result<souk_protocol::SignedObject, souk_protocol::EnvelopeError>,
+) -> Result<(PublicKey, Object), String> {
+    let opened = opened.map_err(|e| format!("the envelope does not verify: {e} ({})", e.code()))?;
     let id = ObjectId::of(bytes).to_string();
     if id != claimed_id.to_ascii_lowercase() {
         return Err(format!(
@@ -165,7 +173,46 @@ pub(crate) fn verify_hit(
     ctx: &ValidationContext,
 ) -> Result<VerifiedListing, String> {
     let bytes = decode_envelope(&hit.envelope)?;
-    let (signer, object) = open_claimed(&bytes, &hit.id, ctx)?;
+    let opened = souk_protocol::open(&bytes, ctx);
+    check_hit(hit, bytes, opened)
+}
+
+/// Verifies a page of listing hits, their signatures in one batch (the protocol's
+/// `open_batch`, about half the work of one by one for a page of 20): for each hit, exactly
+/// what [`verify_hit`] returns for it alone.
+pub(crate) fn verify_hits(
+    hits: &[HitJson],
+    ctx: &ValidationContext,
+) -> Vec<Result<VerifiedListing, String>> {
+    let decoded: Vec<Result<Vec<u8>, String>> = hits
+        .iter()
+        .map(|hit| decode_envelope(&hit.envelope))
+        .collect();
+    let envelopes: Vec<&[u8]> = decoded
+        .iter()
+        .filter_map(|bytes| bytes.as_deref().ok())
+        .collect();
+    let mut opened = souk_protocol::open_batch(&envelopes, ctx).into_iter();
+    hits.iter()
+        .zip(decoded)
+        .map(|(hit, bytes)| {
+            let bytes = bytes?;
+            // One result per decoded envelope, in order.
+            let result = opened
+                .next()
+                .ok_or_else(|| "internal error: a hit lost its result".to_owned())?;
+            check_hit(hit, bytes, result)
+        })
+        .collect()
+}
+
+/// The checks of a hit after its envelope was opened: id, kind, summary.
+fn check_hit(
+    hit: &HitJson,
+    bytes: Vec<u8>,
+    opened: Result<souk_protocol::SignedObject, souk_protocol::EnvelopeError>,
+) -> Result<VerifiedListing, String> {
+    let (signer, object) = check_claimed(&bytes, &hit.id, opened)?;
     let Object::Listing(listing) = object else {
         return Err(format!("it is a {:?}, not a listing", object.kind()));
     };
@@ -336,6 +383,38 @@ mod tests {
         let forged = base64::engine::general_purpose::STANDARD.encode(&bytes);
         let err = verify_hit(&hit_json(&id, &forged, &summary), &ctx()).expect_err("refused");
         assert!(err.contains("bad_signature"), "{err}");
+    }
+
+    /// A page verified together gives each hit what it gets alone: honest hits among a forged
+    /// one, one with a wrong id, one with a changed summary and one that is not base64.
+    #[test]
+    fn a_page_verified_together_gives_each_hit_its_own_verdict() {
+        let (id, b64, summary) = signed_hit();
+        let mut bytes = base64::engine::general_purpose::STANDARD
+            .decode(&b64)
+            .expect("b64");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let forged = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        let mut cheaper = summary.clone();
+        cheaper.price_amount -= 1;
+        let other = "00".repeat(32);
+        let mut page: Vec<HitJson> = (0..8).map(|_| hit_json(&id, &b64, &summary)).collect();
+        page[1] = hit_json(&id, &forged, &summary);
+        page[3] = hit_json(&other, &b64, &summary);
+        page[5] = hit_json(&id, &b64, &cheaper);
+        page[6] = hit_json(&id, "not base64!", &summary);
+        let together: Vec<Result<String, String>> = verify_hits(&page, &ctx())
+            .into_iter()
+            .map(|r| r.map(|v| v.id))
+            .collect();
+        let alone: Vec<Result<String, String>> = page
+            .iter()
+            .map(|hit| verify_hit(hit, &ctx()).map(|v| v.id))
+            .collect();
+        assert_eq!(together, alone);
+        assert_eq!(alone.iter().filter(|r| r.is_ok()).count(), 4);
+        assert!(verify_hits(&[], &ctx()).is_empty());
     }
 
     #[test]
