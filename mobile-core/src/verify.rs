@@ -355,6 +355,16 @@ mod tests {
         ValidationContext::at(samples::SAMPLE_TIME + 60)
     }
 
+    /// The base64 envelope with its last byte (in the signature) changed.
+    fn with_last_byte_flipped(b64: &str) -> String {
+        let mut bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("b64");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        base64::engine::general_purpose::STANDARD.encode(&bytes)
+    }
+
     #[test]
     fn an_honest_hit_verifies() {
         let (id, b64, summary) = signed_hit();
@@ -375,12 +385,7 @@ mod tests {
     #[test]
     fn a_changed_envelope_fails_its_signature() {
         let (id, b64, summary) = signed_hit();
-        let mut bytes = base64::engine::general_purpose::STANDARD
-            .decode(&b64)
-            .expect("b64");
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
-        let forged = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        let forged = with_last_byte_flipped(&b64);
         let err = verify_hit(&hit_json(&id, &forged, &summary), &ctx()).expect_err("refused");
         assert!(err.contains("bad_signature"), "{err}");
     }
@@ -390,12 +395,7 @@ mod tests {
     #[test]
     fn a_page_verified_together_gives_each_hit_its_own_verdict() {
         let (id, b64, summary) = signed_hit();
-        let mut bytes = base64::engine::general_purpose::STANDARD
-            .decode(&b64)
-            .expect("b64");
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
-        let forged = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        let forged = with_last_byte_flipped(&b64);
         let mut cheaper = summary.clone();
         cheaper.price_amount -= 1;
         let other = "00".repeat(32);
