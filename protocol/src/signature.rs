@@ -88,9 +88,9 @@ pub(crate) fn verify_one(key: &PublicKey, digest: &[u8; 32], signature: &[u8; 64
 
 /// The verdict of [`verify_one`] for every item, in order, computed in batches.
 ///
-/// A batch that fails is split in two and each half checked again, so one bad signature among
-/// many costs a few more multi-scalar multiplications; when both halves of a failed batch fail
-/// too, bad signatures are common and the rest are checked one by one, so a flood of forgeries
+/// A batch that fails is split in two and each half checked again, going on into the half that
+/// fails, so one bad signature among many costs two multi-scalar multiplications of halving size
+/// per level; when both halves of a failed batch fail too, bad signatures are common and the rest are checked one by one, so a flood of forgeries
 /// costs about what checking them one by one would.
 pub(crate) fn verify_many(items: &[Item<'_>]) -> Vec<bool> {
     let mut verdicts = vec![false; items.len()];
@@ -102,12 +102,14 @@ pub(crate) fn verify_many(items: &[Item<'_>]) -> Vec<bool> {
     }
     let Some(weights) = random_weights(parsed.len()) else {
         // No randomness from the system: check one by one (same verdicts, slower).
-        for (index, p) in &parsed {
-            verdicts[*index] = equation_holds(items[*index].0, p);
-        }
+        one_by_one(
+            items,
+            parsed.iter().map(|(index, p)| (*index, p)),
+            &mut verdicts,
+        );
         return verdicts;
     };
-    let all: Vec<(usize, &Parsed, Scalar)> = parsed
+    let all: Vec<Weighted<'_>> = parsed
         .iter()
         .zip(weights)
         .map(|((index, p), z)| (*index, p, z))
@@ -116,48 +118,70 @@ pub(crate) fn verify_many(items: &[Item<'_>]) -> Vec<bool> {
     verdicts
 }
 
+/// A parsed signature with its place among the items and its random weight.
+type Weighted<'a> = (usize, &'a Parsed, Scalar);
+
 /// Decides `part`: as a whole when it is large enough, else one by one.
-fn settle(items: &[Item<'_>], part: &[(usize, &Parsed, Scalar)], verdicts: &mut [bool]) {
+fn settle(items: &[Item<'_>], part: &[Weighted<'_>], verdicts: &mut [bool]) {
     if part.len() < MIN_BATCH {
-        one_by_one(items, part, verdicts);
-        return;
-    }
-    if batch_holds(items, part) {
+        one_by_one(items, unweighted(part), verdicts);
+    } else if batch_holds(items, part) {
         mark(part, verdicts);
-        return;
+    } else {
+        split_failed(items, part, verdicts);
     }
+}
+
+/// Decides `part`, whose batch failed: checks its halves, and goes on into the one that fails.
+fn split_failed(items: &[Item<'_>], part: &[Weighted<'_>], verdicts: &mut [bool]) {
     let (left, right) = part.split_at(part.len() / 2);
     let left_holds = left.len() >= MIN_BATCH && batch_holds(items, left);
     let right_holds = right.len() >= MIN_BATCH && batch_holds(items, right);
+    // A half too small to batch counts as failed here and is decided one by one below.
+    let failed = |half: &[Weighted<'_>], verdicts: &mut [bool]| {
+        if half.len() < MIN_BATCH {
+            one_by_one(items, unweighted(half), verdicts);
+        } else {
+            split_failed(items, half, verdicts);
+        }
+    };
     match (left_holds, right_holds) {
         // With the same weights the halves' sums add up to the whole's, so two good halves
         // under a bad whole cannot happen; were it to, deciding one by one is still right.
-        (true, true) | (false, false) => one_by_one(items, part, verdicts),
+        (true, true) | (false, false) => one_by_one(items, unweighted(part), verdicts),
         (true, false) => {
             mark(left, verdicts);
-            settle(items, right, verdicts);
+            failed(right, verdicts);
         }
         (false, true) => {
             mark(right, verdicts);
-            settle(items, left, verdicts);
+            failed(left, verdicts);
         }
     }
 }
 
-fn mark(part: &[(usize, &Parsed, Scalar)], verdicts: &mut [bool]) {
+fn unweighted<'a>(part: &'a [Weighted<'a>]) -> impl Iterator<Item = (usize, &'a Parsed)> {
+    part.iter().map(|(index, p, _)| (*index, *p))
+}
+
+fn mark(part: &[Weighted<'_>], verdicts: &mut [bool]) {
     for (index, _, _) in part {
         verdicts[*index] = true;
     }
 }
 
-fn one_by_one(items: &[Item<'_>], part: &[(usize, &Parsed, Scalar)], verdicts: &mut [bool]) {
-    for (index, p, _) in part {
-        verdicts[*index] = equation_holds(items[*index].0, p);
+fn one_by_one<'a>(
+    items: &[Item<'_>],
+    part: impl Iterator<Item = (usize, &'a Parsed)>,
+    verdicts: &mut [bool],
+) {
+    for (index, p) in part {
+        verdicts[index] = equation_holds(items[index].0, p);
     }
 }
 
 /// The batch equation: `[8](Σ zᵢRᵢ + Σ_A (Σ_{i: Aᵢ = A} zᵢkᵢ)A - (Σ zᵢSᵢ)B) = 0`.
-fn batch_holds(items: &[Item<'_>], part: &[(usize, &Parsed, Scalar)]) -> bool {
+fn batch_holds(items: &[Item<'_>], part: &[Weighted<'_>]) -> bool {
     let mut scalars: Vec<Scalar> = Vec::with_capacity(part.len() + part.len() / 4 + 1);
     let mut points: Vec<EdwardsPoint> = Vec::with_capacity(scalars.capacity());
     let mut key_slot: HashMap<&[u8; 32], usize> = HashMap::new();
