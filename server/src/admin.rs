@@ -142,11 +142,15 @@ async fn rebuild(config: &Config, store: &Store) -> anyhow::Result<(u64, i64, Du
     Ok((index.num_docs(), envelopes, started.elapsed()))
 }
 
-/// What is wrong with one stored envelope, if anything: it must decode, carry a valid
-/// signature, hash to the id recorded for it, and be of the recorded kind. `signature_known_good`:
-/// a batch check already found its signature valid.
-fn verify_row(row: &StoredRow, signature_known_good: bool) -> Option<String> {
-    let envelope = match RawEnvelope::decode(&row.bytes) {
+/// What is wrong with one stored envelope, if anything: it must decode (`decoded` is what
+/// decoding its bytes gave), carry a valid signature, hash to the id recorded for it, and be of
+/// the recorded kind. `signature_known_good`: a batch check already found its signature valid.
+fn verify_row(
+    row: &StoredRow,
+    decoded: &Result<RawEnvelope, souk_protocol::EnvelopeError>,
+    signature_known_good: bool,
+) -> Option<String> {
+    let envelope = match decoded {
         Ok(envelope) => envelope,
         Err(e) => return Some(format!("does not decode ({})", e.code())),
     };
@@ -192,15 +196,17 @@ async fn check_store(config: &Config, store: &Store, args: &CheckArgs) -> anyhow
         let found = tokio::task::spawn_blocking(move || {
             // The page's signatures in one batch (the same verdicts as one by one, at about a
             // third of the cost); only a page with a bad one is checked signature by signature.
-            let decoded: Vec<RawEnvelope> = rows
+            let decoded: Vec<_> = rows
                 .iter()
-                .filter_map(|row| RawEnvelope::decode(&row.bytes).ok())
+                .map(|row| RawEnvelope::decode(&row.bytes))
                 .collect();
-            let refs: Vec<&RawEnvelope> = decoded.iter().collect();
+            let refs: Vec<&RawEnvelope> = decoded.iter().filter_map(|d| d.as_ref().ok()).collect();
             let signatures_good = souk_protocol::verify_batch(&refs).is_ok();
             rows.iter()
-                .filter_map(|row| {
-                    verify_row(row, signatures_good).map(|why| (row.seq, id_text(&row.id), why))
+                .zip(&decoded)
+                .filter_map(|(row, decoded)| {
+                    verify_row(row, decoded, signatures_good)
+                        .map(|why| (row.seq, id_text(&row.id), why))
                 })
                 .collect::<Vec<_>>()
         })
