@@ -25,12 +25,13 @@ use tantivy::tokenizer::{
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 mod bitmaps;
+mod slots;
 mod text;
 
 use text::TextClause;
 
 /// Version of the schema below; an index built with another version is rebuilt.
-const SCHEMA_VERSION: &str = "4";
+const SCHEMA_VERSION: &str = "5";
 const TEXT_ANALYZER: &str = "souk_text";
 const PREFIX_ANALYZER: &str = "souk_prefix";
 
@@ -136,7 +137,8 @@ impl IdColumns {
 #[derive(Clone, Copy)]
 struct Fields {
     id: [Field; 4],
-    slot_key: Field,
+    /// The slot's key (see [`slot_key`]), in two columns: what a replacement deletes by.
+    slot: [Field; 2],
     signer: Field,
     title: Field,
     description: Field,
@@ -173,7 +175,9 @@ fn schema() -> (Schema, Fields) {
     let keyword = STRING | FAST;
     let fields = Fields {
         id: ID_FIELDS.map(|name| b.add_u64_field(name, FAST)),
-        slot_key: b.add_bytes_field("slot_key", INDEXED),
+        // Fast columns only: a term per listing in the dictionary cost every commit and merge
+        // (see `slots.rs`).
+        slot: slots::SLOT_FIELDS.map(|name| b.add_u64_field(name, FAST)),
         signer: b.add_bytes_field("signer", INDEXED),
         title: b.add_text_field("title", text(TEXT_ANALYZER, freqs)),
         description: b.add_text_field("description", text(TEXT_ANALYZER, freqs)),
@@ -343,13 +347,21 @@ pub enum Change {
     Upsert(Box<ListingDoc>),
     /// Put in the first version of a slot, one the index cannot hold another version of (its
     /// slot was empty in the store). It skips [`Change::Upsert`]'s delete by slot, which the
-    /// index commit would otherwise look up in every segment's term dictionary.
+    /// index commit would otherwise look for among the seller's documents in every segment.
     Insert(Box<ListingDoc>),
     /// Take the listing of this slot out (see [`Change::remove`]).
     Remove {
+        /// The seller.
+        signer: PublicKey,
         /// The slot's key in the index (see [`Change::remove`]).
         slot_key: [u8; SLOT_KEY_LEN],
     },
+}
+
+impl ListingDoc {
+    fn slot_key(&self) -> [u8; SLOT_KEY_LEN] {
+        slot_key(&self.signer, &self.listing.slug)
+    }
 }
 
 impl Change {
@@ -357,6 +369,7 @@ impl Change {
     #[must_use]
     pub fn remove(signer: &PublicKey, slug: &str) -> Self {
         Self::Remove {
+            signer: *signer,
             slot_key: slot_key(signer, slug),
         }
     }
@@ -366,9 +379,9 @@ impl Change {
 const SLOT_KEY_LEN: usize = 16;
 
 /// A slot's key in the index: the first 16 bytes of SHA-256 over a domain tag, the seller's key
-/// and the slug. A short fixed-size term keeps the per-segment term dictionary small (every
-/// listing has its own); 128 bits leave finding another slot with the same key out of reach,
-/// so one seller's listing can never delete another's.
+/// and the slug. Deletions look keys up only among the seller's own documents, so one seller's
+/// listing can never delete another's; 128 bits also leave two slugs of one seller sharing a
+/// key out of reach.
 fn slot_key(signer: &PublicKey, slug: &str) -> [u8; SLOT_KEY_LEN] {
     use sha2::Digest as _;
     let digest = sha2::Sha256::new()
@@ -767,24 +780,19 @@ impl SearchIndex {
                 source: std::io::Error::other("injected failure"),
             });
         }
+        // Deletions first, then each slot's final document: tantivy deletes only what was
+        // added before a deletion, so this order is what keeps a slot's new version.
+        let plan = slots::plan(changes);
         {
             let writer = self.writer.lock().map_err(|_| SearchError::Poisoned)?;
-            for change in changes {
-                match change {
-                    Change::Upsert(doc) => {
-                        writer.delete_term(Term::from_field_bytes(
-                            self.fields.slot_key,
-                            &slot_key(&doc.signer, &doc.listing.slug),
-                        ));
-                        writer.add_document(self.document(doc))?;
-                    }
-                    Change::Insert(doc) => {
-                        writer.add_document(self.document(doc))?;
-                    }
-                    Change::Remove { slot_key } => {
-                        writer.delete_term(Term::from_field_bytes(self.fields.slot_key, slot_key));
-                    }
-                }
+            if !plan.deletions.is_empty() {
+                writer.delete_query(Box::new(slots::SlotsQuery::new(
+                    self.fields.signer,
+                    plan.deletions,
+                )))?;
+            }
+            for doc in plan.additions {
+                writer.add_document(self.document(doc))?;
             }
         }
         self.commit(seq)
@@ -799,7 +807,9 @@ impl SearchIndex {
             word.copy_from_slice(chunk);
             d.add_u64(*field, u64::from_be_bytes(word));
         }
-        d.add_bytes(f.slot_key, &slot_key(&doc.signer, &l.slug));
+        for (field, word) in f.slot.iter().zip(slots::key_words(&doc.slot_key())) {
+            d.add_u64(*field, word);
+        }
         d.add_bytes(f.signer, doc.signer.as_bytes());
         d.add_text(f.title, &l.title);
         d.add_text(f.description, &l.description);
@@ -1322,6 +1332,59 @@ mod tests {
             };
             assert_eq!(ids(&of_seller), expected, "seller {seed}");
         }
+    }
+
+    /// A commit of many changes leaves the index exactly as applying them one by one would:
+    /// whatever mix of first versions, replacements and withdrawals of the same few slots a
+    /// commit holds, and whichever earlier commit (segment) holds a slot's document. The model
+    /// is a map from slot to the id of its last version.
+    #[test]
+    fn a_commit_of_many_changes_ends_as_its_changes_one_by_one_would() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (index, _) = SearchIndex::open(dir.path(), 15_000_000).expect("open");
+        let mut rng = Rng(7);
+        let mut model: HashMap<(u8, String), ObjectId> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut next_id = 0u32;
+        for batch in 1..=40 {
+            let mut changes = Vec::new();
+            for _ in 0..rng.below(30) {
+                let seller_seed = 1 + u8::try_from(rng.below(3)).expect("small");
+                let slug = format!("item-{}", rng.below(12));
+                let key = (seller_seed, slug.clone());
+                if rng.below(4) == 0 {
+                    changes.push(Change::remove(&seller(seller_seed), &slug));
+                    model.remove(&key);
+                    continue;
+                }
+                next_id += 1;
+                let mut id = [0u8; 32];
+                id[..4].copy_from_slice(&next_id.to_be_bytes());
+                let doc = Box::new(ListingDoc {
+                    id: ObjectId(id),
+                    signer: seller(seller_seed),
+                    listing: random_listing(&mut rng, &slug),
+                    seller_rating: 0.0,
+                });
+                // The ingest path says Insert only for a slot's very first version.
+                changes.push(if seen.insert(key.clone()) {
+                    Change::Insert(doc)
+                } else {
+                    Change::Upsert(doc)
+                });
+                model.insert(key, ObjectId(id));
+            }
+            index.apply(&changes, batch).expect("apply");
+            let expected: std::collections::HashSet<String> =
+                model.values().map(ToString::to_string).collect();
+            assert_eq!(
+                indexed_ids(dir.path()).expect("ids"),
+                expected,
+                "batch {batch}"
+            );
+            assert_eq!(index.num_docs(), expected.len() as u64, "batch {batch}");
+        }
+        assert!(index.segments() > 1, "the changes span segments");
     }
 
     /// Ranges are read from the columns: a listing is hidden from the second it expires (never,
