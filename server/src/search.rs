@@ -786,6 +786,8 @@ impl SearchIndex {
         {
             let writer = self.writer.lock().map_err(|_| SearchError::Poisoned)?;
             if !plan.deletions.is_empty() {
+                // `delete_query` is how tantivy's own `delete_term` deletes (a query run against
+                // every segment at commit, limited to documents added before it).
                 writer.delete_query(Box::new(slots::SlotsQuery::new(
                     self.fields.signer,
                     plan.deletions,
