@@ -103,6 +103,15 @@ impl RawEnvelope {
     /// [`InvalidSigner`](EnvelopeError::InvalidSigner) or
     /// [`InvalidSignatureLength`](EnvelopeError::InvalidSignatureLength).
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        Self::decode_with(bytes, PublicKey::from_slice)
+    }
+
+    /// [`RawEnvelope::decode`] with the signer's key decoded by `signer` (which must decide
+    /// exactly as [`PublicKey::from_slice`] does; [`open_batch`] remembers its results).
+    fn decode_with(
+        bytes: &[u8],
+        signer: impl FnOnce(&[u8]) -> Result<PublicKey, &'static str>,
+    ) -> Result<Self, EnvelopeError> {
         if bytes.len() > MAX_ENVELOPE_BYTES {
             return Err(EnvelopeError::TooLarge {
                 size: bytes.len(),
@@ -121,8 +130,8 @@ impl RawEnvelope {
             }
             Ok(kind) => kind,
         };
-        let signer = PublicKey::from_slice(&decoded.signer)
-            .map_err(|reason| EnvelopeError::InvalidSigner { reason })?;
+        let signer =
+            signer(&decoded.signer).map_err(|reason| EnvelopeError::InvalidSigner { reason })?;
         let signature: [u8; 64] = decoded.signature.as_slice().try_into().map_err(|_| {
             EnvelopeError::InvalidSignatureLength {
                 len: decoded.signature.len(),
@@ -283,8 +292,18 @@ pub fn open_batch<B: AsRef<[u8]>>(
     // Envelopes that passed steps 1–8, with their place in `results` (which holds a
     // `BadSignature` placeholder until step 9 decides).
     let mut checked: Vec<(usize, RawEnvelope, Object, [u8; 32])> = Vec::new();
+    // Each distinct signer's key is decoded once (a field exponentiation); a store's
+    // envelopes share theirs.
+    let mut keys: std::collections::HashMap<[u8; 32], Result<PublicKey, &'static str>> =
+        std::collections::HashMap::new();
     for bytes in envelopes {
-        let opened = RawEnvelope::decode(bytes.as_ref())
+        let signer = |key: &[u8]| match <[u8; 32]>::try_from(key) {
+            Ok(bytes) => *keys
+                .entry(bytes)
+                .or_insert_with(|| PublicKey::from_slice(key)),
+            Err(_) => PublicKey::from_slice(key),
+        };
+        let opened = RawEnvelope::decode_with(bytes.as_ref(), signer)
             .and_then(|raw| raw.decode_and_validate(ctx).map(|object| (raw, object)));
         match opened {
             Ok((raw, object)) => {

@@ -292,6 +292,15 @@ fn open_batch_decides_each_envelope_as_open_does() {
         Kind::Rating as i32,
         rating.encode_to_vec(),
     ));
+    // Signers that are not keys, each twice (a batch decodes a signer's key once and must
+    // remember a refusal as faithfully as a key): a point of small order, and 31 bytes.
+    let mut weak = pb::Envelope::decode(batch[30].as_slice()).expect("decodes");
+    weak.signer = [0u8; 32].to_vec();
+    let mut short = pb::Envelope::decode(batch[31].as_slice()).expect("decodes");
+    short.signer.truncate(31);
+    for envelope in [&weak, &short, &weak, &short] {
+        batch.push(envelope.encode_to_vec());
+    }
 
     let outcome = |result: Result<SignedObject, EnvelopeError>| {
         result.map(|o| o.envelope().id()).map_err(|e| e.code())
@@ -310,7 +319,11 @@ fn open_batch_decides_each_envelope_as_open_does() {
             "bad_signature",
             "envelope_malformed",
             "missing_field",
-            "bad_rating_proof"
+            "bad_rating_proof",
+            "invalid_signer",
+            "invalid_signer",
+            "invalid_signer",
+            "invalid_signer"
         ],
         "each kind of failure is in the batch"
     );
