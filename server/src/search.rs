@@ -105,6 +105,17 @@ pub fn indexed_ids(dir: &Path) -> Result<std::collections::HashSet<String>, Sear
     Ok(ids)
 }
 
+/// `bytes` (8 × `N` of them) as `N` big-endian words: how ids and slot keys go into u64 columns.
+fn be_words<const N: usize>(bytes: &[u8]) -> [u64; N] {
+    let mut words = [0u64; N];
+    for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut be = [0u8; 8];
+        be.copy_from_slice(chunk);
+        *word = u64::from_be_bytes(be);
+    }
+    words
+}
+
 /// Names of the four fast fields holding an object id, eight bytes each (big-endian).
 const ID_FIELDS: [&str; 4] = ["id0", "id1", "id2", "id3"];
 
@@ -793,23 +804,22 @@ impl SearchIndex {
                     plan.deletions,
                 )))?;
             }
-            for doc in plan.additions {
-                writer.add_document(self.document(doc))?;
+            for (doc, slot) in plan.additions {
+                writer.add_document(self.document(doc, slot))?;
             }
         }
         self.commit(seq)
     }
 
-    fn document(&self, doc: &ListingDoc) -> TantivyDocument {
+    /// The document of `doc`, whose slot's key is `slot` (see [`slots::key_words`]).
+    fn document(&self, doc: &ListingDoc, slot: [u64; 2]) -> TantivyDocument {
         let f = &self.fields;
         let l = &doc.listing;
         let mut d = TantivyDocument::new();
-        for (field, chunk) in f.id.iter().zip(doc.id.as_bytes().chunks_exact(8)) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            d.add_u64(*field, u64::from_be_bytes(word));
+        for (field, word) in f.id.iter().zip(be_words::<4>(doc.id.as_bytes())) {
+            d.add_u64(*field, word);
         }
-        for (field, word) in f.slot.iter().zip(slots::key_words(&doc.slot_key())) {
+        for (field, word) in f.slot.iter().zip(slot) {
             d.add_u64(*field, word);
         }
         d.add_bytes(f.signer, doc.signer.as_bytes());

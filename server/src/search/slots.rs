@@ -36,13 +36,7 @@ pub(super) const SLOT_FIELDS: [&str; 2] = ["slot0", "slot1"];
 
 /// A slot's key as the two column values.
 pub(super) fn key_words(key: &[u8; SLOT_KEY_LEN]) -> [u64; 2] {
-    let mut words = [0u64; 2];
-    for (word, chunk) in words.iter_mut().zip(key.chunks_exact(8)) {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(chunk);
-        *word = u64::from_be_bytes(bytes);
-    }
-    words
+    super::be_words(key)
 }
 
 /// What one commit does to the index: the slots whose earlier documents go, then the documents
@@ -50,8 +44,9 @@ pub(super) fn key_words(key: &[u8; SLOT_KEY_LEN]) -> [u64; 2] {
 pub(super) struct Plan<'a> {
     /// Slots to clear of documents from earlier commits, by seller.
     pub deletions: BTreeMap<[u8; 32], BTreeSet<[u64; 2]>>,
-    /// Documents to add, in the order of each slot's last change.
-    pub additions: Vec<&'a ListingDoc>,
+    /// Documents to add, in the order of each slot's last change, each with its slot's key as
+    /// the column values (worked out once, here).
+    pub additions: Vec<(&'a ListingDoc, [u64; 2])>,
 }
 
 /// Reduces `changes`, applied in order, to deletions followed by additions with the same end
@@ -66,14 +61,14 @@ pub(super) fn plan(changes: &[Change]) -> Plan<'_> {
         last: Option<&'a ListingDoc>,
         order: usize,
     }
-    let mut slots: HashMap<[u8; SLOT_KEY_LEN], Slot<'_>> = HashMap::with_capacity(changes.len());
+    let mut slots: HashMap<[u64; 2], Slot<'_>> = HashMap::with_capacity(changes.len());
     for (order, change) in changes.iter().enumerate() {
         let (key, signer, delete, last) = match change {
             Change::Upsert(doc) => (doc.slot_key(), *doc.signer.as_bytes(), true, Some(&**doc)),
             Change::Insert(doc) => (doc.slot_key(), *doc.signer.as_bytes(), false, Some(&**doc)),
             Change::Remove { signer, slot_key } => (*slot_key, *signer.as_bytes(), true, None),
         };
-        let slot = slots.entry(key).or_insert(Slot {
+        let slot = slots.entry(key_words(&key)).or_insert(Slot {
             signer,
             delete: false,
             last: None,
@@ -87,19 +82,19 @@ pub(super) fn plan(changes: &[Change]) -> Plan<'_> {
     let mut additions = Vec::with_capacity(slots.len());
     for (key, slot) in &slots {
         if slot.delete {
-            deletions
-                .entry(slot.signer)
-                .or_default()
-                .insert(key_words(key));
+            deletions.entry(slot.signer).or_default().insert(*key);
         }
         if let Some(doc) = slot.last {
-            additions.push((slot.order, doc));
+            additions.push((slot.order, doc, *key));
         }
     }
-    additions.sort_unstable_by_key(|(order, _)| *order);
+    additions.sort_unstable_by_key(|(order, _, _)| *order);
     Plan {
         deletions,
-        additions: additions.into_iter().map(|(_, doc)| doc).collect(),
+        additions: additions
+            .into_iter()
+            .map(|(_, doc, key)| (doc, key))
+            .collect(),
     }
 }
 
@@ -210,7 +205,7 @@ mod tests {
     fn titles<'a>(plan: &Plan<'a>) -> Vec<&'a str> {
         plan.additions
             .iter()
-            .map(|d| d.listing.title.as_str())
+            .map(|(d, _)| d.listing.title.as_str())
             .collect()
     }
 
