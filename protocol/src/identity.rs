@@ -590,6 +590,21 @@ std::thread_local! {
         const { core::cell::RefCell::new([None; RECENT_KEYS]) };
 }
 
+/// The address (`souk1…`) of the key whose 32 raw bytes are `key`, as
+/// [`PublicKey::to_address`] gives it, without decoding the curve point (a field
+/// exponentiation): for bytes known to be a valid key, such as the signer of an envelope a
+/// server stored after checking it.
+#[must_use]
+pub fn address_of(key: &[u8; 32]) -> String {
+    #[allow(
+        clippy::expect_used,
+        reason = "the HRP is a valid constant and 32 bytes are far below bech32's length limit"
+    )]
+    let hrp = Hrp::parse(ADDRESS_HRP).expect("valid HRP");
+    #[allow(clippy::expect_used, reason = "see above")]
+    bech32::encode::<Bech32m>(hrp, key).expect("32 bytes always encode")
+}
+
 /// A person's ed25519 identity public key: their address in Souk.
 ///
 /// Its text form is bech32m (BIP 350) with the human-readable part `souk` over the 32 key bytes,
@@ -658,13 +673,7 @@ impl PublicKey {
     /// The text form, `souk1…`.
     #[must_use]
     pub fn to_address(&self) -> String {
-        #[allow(
-            clippy::expect_used,
-            reason = "the HRP is a valid constant and 32 bytes are far below bech32's length limit"
-        )]
-        let hrp = Hrp::parse(ADDRESS_HRP).expect("valid HRP");
-        #[allow(clippy::expect_used, reason = "see above")]
-        bech32::encode::<Bech32m>(hrp, self.as_bytes()).expect("32 bytes always encode")
+        address_of(self.as_bytes())
     }
 
     /// Lower-case hex of the raw bytes.

@@ -103,6 +103,13 @@ impl ListingSummary {
     /// The summary of `listing` as signed by `seller`.
     #[must_use]
     pub fn of(seller: &PublicKey, listing: &pb::Listing) -> Self {
+        Self::of_key_bytes(seller.as_bytes(), listing)
+    }
+
+    /// [`of`](Self::of) with the seller's key as its 32 raw bytes, which must be a valid key
+    /// (the signer of a checked envelope): the key is not decoded, only written as an address.
+    #[must_use]
+    pub fn of_key_bytes(seller: &[u8; 32], listing: &pb::Listing) -> Self {
         let mut ships_to: Vec<String> = listing
             .shipping
             .iter()
@@ -113,7 +120,7 @@ impl ListingSummary {
         let price = listing.price.clone().unwrap_or_default();
         let image = listing.images.first();
         Self {
-            seller: seller.to_address(),
+            seller: crate::identity::address_of(seller),
             slug: listing.slug.clone(),
             title: listing.title.clone(),
             listing_type: listing_type_name(listing.r#type).into(),

@@ -151,7 +151,7 @@ fn listing_hit(l: &StoredListing) -> pb::ListingHit {
     pb::ListingHit {
         id: l.id.as_bytes().to_vec(),
         summary: Some(pb::ListingSummary {
-            seller: l.seller.as_bytes().to_vec(),
+            seller: l.seller.to_vec(),
             slug: s.slug,
             title: s.title,
             r#type: l.listing.r#type,

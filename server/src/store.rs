@@ -705,7 +705,7 @@ impl Store {
     /// [`StoreError`].
     pub async fn is_current(
         &self,
-        signer: &PublicKey,
+        signer: &[u8; 32],
         slot: &Slot,
         id: &ObjectId,
     ) -> Result<bool, StoreError> {
@@ -713,7 +713,7 @@ impl Store {
             let row = sqlx::query(
                 "SELECT tombstone FROM current WHERE signer = $1 AND slot = $2 AND id = $3",
             )
-                .bind(signer.as_bytes().as_slice())
+                .bind(signer.as_slice())
                 .bind(slot_text(slot))
                 .bind(id.as_bytes().as_slice())
                 .fetch_optional(pool)
