@@ -1744,6 +1744,56 @@ mod tests {
         assert_eq!(both_paths_agree(&index, "pre00"), 30);
     }
 
+    #[test]
+    fn once_the_top_is_full_windows_of_prefix_matches_alone_are_not_scored() {
+        // "refurb" is a word of one title only; every other title has "refurbished", which
+        // the prefix alone matches (its stem is another word), for the same constant score.
+        let (_dir, index) = index_of_titles(16_384, |i| {
+            if i == 15_000 {
+                "refurb phone".into()
+            } else {
+                "refurbished phone".into()
+            }
+        });
+        let searcher = index.reader.searcher();
+        for (limit, offset) in [(5, 0), (3, 2), (10_000, 0)] {
+            let q = SearchQuery {
+                text: "refurb".into(),
+                limit,
+                offset,
+                now: 2_000,
+                ..SearchQuery::default()
+            };
+            let got = index.compute(&searcher, &q).expect("search");
+            let want = index.compute_reference(&searcher, &q).expect("tantivy");
+            assert_eq!(got.total, 16_384);
+            assert_eq!(got.total, want.total, "{limit}");
+            assert_eq!(got.ids, want.ids, "{limit}");
+            assert_eq!(got.facets, want.facets, "{limit}");
+        }
+        let words = query_words("refurb");
+        let (last, rest) = words.split_last().expect("a word");
+        let scan = text::TextScan::new(&searcher, &index.text_words(last, rest))
+            .expect("prepare")
+            .expect("one word");
+        let mut top = text::TopScores::new(5);
+        let matches = scan
+            .segment(
+                &searcher.segment_readers()[0],
+                0,
+                &bitmaps::Bits::full(16_384),
+                Some(&mut top),
+            )
+            .expect("scan");
+        assert_eq!(matches.count(), 16_384, "every match counts, scored or not");
+        let best: Vec<u32> = top.scored().iter().map(|(_, a)| a.doc_id).collect();
+        assert_eq!(best, vec![15_000, 0, 1, 2, 3]);
+        // The first window fills the top; of the other three, only the one holding the
+        // title with the word itself is scored.
+        let stats = scan.stats();
+        assert_eq!((stats.windows, stats.scored), (4, 2), "{stats:?}");
+    }
+
     /// One segment of `n` listings with the titles `title` gives them.
     fn index_of_titles(n: u32, title: impl Fn(u32) -> String) -> (tempfile::TempDir, SearchIndex) {
         let dir = tempfile::tempdir().expect("tmp");

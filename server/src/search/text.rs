@@ -23,9 +23,13 @@
 //! with at most two non-zero addends every order gives the same `f32`, which is why this path takes
 //! texts of at most two words and leaves longer ones to tantivy. Ties are broken by ascending
 //! address, as tantivy's `TopDocs` does; as matches are offered in ascending address, one whose
-//! score does not exceed the worst kept hit's is passed over without touching the heap. The
-//! differential tests in `search.rs` hold the two paths to identical hits, totals and facets.
+//! score does not exceed the worst kept hit's is passed over without touching the heap. A window
+//! where no term clause has a posting scores every match with the constants alone; once the
+//! worst kept hit scores that much, no match there can enter, and the window is read for its
+//! matches only. The differential tests in `search.rs` hold the two paths to identical hits,
+//! totals and facets.
 
+use std::cell::Cell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -99,6 +103,19 @@ enum Prepared {
 /// A text query prepared for one searcher; [`TextScan::segment`] evaluates it in a segment.
 pub(super) struct TextScan {
     words: Vec<Vec<Prepared>>,
+    /// The score of a match of the constant (prefix) clauses alone: each word's constants
+    /// added in clause order from zero, then the words' sums, as a match is scored.
+    constant: Score,
+    stats: Cell<ScanStats>,
+}
+
+/// How much of the segments a [`TextScan`] scored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ScanStats {
+    /// Windows that held a match.
+    pub(super) windows: usize,
+    /// Those of them whose matches were scored.
+    pub(super) scored: usize,
 }
 
 impl TextScan {
@@ -138,7 +155,26 @@ impl TextScan {
             }
             prepared.push(clauses);
         }
-        Ok(Some(Self { words: prepared }))
+        let constant = prepared
+            .iter()
+            .map(|clauses| {
+                clauses.iter().fold(0.0, |sum, clause| match clause {
+                    Prepared::Prefix(_) => sum + TextClause::PREFIX_BOOST,
+                    Prepared::Term { .. } => sum,
+                })
+            })
+            .fold(0.0, |a, s| a + s);
+        Ok(Some(Self {
+            words: prepared,
+            constant,
+            stats: Cell::default(),
+        }))
+    }
+
+    /// What the scans so far scored.
+    #[cfg(test)]
+    pub(super) fn stats(&self) -> ScanStats {
+        self.stats.get()
     }
 
     /// The matches of the text in `segment` (number `ord` of the searcher) that are also in
@@ -207,14 +243,38 @@ impl TextScan {
             for (i, m) in mask.iter_mut().enumerate() {
                 *m = filter.words.get(first_word + i).copied().unwrap_or(0);
             }
+            // A window where no term clause has a posting: every match in it scores the
+            // constants alone, all the same. Once the worst kept hit scores that much, none
+            // can enter (it would tie, and ties go to the earlier address): it is not scored.
+            let unscored = !scoring
+                || threshold.is_some_and(|t| {
+                    self.constant <= t
+                        && words.iter_mut().all(|cursors| {
+                            cursors.iter_mut().all(|c| match c {
+                                Cursor::Term { .. } => c.seek(base) >= end,
+                                Cursor::Const { .. } => true,
+                            })
+                        })
+                });
             for (w, cursors) in words.iter_mut().enumerate() {
                 let bits = &mut presence[w];
                 for cursor in cursors.iter_mut() {
-                    cursor.gather(base, &mask, bits, scores.get_mut(w).map(Vec::as_mut_slice));
+                    let scores = if unscored {
+                        None
+                    } else {
+                        scores.get_mut(w).map(Vec::as_mut_slice)
+                    };
+                    cursor.gather(base, &mask, bits, scores);
                 }
                 for (m, b) in mask.iter_mut().zip(bits.iter()) {
                     *m &= b;
                 }
+            }
+            if scoring && mask.iter().any(|m| *m != 0) {
+                let mut stats = self.stats.get();
+                stats.windows += 1;
+                stats.scored += usize::from(!unscored);
+                self.stats.set(stats);
             }
             for (i, &m) in mask.iter().enumerate() {
                 if m == 0 {
@@ -222,6 +282,9 @@ impl TextScan {
                 }
                 if let Some(out) = matches.words.get_mut(first_word + i) {
                     *out = m;
+                }
+                if unscored {
+                    continue;
                 }
                 if let Some(top) = top.as_deref_mut() {
                     let mut rest = m;
