@@ -12,7 +12,9 @@
 //! `--data-dir DIR` keeps the SQLite data set in DIR, and a later run with the same DIR that
 //! finds at least `--listings` listings there skips generating and ingesting them (the search
 //! index is rebuilt from the store when its schema changed, and the time it took is printed).
-//! `--per-query` adds each query's own p50/p99 (caches off, one client, `--queries` runs each).
+//! `--per-query` adds each query's own p50/p99 and the process's CPU time a query (caches off,
+//! one client, `--queries` runs each). Every search line gives the CPU time a query too: less at
+//! the mercy of a noisy host than the rates (clock ticks of 10 ms, so give it enough queries).
 //! `--only TEXT` runs just the queries of the mix whose line contains TEXT, that way and nothing
 //! else (to profile one query, e.g. `--only q=handmade --queries 5000` under `perf record`).
 //! "Caches off" means the result cache and the decoded-listing cache both off: every query is
@@ -208,6 +210,7 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
         }
         for clients in [1usize, 16] {
             let started = Instant::now();
+            let cpu_before = cpu_seconds();
             let mut tasks = Vec::new();
             for client in 0..clients {
                 let state = Arc::clone(&state);
@@ -230,14 +233,20 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
                 all.extend(task.await.expect("task"));
             }
             let wall = started.elapsed();
+            let cpu = cpu_seconds() - cpu_before;
             all.sort();
             #[allow(clippy::cast_precision_loss, reason = "rates")]
             let qps = all.len() as f64 / wall.as_secs_f64();
+            // CPU time is less at the mercy of a noisy host than throughput: 2 cores over
+            // 3,000 queries/s is 0.67 ms a query.
+            #[allow(clippy::cast_precision_loss, reason = "rates")]
+            let cpu_ms = cpu * 1e3 / all.len().max(1) as f64;
             println!(
-                "| {label} | search, {clients} client(s), {} listings, {mode} | p50 {:.2} ms, p99 {:.2} ms | **{qps:.0} queries/s** | {} queries |",
+                "| {label} | search, {clients} client(s), {} listings, {mode} | p50 {:.2} ms, p99 {:.2} ms; CPU {cpu_ms:.2} ms a query ({:.2} cores busy) | **{qps:.0} queries/s** | {} queries |",
                 a.listings,
                 support::percentile_ms(&all, 0.50),
                 support::percentile_ms(&all, 0.99),
+                cpu / wall.as_secs_f64(),
                 all.len()
             );
         }
@@ -268,7 +277,7 @@ async fn per_query(
     state.listings.set_capacity(0);
     let lines = support::query_lines();
     println!(
-        "\n| {label}: query (caches off, 1 client) | matches | p50 | p99 |\n|---|---|---|---|"
+        "\n| {label}: query (caches off, 1 client) | matches | p50 | p99 | CPU a query |\n|---|---|---|---|---|"
     );
     for (line, params) in lines.iter().zip(mix) {
         if only.is_some_and(|only| !line.contains(only)) {
@@ -276,15 +285,18 @@ async fn per_query(
         }
         let mut latencies = Vec::with_capacity(runs);
         let mut total = 0;
+        let cpu_before = cpu_seconds();
         for _ in 0..runs.max(1) {
             let q = parse_search(params.clone(), now).expect("query");
             let t = Instant::now();
             total = run_search(state, q).await.expect("search").total;
             latencies.push(t.elapsed());
         }
+        #[allow(clippy::cast_precision_loss, reason = "rates")]
+        let cpu_ms = (cpu_seconds() - cpu_before) * 1e3 / latencies.len() as f64;
         latencies.sort();
         println!(
-            "| `{line}` | {total} | {:.2} ms | {:.2} ms |",
+            "| `{line}` | {total} | {:.2} ms | {:.2} ms | {cpu_ms:.2} ms |",
             support::percentile_ms(&latencies, 0.50),
             support::percentile_ms(&latencies, 0.99)
         );

@@ -767,8 +767,15 @@ impl SegmentView {
                 }
             }
             for (name, c) in facet.names.iter().zip(counts) {
-                if c > 0 {
-                    *into.entry(name.clone()).or_default() += c;
+                if c == 0 {
+                    continue;
+                }
+                // Every segment holds most values: the name is copied for the first only.
+                match into.get_mut(name.as_str()) {
+                    Some(total) => *total += c,
+                    None => {
+                        into.insert(name.clone(), c);
+                    }
                 }
             }
         }
