@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+/// The most search threads `--search-threads` accepts.
+pub const MAX_SEARCH_THREADS: usize = 256;
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -183,6 +186,10 @@ pub struct Options {
     /// Memory for the search index writer, in MiB. [default: 64]
     #[arg(long, env = "SOUK_SEARCH_MEMORY_MB", global = true)]
     pub search_memory_mb: Option<usize>,
+    /// Threads that compute searches (each runs one search at a time; more searches wait in
+    /// a queue). [default: the number of cores]
+    #[arg(long, env = "SOUK_SEARCH_THREADS", global = true)]
+    pub search_threads: Option<usize>,
     /// Search results kept for repeated identical queries (served for at most a second and
     /// never across an index commit); 0 turns the cache off. [default: 4096]
     #[arg(long, env = "SOUK_SEARCH_CACHE_ENTRIES", global = true)]
@@ -283,6 +290,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Search writer memory in bytes.
     pub search_memory_bytes: usize,
+    /// Threads computing searches.
+    pub search_threads: usize,
     /// Cached search results (0: off).
     pub search_cache_entries: usize,
     /// SQLite durability.
@@ -390,6 +399,7 @@ impl Options {
             cors_origins: self.cors_origins.or(lower.cors_origins),
             log_format: self.log_format.or(lower.log_format),
             search_memory_mb: self.search_memory_mb.or(lower.search_memory_mb),
+            search_threads: self.search_threads.or(lower.search_threads),
             search_cache_entries: self.search_cache_entries.or(lower.search_cache_entries),
             sqlite_sync: self.sqlite_sync.or(lower.sqlite_sync),
             p2p: self.p2p.or(lower.p2p),
@@ -452,6 +462,9 @@ impl Config {
                 .collect(),
             log_format: o.log_format.unwrap_or(LogFormat::Text),
             search_memory_bytes: o.search_memory_mb.unwrap_or(64) * 1024 * 1024,
+            search_threads: o.search_threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            }),
             search_cache_entries: o
                 .search_cache_entries
                 .unwrap_or(crate::search::DEFAULT_RESULT_CACHE_ENTRIES),
@@ -518,6 +531,9 @@ impl Config {
         }
         if self.search_memory_bytes < 16 * 1024 * 1024 {
             return invalid("search-memory-mb", "must be at least 16");
+        }
+        if !(1..=MAX_SEARCH_THREADS).contains(&self.search_threads) {
+            return invalid("search-threads", "must be between 1 and 256");
         }
         if self.p2p.enabled && self.p2p.listen.is_empty() {
             return invalid("p2p-listen", "needs at least one address while p2p is on");
@@ -631,6 +647,36 @@ mod tests {
         assert_eq!(from_file.grpc.max_streams, defaults.grpc.max_streams);
         assert_eq!(from_file.grpc.feed_stall, defaults.grpc.feed_stall);
         assert!(from_file.grpc.enabled && from_file.grpc.tls.is_none());
+    }
+
+    #[test]
+    fn search_threads_default_to_the_cores_and_must_be_1_to_256() {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(
+            load(Options::default()).expect("defaults").search_threads,
+            cores
+        );
+        let three = load(Options {
+            search_threads: Some(3),
+            ..Options::default()
+        });
+        assert_eq!(three.expect("valid").search_threads, 3);
+        for bad in [0, MAX_SEARCH_THREADS + 1] {
+            let refused = load(Options {
+                search_threads: Some(bad),
+                ..Options::default()
+            });
+            assert!(
+                matches!(
+                    refused,
+                    Err(ConfigError::Invalid {
+                        name: "search-threads",
+                        ..
+                    })
+                ),
+                "{bad}: {refused:?}"
+            );
+        }
     }
 
     #[test]

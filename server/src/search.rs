@@ -25,8 +25,11 @@ use tantivy::tokenizer::{
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 mod bitmaps;
+mod pool;
 mod slots;
 mod text;
+
+pub use pool::SearchPool;
 
 use text::TextClause;
 
@@ -57,6 +60,12 @@ pub enum SearchError {
         "the search index in {0} is in use by another process (is a souk-server running on this data directory? stop it first)"
     )]
     InUse(PathBuf),
+    /// The search threads could not be started.
+    #[error("cannot start the search threads: {0}")]
+    Threads(String),
+    /// A search panicked (a bug); its thread lives on.
+    #[error("a search failed unexpectedly (it panicked)")]
+    Panicked,
 }
 
 /// Whether tantivy refused because another writer holds the index lock.
@@ -954,7 +963,7 @@ impl SearchIndex {
         }
     }
 
-    /// Runs a search. Blocking: call it from `spawn_blocking`.
+    /// Runs a search. Blocking: call it on a [`SearchPool`] thread.
     ///
     /// Identical queries (same text, filters, sort and page) within [`RESULT_CACHE_TTL`] and
     /// with no index commit in between are answered from a cache.

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::ingest::{self, Ingestor};
 use crate::mailbox::{Mailbox, Replicator, StoreAndNetwork};
 use crate::p2p::{self, set::SyncSet};
-use crate::search::SearchIndex;
+use crate::search::{SearchIndex, SearchPool};
 use crate::store::Store;
 
 /// The process-wide metrics recorder (installed once, shared by every server in the process).
@@ -127,6 +127,8 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
             .context("cannot open the search index")?;
     search.set_result_cache_entries(config.search_cache_entries);
     let search = Arc::new(search);
+    let search_pool =
+        SearchPool::new(config.search_threads).context("cannot start the search threads")?;
     ingest::catch_up(&store, &search, rebuild)
         .await
         .context("cannot bring the search index up to date")?;
@@ -174,6 +176,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         config,
         store,
         search,
+        search_pool,
         ingestor,
         metrics: metrics_handle(),
         started: Instant::now(),

@@ -441,9 +441,7 @@ pub async fn search(state: &AppState, query: SearchQuery) -> Result<SearchPage, 
     let started = std::time::Instant::now();
     let index = Arc::clone(&state.search);
     let q = query.clone();
-    let result = tokio::task::spawn_blocking(move || index.search(&q))
-        .await
-        .map_err(|e| ApiError::internal(&e))??;
+    let result = state.search_pool.run(move || index.search(&q)).await??;
     // Hits come from the decoded-listing cache where they can; the rest from the store, once.
     let cached: Vec<Option<Arc<StoredListing>>> =
         result.ids.iter().map(|id| state.listings.get(id)).collect();

@@ -42,6 +42,8 @@ pub struct AppState {
     pub store: Store,
     /// The search index.
     pub search: Arc<SearchIndex>,
+    /// The threads that compute searches.
+    pub search_pool: crate::search::SearchPool,
     /// The one ingest path.
     pub ingestor: Ingestor,
     /// Renders the Prometheus metrics.
