@@ -97,6 +97,7 @@ fn register_metrics() {
         let _ = metrics::histogram!("souk_ingest_stage_seconds", "stage" => stage);
     }
     metrics::gauge!("souk_feed_subscribers").increment(0.0);
+    metrics::gauge!("souk_search_queue").increment(0.0);
     // Set by the inbox sweeper on its first round; present (at zero) from the start, so a
     // scrape right after start finds them. Adding zero never hides a value already set.
     metrics::gauge!("souk_inbox_messages").increment(0.0);

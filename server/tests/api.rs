@@ -973,6 +973,7 @@ async fn health_readiness_metrics_and_status_answer() {
     assert!(text.contains("souk_ingest_total"), "{text}");
     assert!(text.contains("souk_store_listings"), "{text}");
     assert!(text.contains("souk_store_bytes"), "{text}");
+    assert!(text.contains("souk_search_queue"), "{text}");
     assert!(
         text.contains("souk_search_seconds") || text.contains("souk_ingest_commit_seconds"),
         "{text}"

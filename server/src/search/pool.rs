@@ -46,7 +46,8 @@ impl SearchPool {
     }
 
     /// Runs `job` on one of the pool's threads and waits for it without blocking the runtime.
-    /// Jobs start in the order they were queued, as threads come free.
+    /// Jobs start in the order they were queued, as threads come free. The gauge
+    /// `souk_search_queue` counts the jobs queued or running.
     ///
     /// # Errors
     /// [`SearchError::Panicked`] when `job` panicked (the thread lives on).
@@ -56,10 +57,13 @@ impl SearchPool {
         T: Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        metrics::gauge!("souk_search_queue").increment(1.0);
         self.pool.spawn_fifo(move || {
             // Caught here: rayon would end the process on a panic. The waiting request
             // fails as `internal`; the caller may have gone, so the send may find no one.
-            let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(job)));
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(job));
+            metrics::gauge!("souk_search_queue").decrement(1.0);
+            let _ = tx.send(outcome);
         });
         match rx.await {
             Ok(Ok(value)) => Ok(value),
