@@ -11,6 +11,12 @@ use serde::Deserialize;
 /// The most search threads `--search-threads` accepts.
 pub const MAX_SEARCH_THREADS: usize = 256;
 
+/// The cores this process may run on (1 when the system cannot say).
+#[must_use]
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -462,9 +468,7 @@ impl Config {
                 .collect(),
             log_format: o.log_format.unwrap_or(LogFormat::Text),
             search_memory_bytes: o.search_memory_mb.unwrap_or(64) * 1024 * 1024,
-            search_threads: o.search_threads.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-            }),
+            search_threads: o.search_threads.unwrap_or_else(cores),
             search_cache_entries: o
                 .search_cache_entries
                 .unwrap_or(crate::search::DEFAULT_RESULT_CACHE_ENTRIES),
@@ -651,21 +655,19 @@ mod tests {
 
     #[test]
     fn search_threads_default_to_the_cores_and_must_be_1_to_256() {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         assert_eq!(
             load(Options::default()).expect("defaults").search_threads,
-            cores
+            cores()
         );
-        let three = load(Options {
-            search_threads: Some(3),
-            ..Options::default()
-        });
-        assert_eq!(three.expect("valid").search_threads, 3);
-        for bad in [0, MAX_SEARCH_THREADS + 1] {
-            let refused = load(Options {
-                search_threads: Some(bad),
+        let with = |threads| {
+            load(Options {
+                search_threads: Some(threads),
                 ..Options::default()
-            });
+            })
+        };
+        assert_eq!(with(3).expect("valid").search_threads, 3);
+        for bad in [0, MAX_SEARCH_THREADS + 1] {
+            let refused = with(bad);
             assert!(
                 matches!(
                     refused,

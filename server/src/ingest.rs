@@ -302,7 +302,7 @@ async fn verify_parallel(
     envelopes: Vec<Vec<u8>>,
     ctx: ValidationContext,
 ) -> Result<Vec<Result<SignedObject, souk_protocol::EnvelopeError>>, Arc<IngestError>> {
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let threads = crate::config::cores();
     let per_task = envelopes.len().div_ceil(threads).max(64);
     let mut tasks = Vec::new();
     let mut rest = envelopes;
