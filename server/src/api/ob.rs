@@ -145,6 +145,13 @@ fn parse(raw: Option<&str>, now: u64) -> Result<ObQuery, String> {
     Ok(q)
 }
 
+/// Whether a page after the one at `offset` can be fetched: it holds a match, and it is not
+/// past the deepest page served ([`MAX_OFFSET`], where `p` is refused as too deep).
+fn more_pages(offset: usize, page_size: usize, total: usize) -> bool {
+    let next = offset.saturating_add(page_size);
+    next < total && next <= MAX_OFFSET
+}
+
 fn contract_type(value: i32) -> &'static str {
     match pb::ListingType::try_from(value) {
         Ok(pb::ListingType::Digital) => "DIGITAL_GOOD",
@@ -309,7 +316,7 @@ pub async fn ob_search(State(state): State<SharedState>, RawQuery(raw): RawQuery
             },
         }));
     }
-    let more_pages = q.search.offset + q.page_size < total;
+    let more_pages = more_pages(q.search.offset, q.page_size, total);
     Json(json!({
         "name": state.config.server_name,
         "logo": "",
@@ -323,4 +330,19 @@ pub async fn ob_search(State(state): State<SharedState>, RawQuery(raw): RawQuery
         "results": { "total": total, "morePages": more_pages, "results": results },
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_pages_stops_at_the_last_match_and_at_the_deepest_page_served() {
+        assert!(more_pages(0, 20, 21));
+        assert!(!more_pages(0, 20, 20), "the next page would be empty");
+        assert!(more_pages(MAX_OFFSET - 20, 20, 1_000_000));
+        // The page after would be refused as too deep: not announced.
+        assert!(!more_pages(MAX_OFFSET, 20, 1_000_000));
+        assert!(!more_pages(MAX_OFFSET - 10, 20, 1_000_000));
+    }
 }
