@@ -69,8 +69,9 @@ pub enum IngestError {
     /// The database refused the write (for example a full disk).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The search index failed after the store committed; the index catches up on restart.
-    #[error("search index: {0}")]
+    /// The envelopes were stored, but the search index could not take them (the index failed,
+    /// or the changes for it could not be read back); the index catches up on restart.
+    #[error("stored but not indexed: {0}")]
     Search(String),
     /// The writer task is gone (the server is shutting down).
     #[error("the server is shutting down")]
@@ -526,7 +527,10 @@ fn finish(
     }
     metrics::histogram!("souk_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
     let result = match (changes, indexed) {
-        (Err(error), _) => Err(Arc::new(IngestError::from(error))),
+        // Stored all the same: the reply must not say that nothing was.
+        (Err(error), _) => Err(Arc::new(IngestError::Search(format!(
+            "working out the index changes: {error}"
+        )))),
         (Ok(_), Err(error)) => Err(Arc::clone(error)),
         (Ok(_), Ok(())) => Ok(outcomes),
     };
@@ -680,7 +684,27 @@ pub async fn catch_up_with(
 ) -> Result<(), IngestError> {
     let target = store.max_seq().await?;
     let started = std::time::Instant::now();
-    let mut after = if rebuild { 0 } else { search.last_seq() };
+    // An index that includes more than the store holds was fed by another store (the
+    // database was restored from an older backup, replaced, or lost its last commits): it
+    // may hold listings the store does not. It is emptied and rebuilt.
+    let indexed = search.last_seq();
+    let rebuild = if !rebuild && indexed > target {
+        tracing::warn!(
+            index = indexed,
+            store = target,
+            "the search index is ahead of the store (was the database restored or replaced?); \
+             rebuilding it from the store"
+        );
+        let index = Arc::clone(search);
+        tokio::task::spawn_blocking(move || index.clear())
+            .await
+            .map_err(|e| IngestError::Search(e.to_string()))?
+            .map_err(|e| IngestError::Search(e.to_string()))?;
+        true
+    } else {
+        rebuild
+    };
+    let mut after = if rebuild { 0 } else { indexed };
     if after >= target {
         return Ok(());
     }

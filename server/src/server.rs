@@ -212,7 +212,7 @@ pub fn app(state: SharedState) -> Router {
         .burst_size(state.config.rate_limit_burst.max(1))
         .finish()
         .map(Arc::new);
-    let router = api::router(state);
+    let routes = api::routes(&state);
     match governor {
         Some(config) => {
             let limiter = Arc::clone(&config);
@@ -222,10 +222,19 @@ pub fn app(state: SharedState) -> Router {
                     limiter.limiter().retain_recent();
                 }
             });
-            router.layer(GovernorLayer::new(config).error_handler(|error| {
+            // Inside the request ids, the log line and CORS (`api::edge`): a refused request
+            // is logged with its id, and a browser can read the 429.
+            let limited = routes.layer(GovernorLayer::new(config).error_handler(|error| {
                 let wait = match &error {
                     tower_governor::GovernorError::TooManyRequests { wait_time, .. } => *wait_time,
-                    _ => 1,
+                    // The peer address comes from the connection; without it the server is
+                    // served wrongly, which is no fault of the client's.
+                    other => {
+                        return ApiError::internal(&format_args!(
+                            "rate limiter could not tell the client: {other}"
+                        ))
+                        .into_response();
+                    }
                 };
                 let mut response = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -237,9 +246,10 @@ pub fn app(state: SharedState) -> Router {
                     response.headers_mut().insert("retry-after", value);
                 }
                 response
-            }))
+            }));
+            api::edge(limited, state)
         }
-        None => router,
+        None => api::edge(routes, state),
     }
 }
 

@@ -108,6 +108,11 @@ both!(
             RawEnvelope::sign_unchecked(&key, Kind::Listing as i32, long_title.encode_to_vec());
         let mut unknown_kind = pb::Envelope::decode(good.envelope().bytes()).expect("decodes");
         unknown_kind.kind = 42;
+        // The signature left as it was, the listing under it changed: the price lowered.
+        let mut altered = pb::Envelope::decode(good.envelope().bytes()).expect("decodes");
+        let mut cheaper = pb::Listing::decode(altered.payload.as_slice()).expect("a listing");
+        cheaper.title = "Good, and cheap".into();
+        altered.payload = cheaper.encode_to_vec();
         let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
             (
                 b"\xff\xfe garbage".to_vec(),
@@ -116,6 +121,11 @@ both!(
             ),
             (
                 forged.encode_to_vec(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_signature",
+            ),
+            (
+                altered.encode_to_vec(),
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "bad_signature",
             ),
@@ -167,12 +177,59 @@ both!(
             (status, body["error"]["code"].as_str()),
             (StatusCode::PAYLOAD_TOO_LARGE, Some("batch_too_large"))
         );
+        let over = s.state.config.max_body_bytes + 1;
+        let (status, body) = s.post("application/x-protobuf", vec![0u8; over]).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large")),
+            "{body}"
+        );
         assert_eq!(
             s.state.store.counts().await.expect("counts").envelopes,
             0,
             "nothing was stored"
         );
         assert_eq!(s.search("").await["total"], 0);
+
+        // Refused input never touches what was accepted: a forged newer version of a stored
+        // listing leaves the stored one current and searchable, unchanged.
+        let (status, body) = s.publish(&good).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let newer = listing(&key, "good", "Good, and cheap", 5);
+        let mut forged_newer = pb::Envelope::decode(newer.envelope().bytes()).expect("decodes");
+        forged_newer.signature[0] ^= 0x80;
+        let (status, body) = s.publish_bytes(&forged_newer.encode_to_vec()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("bad_signature"))
+        );
+        let (status, body) = s.get(&format!("/api/v1/listings/{}", good.id())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["current"], true);
+        let found = s.search("q=good").await;
+        assert_eq!(found["total"], 1);
+        assert_eq!(found["hits"][0]["id"], good.id().to_string());
+        assert_eq!(found["hits"][0]["summary"]["title"], "Good");
+        assert_eq!(s.search("q=cheap").await["total"], 0);
+        assert_eq!(
+            s.state.store.counts().await.expect("counts").envelopes,
+            1,
+            "only the genuine listing is stored"
+        );
+
+        // A path or method no route serves gets the same JSON error shape.
+        let (status, body) = s.get("/api/v1/no-such-thing").await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found")),
+            "{body}"
+        );
+        let (status, body) = s.get("/api/v1/envelopes").await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")),
+            "{body}"
+        );
     }
 );
 
@@ -460,21 +517,18 @@ both!(
         assert_eq!(body["hits"].as_array().map(Vec::len), Some(1));
 
         let (_, body) = s.get("/api/v1/moderators?language=de").await;
-        assert_eq!(body.as_array().map(Vec::len), Some(1));
-        assert_eq!(body[0]["name"], "Fair judge");
-        assert_eq!(body[0]["fee_percentage_bp"], 150);
+        assert_eq!(body["moderators"].as_array().map(Vec::len), Some(1));
+        assert_eq!(body["moderators"][0]["name"], "Fair judge");
+        assert_eq!(body["moderators"][0]["fee_percentage_bp"], 150);
+        assert!(body["next_cursor"].is_null(), "one page: {body}");
         assert_eq!(
-            s.get("/api/v1/moderators?language=fr")
-                .await
-                .1
+            s.get("/api/v1/moderators?language=fr").await.1["moderators"]
                 .as_array()
                 .map(Vec::len),
             Some(0)
         );
         assert_eq!(
-            s.get("/api/v1/moderators?max_fee_bp=100")
-                .await
-                .1
+            s.get("/api/v1/moderators?max_fee_bp=100").await.1["moderators"]
                 .as_array()
                 .map(Vec::len),
             Some(0)
@@ -726,8 +780,8 @@ both!(
         let (_, body) = s.get("/api/v1/moderators").await;
         assert_eq!(
             (
-                body[0]["name"].as_str(),
-                body[0]["ratings"]["count"].as_i64()
+                body["moderators"][0]["name"].as_str(),
+                body["moderators"][0]["ratings"]["count"].as_i64()
             ),
             (Some("Fair judge"), Some(0))
         );
@@ -742,7 +796,7 @@ both!(
             );
         }
         let (_, body) = s.get("/api/v1/moderators").await;
-        let ratings = &body[0]["ratings"];
+        let ratings = &body["moderators"][0]["ratings"];
         assert_eq!(
             (
                 ratings["count"].as_i64(),
@@ -781,8 +835,8 @@ both!(
         let (_, body) = s.get("/api/v1/moderators").await;
         assert_eq!(
             (
-                body[0]["ratings"]["count"].as_i64(),
-                body[0]["ratings"]["overall"].as_f64()
+                body["moderators"][0]["ratings"]["count"].as_i64(),
+                body["moderators"][0]["ratings"]["overall"].as_f64()
             ),
             (Some(2), Some(3.0))
         );
@@ -795,6 +849,27 @@ both!(
             ["Oak gavel"],
             "the seller average is 5, not diluted by the moderator's 3"
         );
+
+        // Pages: two moderators one at a time, each once.
+        assert_eq!(
+            s.publish(&profile(&seller(54), |p| p.store_name = "Second judge".into()))
+                .await
+                .0,
+            StatusCode::CREATED
+        );
+        let (_, first) = s.get("/api/v1/moderators?limit=1").await;
+        let cursor = first["next_cursor"].as_str().expect("a next page");
+        let (_, second) = s
+            .get(&format!("/api/v1/moderators?limit=1&cursor={cursor}"))
+            .await;
+        assert!(second["next_cursor"].is_null(), "{second}");
+        let mut names: Vec<&str> = [&first, &second]
+            .iter()
+            .flat_map(|page| page["moderators"].as_array().into_iter().flatten())
+            .filter_map(|m| m["name"].as_str())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["Fair judge", "Second judge"]);
     }
 );
 
@@ -854,6 +929,38 @@ both!(
         );
     }
 );
+
+/// SQLite only: the test replaces the database file under a kept index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_ahead_of_the_store_is_emptied_and_rebuilt() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let key = seller(14);
+    for (slug, title) in [("one", "Brass lamp"), ("two", "Brass bell")] {
+        assert_eq!(
+            s.publish(&listing(&key, slug, title, 60)).await.0,
+            StatusCode::CREATED
+        );
+    }
+    // A database with none of them (as after restoring a backup older than the index).
+    let s = s
+        .restart_with(|dir| {
+            for file in ["souk.db", "souk.db-wal", "souk.db-shm"] {
+                let _ = std::fs::remove_file(dir.join(file));
+            }
+        })
+        .await;
+    assert_eq!(
+        s.search("q=brass").await["total"],
+        0,
+        "no listing the store does not hold is found"
+    );
+    assert_eq!(s.state.search.num_docs(), 0);
+    assert_eq!(
+        s.publish(&listing(&key, "three", "Brass tray", 30)).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(s.titles("q=brass").await, ["Brass tray"]);
+}
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).expect("mkdir");

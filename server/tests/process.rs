@@ -188,6 +188,7 @@ async fn rate_limits_cors_request_ids_and_graceful_shutdown_on_the_wire() {
     for _ in 0..20 {
         let response = client
             .get(format!("{}/api/v1/status", server.base))
+            .header("origin", "https://shop.example")
             .send()
             .await
             .expect("get");
@@ -198,6 +199,14 @@ async fn rate_limits_cors_request_ids_and_graceful_shutdown_on_the_wire() {
     }
     let limited = limited.expect("a burst of 20 requests is rate limited");
     assert!(limited.headers().contains_key("retry-after"));
+    // The limit sits inside CORS and the request ids: a browser can read the 429, and the
+    // log line of the refusal carries the same id as the reply.
+    assert!(limited.headers().contains_key("x-request-id"));
+    assert!(
+        limited
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
     let body: serde_json::Value = limited.json().await.expect("json error body");
     assert_eq!(body["error"]["code"], "rate_limited");
 

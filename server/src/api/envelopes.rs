@@ -113,7 +113,7 @@ fn is_batch_protobuf(content_type: &str) -> bool {
         (status = 415, description = "Unsupported content type", body = super::error::ErrorBody),
         (status = 422, description = "The single envelope breaks a protocol rule", body = super::error::ErrorBody),
         (status = 429, description = "Rate limited", body = super::error::ErrorBody),
-        (status = 503, description = "Storage unavailable; nothing stored", body = super::error::ErrorBody)
+        (status = 503, description = "Storage unavailable or shutting down (nothing stored), or `not_indexed`: stored, but not yet searchable", body = super::error::ErrorBody)
     )
 )]
 pub async fn publish(

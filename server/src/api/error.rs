@@ -124,7 +124,17 @@ impl From<Arc<IngestError>> for ApiError {
                 "shutting_down",
                 "the server is shutting down",
             ),
-            _ => {
+            IngestError::Search(_) => {
+                tracing::error!(%error, "ingest stored but not indexed");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_indexed",
+                    "the envelopes were stored, but the search index could not take them; \
+                     they become searchable when the index catches up (at the latest when the \
+                     server restarts); publishing them again is safe",
+                )
+            }
+            IngestError::Store(_) => {
                 tracing::error!(%error, "ingest failed");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

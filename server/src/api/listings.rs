@@ -395,6 +395,17 @@ pub struct ModeratorParams {
     pub max_fee_bp: Option<u32>,
     /// How many, 1-100 (default 50).
     pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of moderators.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModeratorsResponse {
+    /// Moderators, cheapest first (percentage fee, then fixed fee, then address).
+    pub moderators: Vec<ModeratorView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// A moderator's offer.
@@ -429,14 +440,14 @@ pub struct ModeratorView {
     tag = "stores",
     params(ModeratorParams),
     responses(
-        (status = 200, description = "Moderators", body = Vec<ModeratorView>),
+        (status = 200, description = "A page of moderators", body = ModeratorsResponse),
         (status = 400, description = "Bad parameter", body = super::error::ErrorBody)
     )
 )]
 pub async fn moderators(
     State(state): State<SharedState>,
     params: Result<Query<ModeratorParams>, QueryRejection>,
-) -> Result<Json<Vec<ModeratorView>>, ApiError> {
+) -> Result<Json<ModeratorsResponse>, ApiError> {
     let Query(params) = params.map_err(|r| query_rejection(&r))?;
     let page = service::moderators(
         &state,
@@ -444,7 +455,7 @@ pub async fn moderators(
             language: params.language,
             max_fee_bp: params.max_fee_bp,
             limit: params.limit,
-            cursor: None,
+            cursor: params.cursor,
         },
     )
     .await?;
@@ -475,7 +486,10 @@ pub async fn moderators(
             envelope: b64(&stored.bytes),
         });
     }
-    Ok(Json(out))
+    Ok(Json(ModeratorsResponse {
+        moderators: out,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// A person's ratings.

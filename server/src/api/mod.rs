@@ -22,7 +22,7 @@ use axum::http::{HeaderName, HeaderValue, Method};
 use base64::Engine;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -121,29 +121,63 @@ pub fn api_router() -> (Router<SharedState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The whole application: API routes, the OpenAPI document, and the layers every request goes
-/// through (request ids, tracing, CORS, body limit). Rate limiting is added by the server
-/// binary, which knows client addresses.
+/// The whole application without rate limiting: [`routes`] inside [`edge`].
 pub fn router(state: SharedState) -> Router {
+    edge(routes(&state), state)
+}
+
+/// The API routes, the OpenAPI document, the status page, the body limit, and JSON errors for
+/// a path no route serves (404 `not_found`) or a method a path does not take (405
+/// `method_not_allowed`). [`crate::server::app`] puts the rate limit around these, inside
+/// [`edge`].
+pub fn routes(state: &SharedState) -> Router<SharedState> {
     let (api, doc) = api_router();
     let _ = ops::OPENAPI.set(doc);
+    api.merge(page::router())
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+}
+
+/// The layers every request and reply passes, outermost: a request id (`x-request-id`, kept
+/// from the client or made up), a log span carrying it with one line per reply (at `info`),
+/// the id copied to the reply, and CORS. A reply from any layer inside, a rate-limited one
+/// included, gets all of them; a CORS preflight is answered here and never reaches the limit.
+pub fn edge(inner: Router<SharedState>, state: SharedState) -> Router {
     let cors = cors(&state.config.cors_origins);
     let x_request_id = HeaderName::from_static("x-request-id");
-    api.merge(page::router())
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-    .layer(cors)
-    .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
-    .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-        let id = request
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_string();
-        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-    }))
-    .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
-    .with_state(state)
+    inner
+        .layer(cors)
+        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<_>| {
+                    let id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_string();
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// A path no route serves.
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such path: {}", uri.path()))
+}
+
+/// A method the path does not take.
+async fn no_method(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take {method}", uri.path()),
+    )
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
