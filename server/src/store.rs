@@ -1321,18 +1321,28 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let pattern =
-            language.map_or_else(|| "%".to_string(), |l| format!("%,{},%", l.to_lowercase()));
+        // RFC 4647 basic filtering: `en` matches `en` and `en-US`. The languages column is
+        // `,tag,tag,` in lower case, and a tag holds only letters, digits and `-` (no LIKE
+        // wildcard).
+        let (exact, extended) = language.map_or_else(
+            || ("%".to_string(), "%".to_string()),
+            |l| {
+                let l = l.to_lowercase();
+                (format!("%,{l},%"), format!("%,{l}-%"))
+            },
+        );
         let max_bp = i64::from(max_fee_bp.unwrap_or(u32::MAX));
         with_pool!(self, pool => {
             let rows = sqlx::query(
                 "SELECT e.bytes FROM moderators m JOIN envelopes e ON e.id = m.id \
-                 WHERE m.languages LIKE $1 AND m.fee_bp <= $2 ORDER BY m.fee_bp, m.fee_fixed, m.signer LIMIT $3 OFFSET $4",
+                 WHERE (m.languages LIKE $1 OR m.languages LIKE $5) AND m.fee_bp <= $2 \
+                 ORDER BY m.fee_bp, m.fee_fixed, m.signer LIMIT $3 OFFSET $4",
             )
-            .bind(pattern)
+            .bind(exact)
             .bind(max_bp)
             .bind(limit)
             .bind(offset)
+            .bind(extended)
             .fetch_all(pool)
             .await?;
             rows.into_iter().map(|r| r.try_get::<Vec<u8>, _>("bytes").map_err(StoreError::from)).collect()

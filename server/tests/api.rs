@@ -217,6 +217,31 @@ both!(
             "only the genuine listing is stored"
         );
 
+        // In a batch, an envelope whose base64 cannot be read is refused alone, in its place.
+        let other = listing(&key, "other", "Other", 50);
+        let batch = serde_json::json!({ "envelopes": ["***", b64(other.envelope().bytes())] });
+        let (status, body) = s
+            .post("application/json", batch.to_string().into_bytes())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            (
+                body["results"][0]["status"].as_str(),
+                body["results"][0]["error"]["code"].as_str(),
+                body["results"][1]["status"].as_str(),
+                body["rejected"].as_u64(),
+                body["accepted"].as_u64(),
+            ),
+            (
+                Some("rejected"),
+                Some("invalid_base64"),
+                Some("accepted"),
+                Some(1),
+                Some(1)
+            ),
+            "{body}"
+        );
+
         // A path or method no route serves gets the same JSON error shape.
         let (status, body) = s.get("/api/v1/no-such-thing").await;
         assert_eq!(
@@ -516,7 +541,41 @@ both!(
             .await;
         assert_eq!(body["hits"].as_array().map(Vec::len), Some(1));
 
+        // A language range matches its tag and the tag's subtags (RFC 4647), no other.
+        let regional = seller(15);
+        assert_eq!(
+            s.publish(&profile(&regional, |p| {
+                p.store_name = "Vienna judge".into();
+                if let Some(offer) = p.moderator.as_mut() {
+                    offer.languages = vec!["de-AT".into()];
+                    if let Some(fee) = offer.fee.as_mut() {
+                        fee.percentage_bp = 900;
+                    }
+                }
+            }))
+            .await
+            .0,
+            StatusCode::CREATED
+        );
+        let names = |body: &serde_json::Value| -> Vec<String> {
+            body["moderators"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["name"].as_str().map(String::from))
+                .collect()
+        };
         let (_, body) = s.get("/api/v1/moderators?language=de").await;
+        assert_eq!(names(&body), ["Fair judge", "Vienna judge"]);
+        let (_, body) = s.get("/api/v1/moderators?language=de-at").await;
+        assert_eq!(names(&body), ["Vienna judge"]);
+        let (_, body) = s.get("/api/v1/moderators?language=d").await;
+        assert_eq!(
+            names(&body),
+            Vec::<String>::new(),
+            "no match on a bare prefix"
+        );
+        let (_, body) = s.get("/api/v1/moderators?language=de&max_fee_bp=500").await;
         assert_eq!(body["moderators"].as_array().map(Vec::len), Some(1));
         assert_eq!(body["moderators"][0]["name"], "Fair judge");
         assert_eq!(body["moderators"][0]["fee_percentage_bp"], 150);

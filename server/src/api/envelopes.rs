@@ -140,24 +140,27 @@ pub async fn publish(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let (envelopes, single) = if content_type.starts_with("application/json") {
+    // Each envelope's bytes, or (in a JSON batch) why its base64 could not be read: that
+    // envelope alone is refused, in its place among the results.
+    let (envelopes, single): (Vec<Result<Vec<u8>, ()>>, bool) = if content_type
+        .starts_with("application/json")
+    {
         let request: PublishRequest = serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(
                 "invalid_json",
                 format!("the body is not a valid publish request: {e}"),
             )
         })?;
-        let decode = |s: &str| {
-            base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .map_err(|_| {
-                    ApiError::bad_request("invalid_base64", "an envelope is not valid base64")
-                })
-        };
+        let decode = |s: &str| base64::engine::general_purpose::STANDARD.decode(s);
         match (request.envelope, request.envelopes) {
-            (Some(one), None) => (vec![decode(&one)?], true),
+            (Some(one), None) => (
+                vec![Ok(decode(&one).map_err(|_| {
+                    ApiError::bad_request("invalid_base64", "the envelope is not valid base64")
+                })?)],
+                true,
+            ),
             (None, Some(many)) => (
-                many.iter().map(|s| decode(s)).collect::<Result<_, _>>()?,
+                many.iter().map(|s| decode(s).map_err(|_| ())).collect(),
                 false,
             ),
             _ => {
@@ -175,11 +178,11 @@ pub async fn publish(
                 format!("the body is not an EnvelopeBatch: {e}"),
             )
         })?;
-        (batch.envelopes, false)
+        (batch.envelopes.into_iter().map(Ok).collect(), false)
     } else if content_type.starts_with("application/x-protobuf")
         || content_type.starts_with("application/octet-stream")
     {
-        (vec![body.to_vec()], true)
+        (vec![Ok(body.to_vec())], true)
     } else {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -204,7 +207,27 @@ pub async fn publish(
             ),
         ));
     }
-    let results = state.ingestor.ingest(envelopes).await?;
+    let unreadable: Vec<bool> = envelopes.iter().map(Result::is_err).collect();
+    let readable: Vec<Vec<u8>> = envelopes.into_iter().filter_map(Result::ok).collect();
+    let mut ingested = if readable.is_empty() {
+        Vec::new()
+    } else {
+        state.ingestor.ingest(readable).await?
+    }
+    .into_iter();
+    let mut results = Vec::with_capacity(unreadable.len());
+    for unreadable in unreadable {
+        results.push(if unreadable {
+            IngestResult::Rejected {
+                code: "invalid_base64",
+                message: "this envelope is not valid base64".into(),
+            }
+        } else {
+            ingested.next().ok_or_else(|| {
+                ApiError::internal(&"the ingest path answered fewer results than envelopes")
+            })?
+        });
+    }
     if single && let Some(result) = results.first() {
         match result {
             IngestResult::Rejected { code, message } => {

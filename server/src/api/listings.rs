@@ -389,7 +389,8 @@ pub async fn store_listing_by_slug(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ModeratorParams {
-    /// Only moderators who work in this language (BCP 47 tag, e.g. `en`).
+    /// Only moderators who work in this language (BCP 47 tag; `en` also matches `en-US`, as
+    /// RFC 4647 basic filtering does).
     pub language: Option<String>,
     /// Only moderators whose percentage fee is at most this many basis points.
     pub max_fee_bp: Option<u32>,
