@@ -272,7 +272,8 @@ impl IndexService for GrpcApi {
     ) -> Result<Response<pb::RatingsResponse>, Status> {
         let subject =
             service::key_from_bytes(&request.into_inner().subject, "subject").map_err(status)?;
-        let ratings = service::ratings(&self.state, &subject)
+        // The first page, as the message has no cursor.
+        let ratings = service::ratings(&self.state, &subject, None, None)
             .await
             .map_err(status)?;
         let (envelopes, roles) = ratings

@@ -618,15 +618,25 @@ pub struct Ratings {
     pub seller: RatingSummary,
     /// As moderator.
     pub moderator: RatingSummary,
-    /// The newest ratings (up to [`MAX_RATINGS`]): envelope bytes and the role rated.
+    /// A page of the ratings, newest first: envelope bytes and the role rated.
     pub ratings: Vec<(Vec<u8>, pb::RatingRole)>,
+    /// The cursor of the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
 }
 
-/// Ratings of `subject`.
+/// Ratings of `subject`: the aggregates, and `limit` (1-100, default [`MAX_RATINGS`]) signed
+/// ratings, newest first, from `cursor` on.
 ///
 /// # Errors
-/// [`ApiError`] from the store.
-pub async fn ratings(state: &AppState, subject: &PublicKey) -> Result<Ratings, ApiError> {
+/// `invalid_parameter` for a bad limit or cursor; [`ApiError`] from the store.
+pub async fn ratings(
+    state: &AppState,
+    subject: &PublicKey,
+    limit: Option<usize>,
+    cursor: Option<&str>,
+) -> Result<Ratings, ApiError> {
+    let limit = page_limit(limit, usize::try_from(MAX_RATINGS).unwrap_or(MAX_LIMIT))?;
+    let offset = cursor_offset(cursor)?;
     let seller = state
         .store
         .rating_summary(subject, pb::RatingRole::Seller)
@@ -635,8 +645,17 @@ pub async fn ratings(state: &AppState, subject: &PublicKey) -> Result<Ratings, A
         .store
         .rating_summary(subject, pb::RatingRole::Moderator)
         .await?;
-    let mut ratings = Vec::new();
-    for bytes in state.store.ratings_of(subject, MAX_RATINGS).await? {
+    let rows = state
+        .store
+        .ratings_of(
+            subject,
+            i64::try_from(limit + 1).unwrap_or(MAX_RATINGS + 1),
+            i64::try_from(offset).unwrap_or(0),
+        )
+        .await?;
+    let more = rows.len() > limit;
+    let mut ratings = Vec::with_capacity(limit);
+    for bytes in rows.into_iter().take(limit) {
         let (_, object) = decode_stored(&bytes)?;
         let role = match object {
             Object::Rating(r) => pb::RatingRole::try_from(r.role).unwrap_or_default(),
@@ -648,6 +667,7 @@ pub async fn ratings(state: &AppState, subject: &PublicKey) -> Result<Ratings, A
         seller,
         moderator,
         ratings,
+        next_cursor: more.then(|| encode_cursor(offset + limit)),
     })
 }
 

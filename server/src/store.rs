@@ -1294,14 +1294,17 @@ impl Store {
         &self,
         subject: &PublicKey,
         limit: i64,
+        offset: i64,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         with_pool!(self, pool => {
+            // The id breaks ties, so pages of equal times neither repeat nor skip a rating.
             let rows = sqlx::query(
                 "SELECT e.bytes FROM ratings r JOIN envelopes e ON e.id = r.id \
-                 WHERE r.subject = $1 ORDER BY r.created_at DESC LIMIT $2",
+                 WHERE r.subject = $1 ORDER BY r.created_at DESC, r.id LIMIT $2 OFFSET $3",
             )
             .bind(subject.as_bytes().as_slice())
             .bind(limit)
+            .bind(offset)
             .fetch_all(pool)
             .await?;
             rows.into_iter().map(|r| r.try_get::<Vec<u8>, _>("bytes").map_err(StoreError::from)).collect()

@@ -891,6 +891,25 @@ both!(
             (Some(1), Some(5.0), Some(2), Some(3.0), Some(3)),
             "{body}"
         );
+        assert!(body["next_cursor"].is_null(), "one page: {body}");
+        // Pages of two: the same three ratings, newest first, each once.
+        let path = format!("/api/v1/ratings/{}", judge.public_key());
+        let (_, first) = s.get(&format!("{path}?limit=2")).await;
+        let cursor = first["next_cursor"].as_str().expect("a next page");
+        let (_, second) = s.get(&format!("{path}?limit=2&cursor={cursor}")).await;
+        assert!(second["next_cursor"].is_null(), "{second}");
+        let paged: Vec<&serde_json::Value> = [&first, &second]
+            .iter()
+            .flat_map(|page| page["ratings"].as_array().into_iter().flatten())
+            .collect();
+        let whole: Vec<&serde_json::Value> =
+            body["ratings"].as_array().into_iter().flatten().collect();
+        assert_eq!(paged, whole);
+        let (status, refused) = s.get(&format!("{path}?page=2")).await;
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("unknown_parameter"))
+        );
         let (_, body) = s.get("/api/v1/moderators").await;
         assert_eq!(
             (

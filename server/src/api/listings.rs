@@ -502,8 +502,21 @@ pub struct RatingsResponse {
     pub seller: RatingSummary,
     /// As moderator.
     pub moderator: RatingSummary,
-    /// The newest ratings' envelopes (base64), up to 100.
+    /// A page of the ratings' envelopes (base64), newest first.
     pub ratings: Vec<String>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Which ratings.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RatingParams {
+    /// How many rating envelopes, 1-100 (default 100).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
 /// Ratings of a person, with aggregates.
@@ -511,22 +524,26 @@ pub struct RatingsResponse {
     get,
     path = "/api/v1/ratings/{subject}",
     tag = "stores",
-    params(("subject" = String, Path, description = "Address of the rated person")),
+    params(("subject" = String, Path, description = "Address of the rated person"), RatingParams),
     responses(
-        (status = 200, description = "Aggregates and ratings", body = RatingsResponse),
-        (status = 400, description = "Bad address", body = super::error::ErrorBody)
+        (status = 200, description = "Aggregates and a page of ratings", body = RatingsResponse),
+        (status = 400, description = "Bad address or parameter", body = super::error::ErrorBody)
     )
 )]
 pub async fn ratings(
     State(state): State<SharedState>,
     Path(subject): Path<String>,
+    params: Result<Query<RatingParams>, QueryRejection>,
 ) -> Result<Json<RatingsResponse>, ApiError> {
+    let Query(params) = params.map_err(|r| query_rejection(&r))?;
     let subject = parse_key(&subject, "subject")?;
-    let ratings = service::ratings(&state, &subject).await?;
+    let ratings =
+        service::ratings(&state, &subject, params.limit, params.cursor.as_deref()).await?;
     Ok(Json(RatingsResponse {
         subject: subject.to_address(),
         seller: ratings.seller,
         moderator: ratings.moderator,
         ratings: ratings.ratings.iter().map(|(b, _)| b64(b)).collect(),
+        next_cursor: ratings.next_cursor,
     }))
 }
