@@ -616,14 +616,22 @@ async fn index_changes(
     Ok(changes)
 }
 
-/// Applies `changes` to the index on a blocking thread and commits them as including `seq`.
+/// Applies `changes` to the index and commits them as including `seq`.
 async fn apply(
     search: &Arc<SearchIndex>,
     changes: Vec<Change>,
     seq: i64,
 ) -> Result<(), IngestError> {
+    on_index(search, move |index| index.apply(&changes, seq)).await
+}
+
+/// Runs `work` on the index on a blocking thread (an index commit waits on the disk).
+async fn on_index(
+    search: &Arc<SearchIndex>,
+    work: impl FnOnce(&SearchIndex) -> Result<(), crate::search::SearchError> + Send + 'static,
+) -> Result<(), IngestError> {
     let search = Arc::clone(search);
-    tokio::task::spawn_blocking(move || search.apply(&changes, seq))
+    tokio::task::spawn_blocking(move || work(&search))
         .await
         .map_err(|e| IngestError::Search(e.to_string()))?
         .map_err(|e| IngestError::Search(e.to_string()))
@@ -695,11 +703,7 @@ pub async fn catch_up_with(
             "the search index is ahead of the store (was the database restored or replaced?); \
              rebuilding it from the store"
         );
-        let index = Arc::clone(search);
-        tokio::task::spawn_blocking(move || index.clear())
-            .await
-            .map_err(|e| IngestError::Search(e.to_string()))?
-            .map_err(|e| IngestError::Search(e.to_string()))?;
+        on_index(search, SearchIndex::clear).await?;
         true
     } else {
         rebuild

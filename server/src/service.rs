@@ -22,8 +22,8 @@ use crate::store::{RatingSummary, StoreError, decode_stored};
 pub const MAX_LIMIT: usize = 100;
 /// Deepest offset a cursor may reach.
 pub const MAX_OFFSET: usize = 10_000;
-/// Most rating envelopes returned with a person's aggregates.
-pub const MAX_RATINGS: i64 = 100;
+/// Most rating envelopes returned with a person's aggregates (the default page).
+pub const MAX_RATINGS: usize = 100;
 /// Longest search text, in bytes.
 pub const MAX_QUERY_BYTES: usize = 500;
 
@@ -85,6 +85,53 @@ pub fn page_limit(value: Option<usize>, default: usize) -> Result<usize, ApiErro
         Ok(limit)
     } else {
         Err(invalid("limit", "must be between 1 and 100"))
+    }
+}
+
+/// A page of a list read from the store by offset: `limit` rows from `offset`.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    /// Rows on the page, 1 to [`MAX_LIMIT`].
+    pub limit: usize,
+    /// Rows before it.
+    pub offset: usize,
+}
+
+impl Page {
+    /// The page `limit` (default `default`) and `cursor` ask for.
+    ///
+    /// # Errors
+    /// `invalid_parameter` for a limit outside 1-100 or a cursor this server did not hand out.
+    pub fn new(
+        limit: Option<usize>,
+        default: usize,
+        cursor: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        Ok(Self {
+            limit: page_limit(limit, default)?,
+            offset: cursor_offset(cursor)?,
+        })
+    }
+
+    /// How many rows to read: one more than the page, to tell whether another follows.
+    #[must_use]
+    pub fn fetch(self) -> i64 {
+        i64::try_from(self.limit + 1).unwrap_or(i64::MAX)
+    }
+
+    /// How many rows to skip.
+    #[must_use]
+    pub fn skip(self) -> i64 {
+        i64::try_from(self.offset).unwrap_or(0)
+    }
+
+    /// The page's rows out of the [`Page::fetch`] rows read, and the cursor of the next page
+    /// (`None` when none follows).
+    #[must_use]
+    pub fn cut<T>(self, mut rows: Vec<T>) -> (Vec<T>, Option<String>) {
+        let more = rows.len() > self.limit;
+        rows.truncate(self.limit);
+        (rows, more.then(|| encode_cursor(self.offset + self.limit)))
     }
 }
 
@@ -573,8 +620,7 @@ pub struct ModeratorPage {
 /// # Errors
 /// `invalid_parameter` for a bad language, limit or cursor.
 pub async fn moderators(state: &AppState, q: ModeratorQuery) -> Result<ModeratorPage, ApiError> {
-    let limit = page_limit(q.limit, 50)?;
-    let offset = cursor_offset(q.cursor.as_deref())?;
+    let page = Page::new(q.limit, 50, q.cursor.as_deref())?;
     if let Some(language) = &q.language
         && (language.is_empty()
             || language.len() > 35
@@ -592,13 +638,13 @@ pub async fn moderators(state: &AppState, q: ModeratorQuery) -> Result<Moderator
         .moderators(
             q.language.as_deref(),
             q.max_fee_bp,
-            i64::try_from(limit + 1).unwrap_or(101),
-            i64::try_from(offset).unwrap_or(0),
+            page.fetch(),
+            page.skip(),
         )
         .await?;
-    let more = rows.len() > limit;
-    let mut profiles = Vec::with_capacity(limit);
-    for bytes in rows.into_iter().take(limit) {
+    let (rows, next_cursor) = page.cut(rows);
+    let mut profiles = Vec::with_capacity(rows.len());
+    for bytes in rows {
         if let Some(p) = decode_profile(bytes)?
             && p.profile.moderator.is_some()
         {
@@ -607,7 +653,7 @@ pub async fn moderators(state: &AppState, q: ModeratorQuery) -> Result<Moderator
     }
     Ok(ModeratorPage {
         profiles,
-        next_cursor: more.then(|| encode_cursor(offset + limit)),
+        next_cursor,
     })
 }
 
@@ -635,8 +681,7 @@ pub async fn ratings(
     limit: Option<usize>,
     cursor: Option<&str>,
 ) -> Result<Ratings, ApiError> {
-    let limit = page_limit(limit, usize::try_from(MAX_RATINGS).unwrap_or(MAX_LIMIT))?;
-    let offset = cursor_offset(cursor)?;
+    let page = Page::new(limit, MAX_RATINGS, cursor)?;
     let seller = state
         .store
         .rating_summary(subject, pb::RatingRole::Seller)
@@ -647,15 +692,11 @@ pub async fn ratings(
         .await?;
     let rows = state
         .store
-        .ratings_of(
-            subject,
-            i64::try_from(limit + 1).unwrap_or(MAX_RATINGS + 1),
-            i64::try_from(offset).unwrap_or(0),
-        )
+        .ratings_of(subject, page.fetch(), page.skip())
         .await?;
-    let more = rows.len() > limit;
-    let mut ratings = Vec::with_capacity(limit);
-    for bytes in rows.into_iter().take(limit) {
+    let (rows, next_cursor) = page.cut(rows);
+    let mut ratings = Vec::with_capacity(rows.len());
+    for bytes in rows {
         let (_, object) = decode_stored(&bytes)?;
         let role = match object {
             Object::Rating(r) => pb::RatingRole::try_from(r.role).unwrap_or_default(),
@@ -667,7 +708,7 @@ pub async fn ratings(
         seller,
         moderator,
         ratings,
-        next_cursor: more.then(|| encode_cursor(offset + limit)),
+        next_cursor,
     })
 }
 

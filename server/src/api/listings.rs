@@ -14,9 +14,7 @@ use utoipa_axum::routes;
 
 use super::{ApiError, SharedState, b64};
 use crate::search::SearchQuery;
-use crate::service::{
-    self, ModeratorQuery, StoredListing, cursor_offset, encode_cursor, page_limit, parse_id,
-};
+use crate::service::{self, ModeratorQuery, Page, StoredListing, parse_id};
 pub use crate::service::{MAX_LIMIT, MAX_OFFSET, SearchParams, parse_key, parse_search};
 use crate::store::RatingSummary;
 
@@ -336,26 +334,17 @@ pub async fn store_listings(
 ) -> Result<Json<ListingPage>, ApiError> {
     let Query(params) = params.map_err(|r| query_rejection(&r))?;
     let seller = parse_key(&seller, "seller")?;
-    let limit = page_limit(params.limit, 20)?;
-    let offset = cursor_offset(params.cursor.as_deref())?;
-    let page = state
+    let page = Page::new(params.limit, 20, params.cursor.as_deref())?;
+    let rows = state
         .store
-        .listings_of(
-            &seller,
-            i64::try_from(limit + 1).unwrap_or(101),
-            i64::try_from(offset).unwrap_or(0),
-        )
+        .listings_of(&seller, page.fetch(), page.skip())
         .await?;
-    let more = page.len() > limit;
-    let hits = page
+    let (rows, next_cursor) = page.cut(rows);
+    let hits = rows
         .into_iter()
-        .take(limit)
         .map(listing_hit)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(ListingPage {
-        hits,
-        next_cursor: more.then(|| encode_cursor(offset + limit)),
-    }))
+    Ok(Json(ListingPage { hits, next_cursor }))
 }
 
 /// A store's current listing by slug.
