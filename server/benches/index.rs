@@ -19,6 +19,8 @@
 //! else (to profile one query, e.g. `--only q=handmade --queries 5000` under `perf record`).
 //! "Caches off" means the result cache and the decoded-listing cache both off: every query is
 //! computed and every hit read from the database and decoded.
+//! `--hits-through-pool` reads the hits through sqlx's pool after the search, as the server
+//! did before the search threads read them themselves (for comparing the two in one build).
 //! PostgreSQL comes from `SOUK_TEST_POSTGRES_URL` (default postgres://postgres@127.0.0.1:5432/test);
 //! a scratch database is created and dropped.
 
@@ -39,6 +41,7 @@ struct Args {
     data_dir: Option<std::path::PathBuf>,
     per_query: bool,
     only: Option<String>,
+    hits_through_pool: bool,
 }
 
 fn args() -> Args {
@@ -50,6 +53,7 @@ fn args() -> Args {
         data_dir: None,
         per_query: false,
         only: None,
+        hits_through_pool: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -77,6 +81,7 @@ fn args() -> Args {
             "--data-dir" => out.data_dir = it.next().map(Into::into),
             "--per-query" => out.per_query = true,
             "--only" => out.only = it.next(),
+            "--hits-through-pool" => out.hits_through_pool = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -165,7 +170,13 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
     };
     let config = Config::for_tests(&dir, database_url);
     let opened = Instant::now();
-    let state = souk_server::server::open(config).await.expect("open");
+    let mut state = souk_server::server::open(config).await.expect("open");
+    if a.hits_through_pool {
+        // As before 2026-12-03: hits read through sqlx's pool, after the search thread.
+        Arc::get_mut(&mut state)
+            .expect("the bench holds the only reference to the state")
+            .envelopes = None;
+    }
     let now = souk_protocol::ValidationContext::now().now;
     let held = usize::try_from(state.search.num_docs()).unwrap_or(usize::MAX);
     if held >= a.listings && held > 0 {

@@ -173,6 +173,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         Some(replicator),
     ));
     mailbox.spawn_sweeper(Duration::from_secs(60));
+    let envelopes = store.envelope_reader().map(Arc::new);
     Ok(Arc::new(AppState {
         config,
         store,
@@ -184,7 +185,10 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         ready: AtomicBool::new(true),
         network,
         mailbox,
-        listings: crate::service::ListingCache::new(crate::service::LISTING_CACHE_ENTRIES),
+        listings: Arc::new(crate::service::ListingCache::new(
+            crate::service::LISTING_CACHE_ENTRIES,
+        )),
+        envelopes,
     }))
 }
 

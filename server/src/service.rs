@@ -482,46 +482,47 @@ pub struct SearchPage {
 
 /// Runs a search and loads the envelopes of its hits.
 ///
+/// On a SQLite file the whole search runs on one search thread: the index, the decoded-listing
+/// cache, and the hits the cache lacks, read through [`crate::store::EnvelopeReader`]. On
+/// PostgreSQL (or when that reader fails) the missing hits are read through the pool
+/// afterwards.
+///
 /// # Errors
 /// [`ApiError`].
 pub async fn search(state: &AppState, query: SearchQuery) -> Result<SearchPage, ApiError> {
     let started = std::time::Instant::now();
     let index = Arc::clone(&state.search);
+    let listings = Arc::clone(&state.listings);
+    let reader = state.envelopes.clone();
     let q = query.clone();
-    let result = state.search_pool.run(move || index.search(&q)).await??;
-    // Hits come from the decoded-listing cache where they can; the rest from the store, once.
-    let cached: Vec<Option<Arc<StoredListing>>> =
-        result.ids.iter().map(|id| state.listings.get(id)).collect();
-    let missing: Vec<ObjectId> = result
-        .ids
-        .iter()
-        .zip(&cached)
-        .filter(|(_, hit)| hit.is_none())
-        .map(|(id, _)| *id)
-        .collect();
-    let mut stored = if missing.is_empty() {
-        std::collections::HashMap::new()
-    } else {
-        state.store.get_many(&missing).await?
-    };
-    let mut hits = Vec::with_capacity(result.ids.len());
-    for (id, hit) in result.ids.iter().zip(cached) {
-        match hit {
-            Some(listing) => hits.push(StoredListing::clone(&listing)),
-            None => {
-                if let Some(bytes) = stored.remove(id) {
-                    let listing = Arc::new(StoredListing::decode(bytes)?);
-                    state.listings.insert(Arc::clone(&listing));
-                    // Copied only when the cache kept it (with the cache off, never).
-                    hits.push(Arc::unwrap_or_clone(listing));
+    let (result, hits) = state
+        .search_pool
+        .run(move || -> Result<_, ApiError> {
+            let result = index.search(&q)?;
+            let pending = PendingHits::of(&listings, &result.ids);
+            let hits = match reader.map(|reader| reader.get_many(&pending.missing)) {
+                Some(Ok(stored)) => Hits::Loaded(pending.assemble(&listings, stored)?),
+                Some(Err(error)) => {
+                    // Out of file descriptors, say: the pool's connections are already open.
+                    tracing::warn!(%error, "search threads cannot read hits; reading through the pool");
+                    Hits::Pending(pending)
                 }
-            }
+                None => Hits::Pending(pending),
+            };
+            Ok((result, hits))
+        })
+        .await??;
+    let hits = match hits {
+        Hits::Loaded(hits) => hits,
+        Hits::Pending(pending) => {
+            let stored = if pending.missing.is_empty() {
+                std::collections::HashMap::new()
+            } else {
+                state.store.get_many(&pending.missing).await?
+            };
+            pending.assemble(&state.listings, stored)?
         }
-    }
-    metrics::counter!("souk_listing_cache_total", "result" => "hit")
-        .increment((result.ids.len() - missing.len()) as u64);
-    metrics::counter!("souk_listing_cache_total", "result" => "miss")
-        .increment(missing.len() as u64);
+    };
     let next = query.offset + query.limit;
     metrics::histogram!("souk_search_seconds").record(started.elapsed().as_secs_f64());
     Ok(SearchPage {
@@ -534,6 +535,61 @@ pub async fn search(state: &AppState, query: SearchQuery) -> Result<SearchPage, 
             .collect(),
         next_cursor: (next < result.total && next <= MAX_OFFSET).then(|| encode_cursor(next)),
     })
+}
+
+/// A page's hits, loaded or still to be read from the store.
+enum Hits {
+    Loaded(Vec<StoredListing>),
+    Pending(PendingHits),
+}
+
+/// A page's hits as the decoded-listing cache has them, and the ids it lacks.
+struct PendingHits {
+    /// One entry per hit, in order: the cached listing, or `None` to read.
+    cached: Vec<(ObjectId, Option<Arc<StoredListing>>)>,
+    /// The ids to read from the store.
+    missing: Vec<ObjectId>,
+}
+
+impl PendingHits {
+    fn of(listings: &ListingCache, ids: &[ObjectId]) -> Self {
+        let cached: Vec<(ObjectId, Option<Arc<StoredListing>>)> =
+            ids.iter().map(|id| (*id, listings.get(id))).collect();
+        let missing = cached
+            .iter()
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        Self { cached, missing }
+    }
+
+    /// The hits in order: cached ones, and `stored` ones decoded (and offered to the cache).
+    /// A hit the store no longer holds is left out.
+    fn assemble(
+        self,
+        listings: &ListingCache,
+        mut stored: std::collections::HashMap<ObjectId, Vec<u8>>,
+    ) -> Result<Vec<StoredListing>, ApiError> {
+        metrics::counter!("souk_listing_cache_total", "result" => "hit")
+            .increment((self.cached.len() - self.missing.len()) as u64);
+        metrics::counter!("souk_listing_cache_total", "result" => "miss")
+            .increment(self.missing.len() as u64);
+        let mut hits = Vec::with_capacity(self.cached.len());
+        for (id, hit) in self.cached {
+            match hit {
+                Some(listing) => hits.push(StoredListing::clone(&listing)),
+                None => {
+                    if let Some(bytes) = stored.remove(&id) {
+                        let listing = Arc::new(StoredListing::decode(bytes)?);
+                        listings.insert(Arc::clone(&listing));
+                        // Copied only when the cache kept it (with the cache off, never).
+                        hits.push(Arc::unwrap_or_clone(listing));
+                    }
+                }
+            }
+        }
+        Ok(hits)
+    }
 }
 
 /// A listing by object id (any stored version) and whether it is still current.

@@ -130,6 +130,9 @@ pub enum StoreError {
     /// The operation does not exist for this database.
     #[error("not supported: {0}")]
     Unsupported(&'static str),
+    /// The search threads' own SQLite connection ([`EnvelopeReader`]) failed.
+    #[error("database error (search hits): {0}")]
+    Reader(String),
 }
 
 impl StoreError {
@@ -407,7 +410,101 @@ pub const SQLITE_MMAP_BYTES: u64 = 1 << 30;
 /// commit that checkpoints.
 pub const SQLITE_WAL_CHECKPOINT_PAGES: u32 = 65_536;
 
+/// Reads stored envelopes by id without the async pool, for the search threads (SQLite only).
+///
+/// A search runs on a [`crate::search::SearchPool`] thread; reading its hits through sqlx meant
+/// handing the query back to the runtime, then to the connection's own worker thread, and the
+/// rows back again, a sleeping thread woken at each step. This reads them on the search thread
+/// itself, through connections of its own to the same file (WAL: a read never waits for the
+/// writer, and sees every transaction committed before it began, so every id the search index
+/// holds, because the store commits before the index does). Connections are opened on first
+/// use and kept for the next search; they are read-only (`query_only`) and read through the
+/// same memory map as the pool.
+#[derive(Debug)]
+pub struct EnvelopeReader {
+    path: std::path::PathBuf,
+    idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
+}
+
+/// The statement [`EnvelopeReader::get_many`] prepares once per connection.
+const READ_ENVELOPE: &str = "SELECT bytes FROM envelopes WHERE id = ?1";
+
+impl EnvelopeReader {
+    fn connection(&self) -> Result<rusqlite::Connection, StoreError> {
+        if let Some(connection) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            return Ok(connection);
+        }
+        let reader = |e: rusqlite::Error| StoreError::Reader(e.to_string());
+        let connection = rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(reader)?;
+        connection
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(reader)?;
+        connection
+            .execute_batch(&format!(
+                "PRAGMA query_only = ON; PRAGMA mmap_size = {SQLITE_MMAP_BYTES};"
+            ))
+            .map_err(reader)?;
+        Ok(connection)
+    }
+
+    /// Reads `ids` in one read transaction, so that every hit comes from the same snapshot.
+    fn read(
+        connection: &rusqlite::Connection,
+        ids: &[ObjectId],
+        found: &mut HashMap<ObjectId, Vec<u8>>,
+    ) -> rusqlite::Result<()> {
+        connection.execute_batch("BEGIN")?;
+        let outcome = (|| {
+            let mut statement = connection.prepare_cached(READ_ENVELOPE)?;
+            for id in ids {
+                let mut rows = statement.query([id.as_bytes().as_slice()])?;
+                if let Some(row) = rows.next()? {
+                    found.insert(*id, row.get::<_, Vec<u8>>(0)?);
+                }
+            }
+            Ok(())
+        })();
+        connection.execute_batch("COMMIT")?;
+        outcome
+    }
+
+    /// The envelopes stored under `ids` (absent ids are left out), read on this thread.
+    ///
+    /// # Errors
+    /// [`StoreError::Reader`] when the database cannot be opened or read.
+    pub fn get_many(&self, ids: &[ObjectId]) -> Result<HashMap<ObjectId, Vec<u8>>, StoreError> {
+        let mut found = HashMap::with_capacity(ids.len());
+        if ids.is_empty() {
+            return Ok(found);
+        }
+        let connection = self.connection()?;
+        Self::read(&connection, ids, &mut found).map_err(|e| StoreError::Reader(e.to_string()))?;
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(connection);
+        }
+        Ok(found)
+    }
+}
+
 impl Store {
+    /// A reader of envelopes for the search threads, when the store is a SQLite file (`None`
+    /// for PostgreSQL and in-memory SQLite, which read through the pool).
+    #[must_use]
+    pub fn envelope_reader(&self) -> Option<EnvelopeReader> {
+        let Self::Sqlite(pool) = self else {
+            return None;
+        };
+        let path = pool.connect_options().get_filename().to_path_buf();
+        path.is_file().then(|| EnvelopeReader {
+            path,
+            idle: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
     /// Connects (creating a SQLite file if needed) and applies the migrations.
     ///
     /// # Errors
@@ -1520,5 +1617,49 @@ mod tests {
         assert_eq!(placeholders(true, 3, 1, 4), "$4, $5, $6");
         assert_eq!(placeholders(false, 3, 1, 4), "?, ?, ?");
         assert_eq!(placeholders(true, 0, 2, 1), "");
+    }
+
+    /// The search threads' reader sees what the store committed, also after its connection
+    /// was kept idle between searches (a connection left in a read transaction would keep an
+    /// old snapshot and miss the newer hits); an id the store lacks is left out.
+    #[tokio::test]
+    async fn the_envelope_reader_reads_what_was_committed_before_each_read() {
+        let (_dir, store, _pool) = sqlite_store().await;
+        let reader = store.envelope_reader().expect("a SQLite file has a reader");
+        let ctx = souk_protocol::ValidationContext::now();
+        let key = souk_protocol::IdentityKey::from_secret_bytes(&[9; 32]);
+        let seal = |slug: &str| {
+            key.seal(
+                &souk_protocol::Object::Listing(souk_protocol::samples::listing(
+                    ctx.now - 10,
+                    slug,
+                    None,
+                )),
+                &ctx,
+            )
+            .expect("valid listing")
+        };
+        let (lamp, desk) = (seal("lamp"), seal("desk"));
+        store
+            .write_batch(std::slice::from_ref(&lamp))
+            .await
+            .expect("write");
+        let found = reader.get_many(&[lamp.id(), desk.id()]).expect("read");
+        assert_eq!(found.len(), 1, "the unstored id is left out");
+        assert_eq!(
+            found.get(&lamp.id()).map(Vec::as_slice),
+            Some(lamp.envelope().bytes())
+        );
+        store
+            .write_batch(std::slice::from_ref(&desk))
+            .await
+            .expect("write");
+        let found = reader.get_many(&[desk.id(), lamp.id()]).expect("read");
+        assert_eq!(
+            found.get(&desk.id()).map(Vec::as_slice),
+            Some(desk.envelope().bytes())
+        );
+        assert_eq!(found.len(), 2);
+        assert!(reader.get_many(&[]).expect("read").is_empty());
     }
 }

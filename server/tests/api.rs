@@ -1226,6 +1226,31 @@ both!(openbazaar_clients_can_search, |s: TestServer| async move {
     let (status, body) = s.get("/ob/listings/search?colour=red").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["reason"].is_string());
+    // Errors that no OpenBazaar handler answers (a path no route serves, a method the route
+    // does not take) carry `reason` under /ob/ too, and the API's own shape elsewhere.
+    let (status, body) = s.get("/ob/listings/searchh").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("/ob/listings/searchh")),
+        "{body}"
+    );
+    assert!(body.get("error").is_none(), "{body}");
+    let (status, body) = s
+        .request(
+            axum::http::Request::post("/ob/listings/search")
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(body["reason"].is_string(), "{body}");
+    let (status, body) = s.get("/obx").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
 });
 
 both!(

@@ -1,5 +1,6 @@
-//! The real binary on real sockets: acknowledged writes survive `kill -9`; rate limits, CORS
-//! and request ids on the wire; graceful shutdown on SIGTERM. Every wait has a deadline.
+//! The real binary on real sockets: acknowledged writes survive `kill -9` (on SQLite and on
+//! PostgreSQL); rate limits, CORS and request ids on the wire; graceful shutdown on SIGTERM,
+//! with a request in flight. Every wait has a deadline.
 
 mod common;
 
@@ -46,16 +47,32 @@ async fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
     Running { child, base }
 }
 
+const UNLIMITED: &[&str] = &[
+    "--rate-limit-per-second",
+    "1000000",
+    "--rate-limit-burst",
+    "1000000",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_envelopes_survive_kill_9() {
+async fn acknowledged_envelopes_survive_kill_9_on_sqlite() {
+    acknowledged_envelopes_survive_kill_9(UNLIMITED).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_envelopes_survive_kill_9_on_postgres() {
+    let database = PgDatabase::create().await;
+    let mut flags = UNLIMITED.to_vec();
+    flags.extend(["--database-url", database.url.as_str()]);
+    acknowledged_envelopes_survive_kill_9(&flags).await;
+}
+
+/// Four writers stream listings at the server; once 300 are acknowledged it is killed with
+/// SIGKILL, restarted on the same data (`flags` name the database), and every acknowledged
+/// listing must be in the store and in search.
+async fn acknowledged_envelopes_survive_kill_9(flags: &[&str]) {
     let dir = tempfile::tempdir().expect("tmp");
-    const UNLIMITED: &[&str] = &[
-        "--rate-limit-per-second",
-        "1000000",
-        "--rate-limit-burst",
-        "1000000",
-    ];
-    let mut server = start(dir.path(), UNLIMITED).await;
+    let mut server = start(dir.path(), flags).await;
     let key = seller(42);
     let envelopes: Vec<(String, Vec<u8>)> = (0..2_000)
         .map(|i| {
@@ -119,7 +136,7 @@ async fn acknowledged_envelopes_survive_kill_9() {
         "the kill came mid-stream"
     );
 
-    let mut server = start(dir.path(), UNLIMITED).await;
+    let mut server = start(dir.path(), flags).await;
     for id in &acknowledged {
         let response = client
             .get(format!("{}/api/v1/listings/{id}", server.base))
@@ -140,14 +157,7 @@ async fn acknowledged_envelopes_survive_kill_9() {
         key.public_key()
     );
     for _ in 0..100 {
-        let page: serde_json::Value = client
-            .get(&url)
-            .send()
-            .await
-            .expect("search")
-            .json()
-            .await
-            .expect("json");
+        let page = get_json(&client, &url).await;
         for hit in page["hits"].as_array().expect("hits") {
             found.insert(hit["id"].as_str().expect("id").to_string());
         }
@@ -175,6 +185,56 @@ async fn acknowledged_envelopes_survive_kill_9() {
     let _ = server.child.wait();
 }
 
+/// GET `url` and its JSON body.
+async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Sends SIGTERM to the server.
+fn terminate(running: &Running) {
+    let status = Command::new("kill")
+        .args(["-TERM", &running.child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+}
+
+/// Waits (at most 20 s) for the server to exit, and wants a clean exit.
+async fn exits_cleanly(running: &mut Running) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(exit) = running.child.try_wait().expect("wait") {
+            assert!(exit.success(), "clean exit on SIGTERM, got {exit}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "no exit within 20 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The first 429 among at most 20 requests to `url` (from a browser origin).
+async fn first_rate_limited(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    for _ in 0..20 {
+        let response = client
+            .get(url)
+            .header("origin", "https://shop.example")
+            .send()
+            .await
+            .expect("get");
+        if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return response;
+        }
+    }
+    panic!("a burst of 20 requests to {url} is not rate limited");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_cors_request_ids_and_graceful_shutdown_on_the_wire() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -184,20 +244,7 @@ async fn rate_limits_cors_request_ids_and_graceful_shutdown_on_the_wire() {
     )
     .await;
     let client = http_client();
-    let mut limited = None;
-    for _ in 0..20 {
-        let response = client
-            .get(format!("{}/api/v1/status", server.base))
-            .header("origin", "https://shop.example")
-            .send()
-            .await
-            .expect("get");
-        if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            limited = Some(response);
-            break;
-        }
-    }
-    let limited = limited.expect("a burst of 20 requests is rate limited");
+    let limited = first_rate_limited(&client, &format!("{}/api/v1/status", server.base)).await;
     assert!(limited.headers().contains_key("retry-after"));
     // The limit sits inside CORS and the request ids: a browser can read the 429, and the
     // log line of the refusal carries the same id as the reply.
@@ -209,6 +256,20 @@ async fn rate_limits_cors_request_ids_and_graceful_shutdown_on_the_wire() {
     );
     let body: serde_json::Value = limited.json().await.expect("json error body");
     assert_eq!(body["error"]["code"], "rate_limited");
+    // The OpenBazaar route is limited alike and answers in its own error shape.
+    let limited = first_rate_limited(
+        &client,
+        &format!("{}/ob/listings/search?q=kettle", server.base),
+    )
+    .await;
+    assert!(limited.headers().contains_key("retry-after"));
+    let body: serde_json::Value = limited.json().await.expect("json error body");
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("too many requests")),
+        "{body}"
+    );
 
     let dir2 = tempfile::tempdir().expect("tmp");
     let mut open = start(dir2.path(), &[]).await;
@@ -229,21 +290,8 @@ async fn rate_limits_cors_request_ids_and_graceful_shutdown_on_the_wire() {
     assert!(response.headers().contains_key("x-request-id"));
 
     for running in [&mut server, &mut open] {
-        let pid = running.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(exit) = running.child.try_wait().expect("wait") {
-                assert!(exit.success(), "clean exit on SIGTERM, got {exit}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "no exit within 20 s of SIGTERM");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        terminate(running);
+        exits_cleanly(running).await;
     }
 }
 
@@ -397,4 +445,94 @@ async fn a_message_posted_at_one_inbox_server_is_fetched_from_another() {
         let _ = server.child.kill();
         let _ = server.child.wait();
     }
+}
+
+/// SIGTERM while a request is in flight: the server stops taking connections but finishes the
+/// request it is reading (a batch whose body is still arriving), answers it, and exits cleanly;
+/// a restart finds every envelope the answer acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_request_in_flight() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut server = start(dir.path(), UNLIMITED).await;
+    let key = seller(43);
+    let objects: Vec<_> = (0..200)
+        .map(|i| {
+            listing(
+                &key,
+                &format!("term-{i}"),
+                &format!("termtest{i} lamp"),
+                100,
+            )
+        })
+        .collect();
+    let body = serde_json::json!({
+        "envelopes": objects.iter().map(|o| b64(o.envelope().bytes())).collect::<Vec<_>>()
+    })
+    .to_string();
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    // One whole request first, so that the connection is known to be accepted and served.
+    stream
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut reply = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut reply))
+        .await
+        .expect("healthz answered within 10 s")
+        .expect("read");
+    assert!(
+        reply[..n].starts_with(b"HTTP/1.1 200"),
+        "healthz on the kept connection"
+    );
+    // Then the batch's head and half its body: the request is in flight.
+    let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+    stream
+        .write_all(
+            format!(
+                "POST /api/v1/envelopes HTTP/1.1\r\nHost: {address}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write head");
+    stream.write_all(first).await.expect("write half the body");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    terminate(&server);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        server.child.try_wait().expect("wait").is_none(),
+        "the server waits for the request in flight"
+    );
+    stream.write_all(rest).await.expect("write the rest");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed within 30 s of the last byte")
+        .expect("read the answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (_, json) = answer.split_once("\r\n\r\n").expect("a body");
+    let json: serde_json::Value = serde_json::from_str(json).expect("json batch reply");
+    assert_eq!(json["accepted"], objects.len(), "{json}");
+    exits_cleanly(&mut server).await;
+
+    let mut server = start(dir.path(), UNLIMITED).await;
+    let page = get_json(
+        &http_client(),
+        &format!(
+            "{}/api/v1/listings/search?seller={}&limit=1",
+            server.base,
+            key.public_key()
+        ),
+    )
+    .await;
+    assert_eq!(page["total"], objects.len(), "{page}");
+    server.child.kill().expect("kill");
+    let _ = server.child.wait();
 }

@@ -78,10 +78,14 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_string(),
-                message: self.message,
+                message: self.message.clone(),
             },
         };
-        (self.status, Json(body)).into_response()
+        let status = self.status;
+        let mut response = (status, Json(body)).into_response();
+        // For the layers outside the handlers: `/ob/` answers errors in its own shape.
+        response.extensions_mut().insert(self);
+        response
     }
 }
 

@@ -1,7 +1,8 @@
 //! The REST API: one state struct, a router per module composed in [`router`], an OpenAPI 3.1
 //! document generated from the handlers' annotations and served at `/api/v1/openapi.json`.
 //!
-//! Errors: handlers return [`ApiError`]; the body is always `{"error":{"code","message"}}`.
+//! Errors: handlers return [`ApiError`]; the body is always `{"error":{"code","message"}}`,
+//! except under `/ob/`, where OpenBazaar clients expect `{"reason"}` ([`ob`]).
 
 pub mod envelopes;
 pub mod error;
@@ -57,7 +58,9 @@ pub struct AppState {
     /// The inboxes of sealed private messages.
     pub mailbox: Arc<crate::mailbox::Mailbox>,
     /// Decoded listings by id, for search hits.
-    pub listings: crate::service::ListingCache,
+    pub listings: Arc<crate::service::ListingCache>,
+    /// Reads search hits on the search threads (SQLite files; `None` reads through the pool).
+    pub envelopes: Option<Arc<crate::store::EnvelopeReader>>,
 }
 
 /// Shared state.
@@ -141,12 +144,14 @@ pub fn routes(state: &SharedState) -> Router<SharedState> {
 
 /// The layers every request and reply passes, outermost: a request id (`x-request-id`, kept
 /// from the client or made up), a log span carrying it with one line per reply (at `info`),
-/// the id copied to the reply, and CORS. A reply from any layer inside, a rate-limited one
+/// the id copied to the reply, CORS, and the OpenBazaar error shape under `/ob/`
+/// (`ob::errors_with_reason`). A reply from any layer inside, a rate-limited one
 /// included, gets all of them; a CORS preflight is answered here and never reaches the limit.
 pub fn edge(inner: Router<SharedState>, state: SharedState) -> Router {
     let cors = cors(&state.config.cors_origins);
     let x_request_id = HeaderName::from_static("x-request-id");
     inner
+        .layer(axum::middleware::from_fn(ob::errors_with_reason))
         .layer(cors)
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(

@@ -43,6 +43,30 @@ fn reason(status: StatusCode, text: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// Under `/ob/`, an error that a layer outside the handler answers in the API's own shape (a
+/// 404 for a path no route serves, a 405, a 429 from the rate limit, a 413) is answered as
+/// `{"reason": "..."}` instead, with the same status and headers (`retry-after` included), so an
+/// OpenBazaar client finds its `reason` on every error. [`super::edge`] puts this inside CORS
+/// and the request ids and outside the rate limit.
+pub(super) async fn errors_with_reason(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let ob = path == "/ob" || path.starts_with("/ob/");
+    let response = next.run(request).await;
+    if !ob {
+        return response;
+    }
+    let Some(error) = response.extensions().get::<ApiError>().cloned() else {
+        return response;
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let body = json!({ "reason": error.message }).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
 /// A store failure in the OpenBazaar shape: the status and message our own API gives it.
 fn store_failed(error: StoreError) -> Response {
     let error = ApiError::from(error);
