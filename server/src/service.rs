@@ -515,11 +515,7 @@ pub async fn search(state: &AppState, query: SearchQuery) -> Result<SearchPage, 
     let hits = match hits {
         Hits::Loaded(hits) => hits,
         Hits::Pending(pending) => {
-            let stored = if pending.missing.is_empty() {
-                std::collections::HashMap::new()
-            } else {
-                state.store.get_many(&pending.missing).await?
-            };
+            let stored = state.store.get_many(&pending.missing).await?;
             pending.assemble(&state.listings, stored)?
         }
     };

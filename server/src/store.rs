@@ -132,7 +132,7 @@ pub enum StoreError {
     Unsupported(&'static str),
     /// The search threads' own SQLite connection ([`EnvelopeReader`]) failed.
     #[error("database error (search hits): {0}")]
-    Reader(String),
+    Reader(#[from] rusqlite::Error),
 }
 
 impl StoreError {
@@ -434,20 +434,14 @@ impl EnvelopeReader {
         if let Some(connection) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
             return Ok(connection);
         }
-        let reader = |e: rusqlite::Error| StoreError::Reader(e.to_string());
         let connection = rusqlite::Connection::open_with_flags(
             &self.path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(reader)?;
-        connection
-            .busy_timeout(Duration::from_secs(10))
-            .map_err(reader)?;
-        connection
-            .execute_batch(&format!(
-                "PRAGMA query_only = ON; PRAGMA mmap_size = {SQLITE_MMAP_BYTES};"
-            ))
-            .map_err(reader)?;
+        )?;
+        connection.busy_timeout(Duration::from_secs(10))?;
+        connection.execute_batch(&format!(
+            "PRAGMA query_only = ON; PRAGMA mmap_size = {SQLITE_MMAP_BYTES};"
+        ))?;
         Ok(connection)
     }
 
@@ -482,7 +476,7 @@ impl EnvelopeReader {
             return Ok(found);
         }
         let connection = self.connection()?;
-        Self::read(&connection, ids, &mut found).map_err(|e| StoreError::Reader(e.to_string()))?;
+        Self::read(&connection, ids, &mut found)?;
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(connection);
         }

@@ -81,8 +81,7 @@ impl IntoResponse for ApiError {
                 message: self.message.clone(),
             },
         };
-        let status = self.status;
-        let mut response = (status, Json(body)).into_response();
+        let mut response = (self.status, Json(body)).into_response();
         // For the layers outside the handlers: `/ob/` answers errors in its own shape.
         response.extensions_mut().insert(self);
         response
