@@ -84,14 +84,14 @@ async fn start_server() -> Server {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(response) = http.get(format!("{url}/healthz")).send().await
+        if let Ok(response) = http.get(format!("{url}/readyz")).send().await
             && response.status().is_success()
         {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "souk-server did not start within 60 s"
+            "souk-server was not ready within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

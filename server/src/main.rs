@@ -27,35 +27,14 @@ async fn main() -> anyhow::Result<()> {
                 env!("CARGO_PKG_VERSION")
             );
             let listen = config.listen;
-            let grpc = config.grpc.clone();
-            let state = souk_server::server::open(config).await?;
+            // Listen first: `/healthz` and `/readyz` answer while the server opens.
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let listen = listener.local_addr().unwrap_or(listen);
-            tracing::info!(%listen, "REST API ready: http://{listen}/api/v1/openapi.json");
-            let grpc_listener = if grpc.enabled {
-                let listener = tokio::net::TcpListener::bind(grpc.addr)
-                    .await
-                    .with_context(|| format!("cannot listen for gRPC on {}", grpc.addr))?;
-                let addr = listener.local_addr().unwrap_or(grpc.addr);
-                let scheme = if grpc.tls.is_some() {
-                    "TLS"
-                } else {
-                    "plaintext"
-                };
-                tracing::info!(grpc = %addr, "gRPC API ready: {addr} ({scheme}; reflection on)");
-                Some(listener)
-            } else {
-                None
-            };
-            souk_server::server::serve_all(
-                state,
-                listener,
-                grpc_listener,
-                souk_server::server::shutdown_signal(),
-            )
-            .await?;
+            tracing::info!(%listen, "listening; /readyz says when the API is ready");
+            souk_server::server::run(config, listener, souk_server::server::shutdown_signal())
+                .await?;
             tracing::info!("stopped");
         }
         Command::Demo(args) => {

@@ -2,8 +2,7 @@
 //! start the writer, listen, shut down gracefully.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -111,6 +110,12 @@ fn register_metrics() {
 /// # Errors
 /// If the data directory, database or index cannot be opened.
 pub async fn open(config: Config) -> anyhow::Result<SharedState> {
+    open_reporting(config, &Starting::new()).await
+}
+
+/// [`open`], telling `starting` which step it is at (for `/readyz` while it runs).
+async fn open_reporting(config: Config, starting: &Starting) -> anyhow::Result<SharedState> {
+    starting.set_step("opening the database".into());
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -120,6 +125,7 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
     let store = Store::connect(&config.database_url, config.sqlite_sync)
         .await
         .with_context(|| format!("cannot open the database {}", redact(&config.database_url)))?;
+    starting.set_step("opening the search index".into());
     let index_dir = config.index_dir();
     let memory = config.search_memory_bytes;
     let (search, rebuild) =
@@ -130,9 +136,21 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
     let search = Arc::new(search);
     let search_pool =
         SearchPool::new(config.search_threads).context("cannot start the search threads")?;
-    ingest::catch_up(&store, &search, rebuild)
-        .await
-        .context("cannot bring the search index up to date")?;
+    let target = store.max_seq().await.context("cannot read the store")?;
+    starting.set_step(if rebuild {
+        "rebuilding the search index from the store".into()
+    } else {
+        "bringing the search index up to date".into()
+    });
+    ingest::catch_up_with(&store, &search, rebuild, &|seq| {
+        starting.set_step(format!(
+            "{} the search index: ingest sequence {seq} of {target}",
+            if rebuild { "rebuilding" } else { "updating" }
+        ));
+    })
+    .await
+    .context("cannot bring the search index up to date")?;
+    starting.set_step("starting the network and the writer".into());
     let sync_set = if config.p2p.enabled {
         let items = store
             .current_ids()
@@ -182,7 +200,6 @@ pub async fn open(config: Config) -> anyhow::Result<SharedState> {
         ingestor,
         metrics: metrics_handle(),
         started: Instant::now(),
-        ready: AtomicBool::new(true),
         network,
         mailbox,
         listings: Arc::new(crate::service::ListingCache::new(
@@ -282,46 +299,237 @@ pub async fn serve_all(
     grpc: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = state.store.clone();
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let stop = Arc::new(stop);
-    let on_signal = Arc::clone(&stop);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = on_signal.send(true);
-    });
-    let mut rest_stopping = stopping.clone();
-    let rest = axum::serve(
-        rest,
-        app(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = rest_stopping.wait_for(|stop| *stop).await;
-    })
-    .into_future();
-    let result = match grpc {
-        None => rest.await.context("server failed"),
-        Some(listener) => {
-            let grpc = crate::grpc::serve(state, listener, stopping);
-            tokio::pin!(rest, grpc);
-            tokio::select! {
-                served = &mut rest => {
-                    // REST stopped (shutdown, or failure): gRPC stops too.
-                    let _ = stop.send(true);
-                    let grpc_served = grpc.await;
-                    served.context("server failed").and(grpc_served)
-                }
-                grpc_served = &mut grpc => {
-                    // gRPC stopped first: only a failure (bad TLS files, say) does that.
-                    let _ = stop.send(true);
-                    let served = rest.await;
-                    grpc_served.and(served.context("server failed"))
-                }
-            }
+    let starting = Arc::new(Starting::new());
+    starting.start(app(Arc::clone(&state)));
+    let serving = Serving::start(rest, Arc::clone(&starting), shutdown);
+    serving.finish(state, grpc).await
+}
+
+/// Opens a server with `config` and serves it on `rest` until `shutdown` completes, as the
+/// `serve` command does. REST answers from the start: while the server opens (migrations, an
+/// index rebuild that may take minutes) `/healthz` is 200, `/readyz` is 503 `not_ready` and
+/// says which step it is at, and every other path is 503 `starting` with `retry-after`. Then
+/// the API takes over on the same socket (no connection is refused in between) and gRPC
+/// starts on `config.grpc.addr` when enabled. A shutdown during the start stops at once.
+///
+/// # Errors
+/// If the server cannot be opened, gRPC cannot listen, or serving fails.
+pub async fn run(
+    config: Config,
+    rest: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let grpc = config.grpc.clone();
+    let starting = Arc::new(Starting::new());
+    let serving = Serving::start(rest, Arc::clone(&starting), shutdown);
+    let mut stopping = serving.stopping.clone();
+    let opened = tokio::select! {
+        opened = open_reporting(config, &starting) => opened,
+        _ = stopping.wait_for(|stop| *stop) => {
+            tracing::info!("stopping while starting");
+            return serving.stop().await;
         }
     };
-    store.close().await;
-    result
+    let state = match opened {
+        Ok(state) => state,
+        Err(error) => {
+            let _ = serving.stop().await;
+            return Err(error);
+        }
+    };
+    let grpc = if grpc.enabled {
+        let listener = match TcpListener::bind(grpc.addr).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                let _ = serving.stop().await;
+                state.store.close().await;
+                return Err(error)
+                    .with_context(|| format!("cannot listen for gRPC on {}", grpc.addr));
+            }
+        };
+        let addr = listener.local_addr().unwrap_or(grpc.addr);
+        let scheme = if grpc.tls.is_some() {
+            "TLS"
+        } else {
+            "plaintext"
+        };
+        tracing::info!(grpc = %addr, "gRPC API ready: {addr} ({scheme}; reflection on)");
+        Some(listener)
+    } else {
+        None
+    };
+    starting.start(app(Arc::clone(&state)));
+    tracing::info!(listen = %serving.addr, "REST API ready: http://{}/api/v1/openapi.json", serving.addr);
+    serving.finish(state, grpc).await
+}
+
+/// A REST listener being served, by [`starting_app`] until the API is set.
+struct Serving {
+    addr: SocketAddr,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    rest: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Serving {
+    /// Serves `starting` on `rest`; `shutdown` sets the stop signal.
+    fn start(
+        rest: TcpListener,
+        starting: Arc<Starting>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        let addr = rest
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let stop = Arc::new(stop);
+        let on_signal = Arc::clone(&stop);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = on_signal.send(true);
+        });
+        let mut rest_stopping = stopping.clone();
+        let rest = tokio::spawn(
+            axum::serve(
+                rest,
+                starting_app(starting).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rest_stopping.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
+        );
+        Self {
+            addr,
+            stop,
+            stopping,
+            rest,
+        }
+    }
+
+    /// Stops serving (in-flight requests finish).
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        served(self.rest.await)
+    }
+
+    /// Serves until the stop signal, with gRPC on `grpc` when given; then closes the database.
+    async fn finish(self, state: SharedState, grpc: Option<TcpListener>) -> anyhow::Result<()> {
+        let store = state.store.clone();
+        let Self {
+            stop,
+            stopping,
+            rest,
+            ..
+        } = self;
+        let result = match grpc {
+            None => served(rest.await),
+            Some(listener) => {
+                let grpc = crate::grpc::serve(state, listener, stopping);
+                tokio::pin!(rest, grpc);
+                tokio::select! {
+                    joined = &mut rest => {
+                        // REST stopped (shutdown, or failure): gRPC stops too.
+                        let _ = stop.send(true);
+                        let grpc_served = grpc.await;
+                        served(joined).and(grpc_served)
+                    }
+                    grpc_served = &mut grpc => {
+                        // gRPC stopped first: only a failure (bad TLS files, say) does that.
+                        let _ = stop.send(true);
+                        let joined = rest.await;
+                        grpc_served.and(served(joined))
+                    }
+                }
+            }
+        };
+        store.close().await;
+        result
+    }
+}
+
+/// The outcome of the REST server's task.
+fn served(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    joined
+        .context("the REST server's task failed")?
+        .context("server failed")
+}
+
+/// A server's REST side from the moment it listens: what it is doing while it starts, then
+/// the API.
+pub struct Starting {
+    step: Mutex<String>,
+    app: OnceLock<Router>,
+}
+
+impl Starting {
+    fn new() -> Self {
+        Self {
+            step: Mutex::new("starting".into()),
+            app: OnceLock::new(),
+        }
+    }
+
+    fn set_step(&self, step: String) {
+        if let Ok(mut current) = self.step.lock() {
+            *current = step;
+        }
+    }
+
+    fn step(&self) -> String {
+        self.step
+            .lock()
+            .map_or_else(|_| "starting".into(), |step| step.clone())
+    }
+
+    /// Hands every request from now on to `app`.
+    fn start(&self, app: Router) {
+        let _ = self.app.set(app);
+    }
+}
+
+/// Answers with the API once [`Starting::start`] has set it; before that, `/healthz` 200,
+/// `/readyz` 503 `not_ready` naming the step, anything else 503 `starting` (under `/ob/` in
+/// OpenBazaar's `{"reason"}` shape).
+fn starting_app(starting: Arc<Starting>) -> Router {
+    Router::new()
+        .fallback(while_starting)
+        .layer(axum::middleware::from_fn(api::ob::errors_with_reason))
+        .with_state(starting)
+}
+
+async fn while_starting(
+    axum::extract::State(starting): axum::extract::State<Arc<Starting>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    if let Some(app) = starting.app.get() {
+        return match tower::ServiceExt::oneshot(app.clone(), request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+    }
+    let step = starting.step();
+    match request.uri().path() {
+        "/healthz" => "ok".into_response(),
+        "/readyz" => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("the server is starting: {step}"),
+        )
+        .into_response(),
+        _ => {
+            let mut response = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting",
+                format!("the server is starting ({step}); retry shortly"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("5"));
+            response
+        }
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -1,6 +1,7 @@
 //! The real binary on real sockets: acknowledged writes survive `kill -9` (on SQLite and on
 //! PostgreSQL); rate limits, CORS and request ids on the wire; graceful shutdown on SIGTERM,
-//! with a request in flight. Every wait has a deadline.
+//! with a request in flight; health and readiness while the server is still opening. Every
+//! wait has a deadline.
 
 mod common;
 
@@ -15,7 +16,28 @@ struct Running {
     base: String,
 }
 
+/// Starts the binary on `data_dir` and waits (at most 60 s) until `/readyz` says it is ready.
 async fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
+    let running = spawn(data_dir, extra);
+    let client = http_client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = client.get(format!("{}/readyz", running.base)).send().await
+            && response.status().is_success()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server was not ready within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running
+}
+
+/// Starts the binary on `data_dir` without waiting for it.
+fn spawn(data_dir: &std::path::Path, extra: &[&str]) -> Running {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_souk-server"))
         .arg("--data-dir")
@@ -30,20 +52,6 @@ async fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
         .spawn()
         .expect("spawn souk-server");
     let base = format!("http://127.0.0.1:{port}");
-    let client = http_client();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(response) = client.get(format!("{base}/healthz")).send().await
-            && response.status().is_success()
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not come up within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     Running { child, base }
 }
 
@@ -535,4 +543,123 @@ async fn sigterm_finishes_the_request_in_flight() {
     assert_eq!(page["total"], objects.len(), "{page}");
     server.child.kill().expect("kill");
     let _ = server.child.wait();
+}
+
+/// While a server opens (here it waits for a table another session holds locked, as it would
+/// wait for a long index rebuild), its port answers: `/healthz` 200, `/readyz` 503
+/// `not_ready` naming the step, the API 503 `starting` with `retry-after` (under `/ob/` with a
+/// `reason`). Once it can go on, the API takes over on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_port_answers_health_and_readiness_while_the_server_opens() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().expect("tmp");
+    let database = PgDatabase::create().await;
+    let flags = ["--database-url", database.url.as_str()];
+    // A first run creates the tables and stores a listing.
+    let mut server = start(dir.path(), &flags).await;
+    let client = http_client();
+    let object = listing(&seller(44), "opening", "openingtest kettle", 100);
+    let response = client
+        .post(format!("{}/api/v1/envelopes", server.base))
+        .json(&serde_json::json!({ "envelope": b64(object.envelope().bytes()) }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    terminate(&server);
+    exits_cleanly(&mut server).await;
+
+    // Another session holds the envelopes table: the next start cannot get past reading it.
+    let mut lock = sqlx::PgConnection::connect(&database.url)
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut lock)
+        .await
+        .expect("begin");
+    sqlx::query("LOCK TABLE envelopes IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut lock)
+        .await
+        .expect("lock");
+    let mut server = spawn(dir.path(), &flags);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = client.get(format!("{}/healthz", server.base)).send().await
+            && response.status().is_success()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no /healthz within 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = client
+        .get(format!("{}/readyz", server.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "not_ready", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("the server is starting: "), "{message}");
+    let response = client
+        .get(format!(
+            "{}/api/v1/listings/search?q=openingtest",
+            server.base
+        ))
+        .send()
+        .await
+        .expect("search");
+    assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "starting", "{body}");
+    let body = get_json(
+        &client,
+        &format!("{}/ob/listings/search?q=openingtest", server.base),
+    )
+    .await;
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("starting")),
+        "{body}"
+    );
+
+    // Let it go on: the API takes over on the same port.
+    sqlx::query("COMMIT")
+        .execute(&mut lock)
+        .await
+        .expect("commit");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = client
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .await
+            .expect("readyz");
+        if response.status().is_success() {
+            break;
+        }
+        assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            Instant::now() < deadline,
+            "not ready within 60 s of the unlock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = get_json(
+        &client,
+        &format!("{}/api/v1/listings/search?q=openingtest", server.base),
+    )
+    .await;
+    assert_eq!(body["total"], 1, "{body}");
+    terminate(&server);
+    exits_cleanly(&mut server).await;
 }

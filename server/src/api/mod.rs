@@ -14,7 +14,6 @@ pub mod ops;
 pub mod page;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -51,8 +50,6 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// When the server started.
     pub started: Instant,
-    /// Whether the search index has caught up with the store.
-    pub ready: AtomicBool,
     /// The peer-to-peer network (None when switched off).
     pub network: Option<crate::p2p::Network>,
     /// The inboxes of sealed private messages.

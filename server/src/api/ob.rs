@@ -48,7 +48,7 @@ fn reason(status: StatusCode, text: impl Into<String>) -> Response {
 /// `{"reason": "..."}` instead, with the same status and headers (`retry-after` included), so an
 /// OpenBazaar client finds its `reason` on every error. [`super::edge`] puts this inside CORS
 /// and the request ids and outside the rate limit.
-pub(super) async fn errors_with_reason(
+pub(crate) async fn errors_with_reason(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {

@@ -1,10 +1,8 @@
 //! Operations: liveness, readiness, Prometheus metrics, status.
 
-use std::sync::atomic::Ordering;
-
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
@@ -52,13 +50,8 @@ pub async fn healthz() -> &'static str {
     )
 )]
 pub async fn readyz(State(state): State<SharedState>) -> Result<&'static str, ApiError> {
-    if !state.ready.load(Ordering::Acquire) {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the search index is still catching up",
-        ));
-    }
+    // A server still opening (migrations, an index rebuild) answers `not_ready` from
+    // `server::run` before this router exists: here the index has caught up.
     state.store.counts().await?;
     Ok("ready")
 }
