@@ -363,7 +363,7 @@ pub async fn run(
     serving.finish(state, grpc).await
 }
 
-/// A REST listener being served, by [`starting_app`] until the API is set.
+/// A REST listener being served, by [`waiting_app`] until the API is set.
 struct Serving {
     addr: SocketAddr,
     stop: Arc<tokio::sync::watch::Sender<bool>>,
@@ -457,7 +457,7 @@ fn served(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow
 
 /// A server's REST side from the moment it listens: what it is doing while it starts, then
 /// the API.
-pub struct Starting {
+struct Starting {
     step: Mutex<String>,
     app: OnceLock<Router>,
 }
@@ -488,10 +488,28 @@ impl Starting {
     }
 }
 
-/// Answers with the API once [`Starting::start`] has set it; before that, `/healthz` 200,
-/// `/readyz` 503 `not_ready` naming the step, anything else 503 `starting` (under `/ob/` in
-/// OpenBazaar's `{"reason"}` shape).
+/// Answers with the API once [`Starting::start`] has set it, and with [`waiting_app`] before.
 fn starting_app(starting: Arc<Starting>) -> Router {
+    Router::new()
+        .fallback(dispatch)
+        .with_state((Arc::clone(&starting), waiting_app(starting)))
+}
+
+async fn dispatch(
+    axum::extract::State((starting, waiting)): axum::extract::State<(Arc<Starting>, Router)>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    let app = starting.app.get().cloned().unwrap_or(waiting);
+    match tower::ServiceExt::oneshot(app, request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// What answers while the server opens: `/healthz` 200, `/readyz` 503 `not_ready` naming the
+/// step, anything else 503 `starting` (under `/ob/` in OpenBazaar's `{"reason"}` shape, by the
+/// API's own layer).
+fn waiting_app(starting: Arc<Starting>) -> Router {
     Router::new()
         .fallback(while_starting)
         .layer(axum::middleware::from_fn(api::ob::errors_with_reason))
@@ -502,12 +520,6 @@ async fn while_starting(
     axum::extract::State(starting): axum::extract::State<Arc<Starting>>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
-    if let Some(app) = starting.app.get() {
-        return match tower::ServiceExt::oneshot(app.clone(), request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-    }
     let step = starting.step();
     match request.uri().path() {
         "/healthz" => "ok".into_response(),

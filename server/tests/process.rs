@@ -19,21 +19,25 @@ struct Running {
 /// Starts the binary on `data_dir` and waits (at most 60 s) until `/readyz` says it is ready.
 async fn start(data_dir: &std::path::Path, extra: &[&str]) -> Running {
     let running = spawn(data_dir, extra);
-    let client = http_client();
+    answers_ok(&http_client(), &format!("{}/readyz", running.base)).await;
+    running
+}
+
+/// Waits (at most 60 s) until a GET of `url` succeeds.
+async fn answers_ok(client: &reqwest::Client, url: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(response) = client.get(format!("{}/readyz", running.base)).send().await
+        if let Ok(response) = client.get(url).send().await
             && response.status().is_success()
         {
-            break;
+            return;
         }
         assert!(
             Instant::now() < deadline,
-            "the server was not ready within 60 s"
+            "no success from {url} within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    running
 }
 
 /// Starts the binary on `data_dir` without waiting for it.
@@ -582,16 +586,7 @@ async fn the_port_answers_health_and_readiness_while_the_server_opens() {
         .await
         .expect("lock");
     let mut server = spawn(dir.path(), &flags);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(response) = client.get(format!("{}/healthz", server.base)).send().await
-            && response.status().is_success()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no /healthz within 60 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    answers_ok(&client, &format!("{}/healthz", server.base)).await;
     let response = client
         .get(format!("{}/readyz", server.base))
         .send()
