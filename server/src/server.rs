@@ -110,7 +110,7 @@ fn register_metrics() {
 /// # Errors
 /// If the data directory, database or index cannot be opened.
 pub async fn open(config: Config) -> anyhow::Result<SharedState> {
-    open_reporting(config, &Starting::new()).await
+    open_reporting(config, &Starting::new(&[])).await
 }
 
 /// [`open`], telling `starting` which step it is at (for `/readyz` while it runs).
@@ -299,7 +299,7 @@ pub async fn serve_all(
     grpc: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let starting = Arc::new(Starting::new());
+    let starting = Arc::new(Starting::new(&state.config.cors_origins));
     starting.start(app(Arc::clone(&state)));
     let serving = Serving::start(rest, Arc::clone(&starting), shutdown);
     serving.finish(state, grpc).await
@@ -320,7 +320,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let grpc = config.grpc.clone();
-    let starting = Arc::new(Starting::new());
+    let starting = Arc::new(Starting::new(&config.cors_origins));
     let serving = Serving::start(rest, Arc::clone(&starting), shutdown);
     let mut stopping = serving.stopping.clone();
     let opened = tokio::select! {
@@ -460,13 +460,16 @@ fn served(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow
 struct Starting {
     step: Mutex<String>,
     app: OnceLock<Router>,
+    /// The configured CORS origins, for [`waiting_app`]'s replies.
+    cors_origins: Vec<String>,
 }
 
 impl Starting {
-    fn new() -> Self {
+    fn new(cors_origins: &[String]) -> Self {
         Self {
             step: Mutex::new("starting".into()),
             app: OnceLock::new(),
+            cors_origins: cors_origins.to_vec(),
         }
     }
 
@@ -507,13 +510,14 @@ async fn dispatch(
 }
 
 /// What answers while the server opens: `/healthz` 200, `/readyz` 503 `not_ready` naming the
-/// step, anything else 503 `starting` (under `/ob/` in OpenBazaar's `{"reason"}` shape, by the
-/// API's own layer).
+/// step, anything else 503 `starting` (under `/ob/` in OpenBazaar's `{"reason"}` shape), each
+/// through the API's edge layers (request id, log line, CORS).
 fn waiting_app(starting: Arc<Starting>) -> Router {
-    Router::new()
-        .fallback(while_starting)
-        .layer(axum::middleware::from_fn(api::ob::errors_with_reason))
-        .with_state(starting)
+    let origins = starting.cors_origins.clone();
+    api::with_edge(
+        Router::new().fallback(while_starting).with_state(starting),
+        &origins,
+    )
 }
 
 async fn while_starting(

@@ -597,22 +597,27 @@ async fn the_port_answers_health_and_readiness_while_the_server_opens() {
     assert_eq!(body["error"]["code"], "not_ready", "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("the server is starting: "), "{message}");
+    // A browser integration's request: the 503 carries CORS and a request id like any reply.
     let response = client
         .get(format!(
             "{}/api/v1/listings/search?q=openingtest",
             server.base
         ))
+        .header("origin", "https://shop.example")
         .send()
         .await
         .expect("search");
     assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
+    let header = |name: &str| {
         response
             .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("5")
-    );
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(header("retry-after").as_deref(), Some("5"));
+    assert_eq!(header("access-control-allow-origin").as_deref(), Some("*"));
+    assert!(header("x-request-id").is_some_and(|id| !id.is_empty()));
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["error"]["code"], "starting", "{body}");
     let body = get_json(

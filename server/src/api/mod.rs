@@ -145,7 +145,15 @@ pub fn routes(state: &SharedState) -> Router<SharedState> {
 /// (`ob::errors_with_reason`). A reply from any layer inside, a rate-limited one
 /// included, gets all of them; a CORS preflight is answered here and never reaches the limit.
 pub fn edge(inner: Router<SharedState>, state: SharedState) -> Router {
-    let cors = cors(&state.config.cors_origins);
+    let origins = state.config.cors_origins.clone();
+    with_edge(inner.with_state(state), &origins)
+}
+
+/// The layers of [`edge`] around a router that needs no state: the API's, and what answers
+/// while the server opens (`crate::server::run`), so that a `503 starting` carries a request
+/// id and CORS headers like any other reply.
+pub fn with_edge(inner: Router, cors_origins: &[String]) -> Router {
+    let cors = cors(cors_origins);
     let x_request_id = HeaderName::from_static("x-request-id");
     inner
         .layer(axum::middleware::from_fn(ob::errors_with_reason))
@@ -165,7 +173,6 @@ pub fn edge(inner: Router<SharedState>, state: SharedState) -> Router {
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
-        .with_state(state)
 }
 
 /// A path no route serves.
