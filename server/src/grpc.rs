@@ -270,10 +270,10 @@ impl IndexService for GrpcApi {
         &self,
         request: Request<pb::GetRatingsRequest>,
     ) -> Result<Response<pb::RatingsResponse>, Status> {
-        let subject =
-            service::key_from_bytes(&request.into_inner().subject, "subject").map_err(status)?;
-        // The first page, as the message has no cursor.
-        let ratings = service::ratings(&self.state, &subject, None, None)
+        let r = request.into_inner();
+        let subject = service::key_from_bytes(&r.subject, "subject").map_err(status)?;
+        let limit = (r.limit != 0).then(|| usize::try_from(r.limit).unwrap_or(usize::MAX));
+        let ratings = service::ratings(&self.state, &subject, limit, some(r.cursor).as_deref())
             .await
             .map_err(status)?;
         let (envelopes, roles) = ratings
@@ -286,6 +286,7 @@ impl IndexService for GrpcApi {
             moderator: Some(aggregate(ratings.moderator)),
             ratings: envelopes,
             roles,
+            next_cursor: ratings.next_cursor.unwrap_or_default(),
         }))
     }
 }

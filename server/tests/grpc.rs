@@ -232,6 +232,7 @@ both!(every_index_rpc_answers, |s: TestServer| async move {
     let ratings = index
         .get_ratings(pb::GetRatingsRequest {
             subject: store_key.public_key().as_bytes().to_vec(),
+            ..Default::default()
         })
         .await
         .expect("ratings")
@@ -470,6 +471,7 @@ both!(
         let ratings = IndexServiceClient::new(channel.clone())
             .get_ratings(pb::GetRatingsRequest {
                 subject: judge.public_key().as_bytes().to_vec(),
+                ..Default::default()
             })
             .await
             .expect("ratings")
@@ -496,6 +498,42 @@ both!(
                 pb::RatingRole::Seller as i32
             ],
             "newest first"
+        );
+        assert!(ratings.next_cursor.is_empty(), "one page holds both");
+        // The same ratings a page of one at a time, through the cursor.
+        let page = |cursor: String| {
+            let mut index = IndexServiceClient::new(channel.clone());
+            let subject = judge.public_key().as_bytes().to_vec();
+            async move {
+                index
+                    .get_ratings(pb::GetRatingsRequest {
+                        subject,
+                        limit: 1,
+                        cursor,
+                    })
+                    .await
+                    .expect("a page of ratings")
+                    .into_inner()
+            }
+        };
+        let first = page(String::new()).await;
+        assert_eq!(first.ratings, ratings.ratings[..1]);
+        assert_eq!(first.roles, ratings.roles[..1]);
+        assert!(!first.next_cursor.is_empty());
+        let second = page(first.next_cursor).await;
+        assert_eq!(second.ratings, ratings.ratings[1..]);
+        assert_eq!(second.roles, ratings.roles[1..]);
+        assert!(second.next_cursor.is_empty(), "the last page");
+        assert_status(
+            IndexServiceClient::new(channel.clone())
+                .get_ratings(pb::GetRatingsRequest {
+                    subject: judge.public_key().as_bytes().to_vec(),
+                    limit: 1,
+                    cursor: "not-a-cursor".into(),
+                })
+                .await,
+            Code::InvalidArgument,
+            "invalid_parameter",
         );
         // ListModerators carries each moderator's ratings as a moderator beside its profile.
         let mut profile = samples::profile(now() - 5);
@@ -557,6 +595,7 @@ both!(
             index
                 .get_ratings(pb::GetRatingsRequest {
                     subject: vec![9; 3],
+                    ..Default::default()
                 })
                 .await,
             Code::InvalidArgument,
@@ -960,6 +999,7 @@ async fn oversize_messages_and_floods_are_refused() {
         if let Err(status) = index
             .get_ratings(pb::GetRatingsRequest {
                 subject: seller(1).public_key().as_bytes().to_vec(),
+                ..Default::default()
             })
             .await
         {
