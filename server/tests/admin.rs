@@ -97,16 +97,69 @@ fn demo(dir: &Path, database: Option<&str>, listings: usize) {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn migrate_check_and_repair() {
+/// Flips the last bit of the envelope stored at `seq` 20, behind the server's back, in its
+/// SQLite file in `dir` or in `database`.
+async fn tamper_with_seq_20(dir: &Path, database: Option<&str>) {
+    macro_rules! tamper {
+        ($connection:expr) => {{
+            let mut connection = $connection;
+            let mut bytes: Vec<u8> = sqlx::query("SELECT bytes FROM envelopes WHERE seq = 20")
+                .fetch_one(&mut connection)
+                .await
+                .expect("read")
+                .get(0);
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            sqlx::query("UPDATE envelopes SET bytes = $1 WHERE seq = 20")
+                .bind(bytes)
+                .execute(&mut connection)
+                .await
+                .expect("tamper");
+            connection.close().await.expect("close");
+        }};
+    }
+    match database {
+        Some(url) => tamper!(sqlx::PgConnection::connect(url).await.expect("connect")),
+        None => tamper!(
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", dir.join("souk.db").display()))
+                .await
+                .expect("open")
+        ),
+    }
+}
+
+/// Stored envelopes, in the SQLite file in `dir` or in `database`.
+async fn stored_envelopes(dir: &Path, database: Option<&str>) -> i64 {
+    match database {
+        Some(url) => {
+            let mut connection = sqlx::PgConnection::connect(url).await.expect("connect");
+            let count: i64 = sqlx::query("SELECT COUNT(*) FROM envelopes")
+                .fetch_one(&mut connection)
+                .await
+                .expect("count")
+                .get(0);
+            connection.close().await.expect("close");
+            count
+        }
+        None => envelope_count(&dir.join("souk.db")).await,
+    }
+}
+
+async fn migrate_check_and_repair(database: Option<&str>) {
     let dir = tempfile::tempdir().expect("tmp");
-    let out = ok(&run(dir.path(), None, &["migrate"]));
+    let out = ok(&run(dir.path(), database, &["migrate"]));
     assert!(
         out.contains("schema version 5") && out.contains("(applied)"),
         "{out}"
     );
-    demo(dir.path(), None, 150);
-    let out = ok(&run(dir.path(), None, &["check"]));
+    // Again: nothing left to do, and it says so the same way.
+    let out = ok(&run(dir.path(), database, &["migrate"]));
+    assert!(
+        out.contains("schema version 5 (5 migrations applied)") && !out.contains("(pending)"),
+        "{out}"
+    );
+    demo(dir.path(), database, 150);
+    let out = ok(&run(dir.path(), database, &["check"]));
     assert!(
         out.contains("checked 160 stored envelopes and 150 current listings")
             && out.contains("search index matches the store"),
@@ -116,43 +169,42 @@ async fn migrate_check_and_repair() {
     // The index loses its files: check says so and fails; --repair rebuilds it.
     std::fs::remove_dir_all(dir.path().join("search")).expect("remove the index");
     refused(
-        &run(dir.path(), None, &["check"]),
+        &run(dir.path(), database, &["check"]),
         "the search index cannot be read",
     );
-    let out = ok(&run(dir.path(), None, &["check", "--repair"]));
+    let out = ok(&run(dir.path(), database, &["check", "--repair"]));
     assert!(
         out.contains("repaired: search index rebuilt from the store (150 listings"),
         "{out}"
     );
-    ok(&run(dir.path(), None, &["check"]));
-    let out = ok(&run(dir.path(), None, &["reindex"]));
+    ok(&run(dir.path(), database, &["check"]));
+    let out = ok(&run(dir.path(), database, &["reindex"]));
     assert!(out.contains("search index rebuilt: 150 listings"), "{out}");
 
     // A stored envelope is altered behind the server's back: check names it, fails, and
     // changes nothing.
-    let db = dir.path().join("souk.db");
-    let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .expect("open");
-    let mut bytes: Vec<u8> = sqlx::query("SELECT bytes FROM envelopes WHERE seq = 20")
-        .fetch_one(&mut connection)
-        .await
-        .expect("read")
-        .get(0);
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    sqlx::query("UPDATE envelopes SET bytes = $1 WHERE seq = 20")
-        .bind(bytes)
-        .execute(&mut connection)
-        .await
-        .expect("tamper");
-    connection.close().await.expect("close");
+    tamper_with_seq_20(dir.path(), database).await;
     let out = refused(
-        &run(dir.path(), None, &["check", "--repair"]),
+        &run(dir.path(), database, &["check", "--repair"]),
         "1 bad envelope",
     );
     assert!(out.contains("(seq 20): "), "{out}");
-    assert_eq!(envelope_count(&db).await, 160, "check never deletes");
+    assert_eq!(
+        stored_envelopes(dir.path(), database).await,
+        160,
+        "check never deletes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_check_and_repair_on_sqlite() {
+    migrate_check_and_repair(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_check_and_repair_on_postgres() {
+    let database = PgDatabase::create().await;
+    migrate_check_and_repair(Some(&database.url)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
