@@ -171,6 +171,11 @@ pub struct Options {
     /// Name shown to clients and on the status page. [default: "Souk index"]
     #[arg(long, env = "SOUK_SERVER_NAME", global = true)]
     pub server_name: Option<String>,
+    /// Logo URL that OpenBazaar clients show for this search provider (`logo` in
+    /// `/ob/listings/search`). [default: PUBLIC-URL/ob/logo.svg when --public-url is set, else
+    /// none]
+    #[arg(long, env = "SOUK_OB_LOGO_URL", global = true)]
+    pub ob_logo_url: Option<String>,
     /// Largest request body in bytes. [default: 16777216]
     #[arg(long, env = "SOUK_MAX_BODY_BYTES", global = true)]
     pub max_body_bytes: Option<usize>,
@@ -282,6 +287,8 @@ pub struct Config {
     pub database_url: String,
     /// Server name.
     pub server_name: String,
+    /// The logo URL of the OpenBazaar search-provider reply, if any.
+    pub ob_logo_url: Option<String>,
     /// Body limit.
     pub max_body_bytes: usize,
     /// Batch limit.
@@ -398,6 +405,7 @@ impl Options {
             data_dir: self.data_dir.or(lower.data_dir),
             database_url: self.database_url.or(lower.database_url),
             server_name: self.server_name.or(lower.server_name),
+            ob_logo_url: self.ob_logo_url.or(lower.ob_logo_url),
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
             max_batch: self.max_batch.or(lower.max_batch),
             rate_limit_per_second: self.rate_limit_per_second.or(lower.rate_limit_per_second),
@@ -455,6 +463,14 @@ impl Config {
             database_url,
             data_dir,
             server_name: o.server_name.unwrap_or_else(|| "Souk index".into()),
+            ob_logo_url: o
+                .ob_logo_url
+                .map(|u| u.trim().to_string())
+                .filter(|u| !u.is_empty())
+                .or_else(|| {
+                    let base = o.public_url.as_deref()?.trim().trim_end_matches('/');
+                    (!base.is_empty()).then(|| format!("{base}/ob/logo.svg"))
+                }),
             max_body_bytes: o.max_body_bytes.unwrap_or(16 * 1024 * 1024),
             max_batch: o.max_batch.unwrap_or(1_000),
             rate_limit_per_second: o.rate_limit_per_second.unwrap_or(50),
@@ -570,6 +586,11 @@ impl Config {
         {
             return invalid("public-url", "must start with https:// or http://");
         }
+        if let Some(url) = &self.ob_logo_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return invalid("ob-logo-url", "must start with https:// or http://");
+        }
         if self.grpc.max_streams == 0 {
             return invalid("grpc-max-streams", "must be at least 1");
         }
@@ -651,6 +672,47 @@ mod tests {
         assert_eq!(from_file.grpc.max_streams, defaults.grpc.max_streams);
         assert_eq!(from_file.grpc.feed_stall, defaults.grpc.feed_stall);
         assert!(from_file.grpc.enabled && from_file.grpc.tls.is_none());
+    }
+
+    #[test]
+    fn the_openbazaar_logo_defaults_to_the_public_url_and_can_be_set() {
+        assert_eq!(
+            load(Options::default()).expect("defaults").ob_logo_url,
+            None
+        );
+        let public = load(Options {
+            public_url: Some("https://souk.example.org/".into()),
+            ..Options::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            public.ob_logo_url.as_deref(),
+            Some("https://souk.example.org/ob/logo.svg")
+        );
+        let own = load(Options {
+            public_url: Some("https://souk.example.org".into()),
+            ob_logo_url: Some("https://cdn.example.org/logo.png".into()),
+            ..Options::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            own.ob_logo_url.as_deref(),
+            Some("https://cdn.example.org/logo.png")
+        );
+        let refused = load(Options {
+            ob_logo_url: Some("logo.png".into()),
+            ..Options::default()
+        });
+        assert!(
+            matches!(
+                refused,
+                Err(ConfigError::Invalid {
+                    name: "ob-logo-url",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -1084,6 +1084,7 @@ async fn every_route_is_in_the_openapi_document() {
         "/healthz",
         "/metrics",
         "/ob/listings/search",
+        "/ob/logo.svg",
         "/readyz",
     ];
     routes.sort_unstable();
@@ -1205,6 +1206,9 @@ both!(openbazaar_clients_can_search, |s: TestServer| async move {
     assert!(first["data"]["price"]["currency"]["divisibility"].is_u64());
     assert_eq!(body["sortBy"]["price-asc"]["selected"], true);
     assert!(body["options"]["type"]["options"].is_array());
+    // Without a public URL the server cannot name itself: links are paths, and no logo.
+    assert_eq!(body["links"]["listings"], "/ob/listings/search");
+    assert_eq!(body["logo"], "");
     let (_, body) = s
         .get("/ob/listings/search?q=kettle&type=digital_good")
         .await;
@@ -1252,6 +1256,46 @@ both!(openbazaar_clients_can_search, |s: TestServer| async move {
         (StatusCode::NOT_FOUND, Some("not_found"))
     );
 });
+
+/// With `--public-url`, the reply's links are URLs (OpenBazaar clients keep a provider's links
+/// only when they are) and its logo is the server's own, which it serves.
+#[tokio::test]
+async fn openbazaar_clients_get_absolute_links_and_a_logo_with_a_public_url() {
+    let s = TestServer::start_with(Backend::Sqlite, |config| {
+        config.inbox.public_url = Some("https://souk.example.org".into());
+        config.ob_logo_url = Some("https://souk.example.org/ob/logo.svg".into());
+    })
+    .await;
+    let (status, body) = s.get("/ob/listings/search?q=kettle").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for link in ["self", "listings", "search"] {
+        assert_eq!(
+            body["links"][link], "https://souk.example.org/ob/listings/search",
+            "{body}"
+        );
+    }
+    assert_eq!(body["logo"], "https://souk.example.org/ob/logo.svg");
+    let response = s
+        .raw(
+            axum::http::Request::get("/ob/logo.svg")
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers().get("content-type").map(|v| v.as_bytes()),
+        Some(b"image/svg+xml".as_slice())
+    );
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let svg = String::from_utf8(bytes.to_vec()).expect("utf-8");
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+}
 
 both!(
     one_batch_is_decided_as_if_its_envelopes_came_one_by_one,

@@ -23,7 +23,41 @@ use crate::search::{SearchQuery, Sort};
 use crate::store::{StoreError, decode_stored};
 
 pub(super) fn router() -> OpenApiRouter<SharedState> {
-    OpenApiRouter::new().routes(routes!(ob_search))
+    OpenApiRouter::new()
+        .routes(routes!(ob_search))
+        .routes(routes!(ob_logo))
+}
+
+/// The default search-provider logo (`logo` in the reply when `--public-url` is set and
+/// `--ob-logo-url` is not).
+const LOGO_SVG: &str = include_str!("ob_logo.svg");
+
+/// The search provider's logo.
+///
+/// An SVG image; the search reply's `logo` points here when the server knows its public URL
+/// (`--public-url`) and no other logo is configured (`--ob-logo-url`).
+#[utoipa::path(
+    get,
+    path = "/ob/logo.svg",
+    tag = "listings",
+    responses((status = 200, description = "The logo", content_type = "image/svg+xml", body = String))
+)]
+pub async fn ob_logo() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "image/svg+xml"),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        LOGO_SVG,
+    )
+        .into_response()
+}
+
+/// The reply's `links`: absolute when the server knows its public URL (OpenBazaar clients keep
+/// a provider's links only when they are URLs), else paths on this server.
+fn links(public_url: Option<&str>) -> Value {
+    let search = format!("{}/ob/listings/search", public_url.unwrap_or_default());
+    json!({ "self": search, "listings": search, "search": search })
 }
 
 /// An OpenBazaar-style error: `{"reason": "..."}`.
@@ -343,12 +377,8 @@ pub async fn ob_search(State(state): State<SharedState>, RawQuery(raw): RawQuery
     let more_pages = more_pages(q.search.offset, q.page_size, total);
     Json(json!({
         "name": state.config.server_name,
-        "logo": "",
-        "links": {
-            "self": "/ob/listings/search",
-            "listings": "/ob/listings/search",
-            "search": "/ob/listings/search",
-        },
+        "logo": state.config.ob_logo_url.as_deref().unwrap_or_default(),
+        "links": links(state.config.inbox.public_url.as_deref()),
         "options": options(&q),
         "sortBy": sort_by(q.sort_key),
         "results": { "total": total, "morePages": more_pages, "results": results },

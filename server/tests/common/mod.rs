@@ -304,6 +304,15 @@ impl TestServer {
         }
     }
 
+    /// The whole reply, headers included.
+    pub async fn raw(&self, request: Request<Body>) -> axum::response::Response {
+        self.router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("response")
+    }
+
     pub async fn request(&self, request: Request<Body>) -> (StatusCode, Value) {
         let response = self
             .router
