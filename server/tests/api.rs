@@ -270,6 +270,11 @@ both!(
             (status, body["error"]["code"].as_str()),
             (StatusCode::CONFLICT, Some("stale"))
         );
+        assert_eq!(
+            body["error"]["current"],
+            new.id().to_string(),
+            "the 409 names the version that stays current in a field of its own: {body}"
+        );
         assert_eq!(s.titles("q=lamp").await, ["Brass lamp, rewired"]);
         let newest = listing(&key, "lamp", "Brass lamp, polished", 100);
         assert_eq!(s.publish(&newest).await.0, StatusCode::CREATED);

@@ -108,7 +108,7 @@ fn is_batch_protobuf(content_type: &str) -> bool {
         (status = 201, description = "The single envelope was accepted", body = PublishResponse),
         (status = 200, description = "A batch was processed, or the single envelope was a duplicate", body = PublishResponse),
         (status = 400, description = "Malformed request or envelope", body = super::error::ErrorBody),
-        (status = 409, description = "The single envelope is stale", body = super::error::ErrorBody),
+        (status = 409, description = "The single envelope is stale; `error.current` is the id of the version that stays current", body = super::error::ErrorBody),
         (status = 413, description = "Body or batch too large", body = super::error::ErrorBody),
         (status = 415, description = "Unsupported content type", body = super::error::ErrorBody),
         (status = 422, description = "The single envelope breaks a protocol rule", body = super::error::ErrorBody),
@@ -242,13 +242,7 @@ pub async fn publish(
                 return Err(ApiError::new(status, code, message.clone()));
             }
             IngestResult::Stale { id, current } => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "stale",
-                    format!(
-                        "{id} is older than the stored version {current} (or the listing was withdrawn)"
-                    ),
-                ));
+                return Err(ApiError::stale(id, current));
             }
             IngestResult::Accepted { .. } | IngestResult::Duplicate { .. } => {}
         }
@@ -296,6 +290,7 @@ fn tally(results: Vec<IngestResult>) -> PublishResponse {
                     error: super::error::ErrorDetail {
                         code: code.to_string(),
                         message,
+                        current: None,
                     },
                 }
             }

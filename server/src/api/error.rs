@@ -10,6 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use souk_protocol::ObjectId;
+
 use crate::ingest::IngestError;
 use crate::mailbox::MailboxError;
 use crate::search::SearchError;
@@ -24,6 +26,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// For `stale`: the object id (hex) of the version that stays current.
+    pub current: Option<String>,
 }
 
 /// The error body.
@@ -40,6 +44,10 @@ pub struct ErrorDetail {
     pub code: String,
     /// What went wrong, for people.
     pub message: String,
+    /// Only with `stale` (409): the object id (hex) of the stored version that stays current, a
+    /// newer version or the withdrawal of the same object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
 }
 
 impl ApiError {
@@ -49,6 +57,22 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            current: None,
+        }
+    }
+
+    /// 409 `stale`: `id` is older than the stored version `current` (or the object was
+    /// withdrawn); the body names `current` in a field of its own, not only in the message.
+    pub fn stale(id: &ObjectId, current: &ObjectId) -> Self {
+        Self {
+            current: Some(current.to_string()),
+            ..Self::new(
+                StatusCode::CONFLICT,
+                "stale",
+                format!(
+                    "{id} is older than the stored version {current} (or the listing was withdrawn)"
+                ),
+            )
         }
     }
 
@@ -79,6 +103,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.to_string(),
                 message: self.message.clone(),
+                current: self.current.clone(),
             },
         };
         let mut response = (self.status, Json(body)).into_response();
