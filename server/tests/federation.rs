@@ -1,7 +1,8 @@
 //! Federation with real `souk-server` processes on loopback: gossip along a line of servers,
 //! a stopped server catching up by set reconciliation, a new empty server back-filling and
 //! finding peers through Kademlia, a forging peer rejected and disconnected, replacements and
-//! tombstones converging, and inbox records through the DHT. Every wait polls a condition
+//! tombstones converging (also across servers on SQLite and PostgreSQL, one of them catching
+//! up from its PostgreSQL store), and inbox records through the DHT. Every wait polls a condition
 //! against a deadline; nothing sleeps a fixed time hoping that something happened.
 
 mod common;
@@ -9,7 +10,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{b64, free_port, http_client, listing, now, profile, seller, tombstone};
+use common::{PgDatabase, b64, free_port, http_client, listing, now, profile, seller, tombstone};
 use serde_json::Value;
 use souk_protocol::samples;
 
@@ -56,10 +57,23 @@ where
 }
 
 impl Node {
-    /// Starts a server with its data in `dir`, joining through `bootstrap`.
+    /// Starts a server with its data in `dir` (SQLite), joining through `bootstrap`.
     async fn start(
         name: &'static str,
         dir: &std::path::Path,
+        bootstrap: &[&Node],
+        discover: bool,
+        sync_secs: u64,
+    ) -> Node {
+        Self::start_on(name, dir, None, bootstrap, discover, sync_secs).await
+    }
+
+    /// Starts a server with its search index in `dir` and its store in `database` (a
+    /// `postgres://` URL), or in SQLite in `dir` when that is `None`.
+    async fn start_on(
+        name: &'static str,
+        dir: &std::path::Path,
+        database: Option<&str>,
         bootstrap: &[&Node],
         discover: bool,
         sync_secs: u64,
@@ -87,6 +101,9 @@ impl Node {
             .stderr(Stdio::null());
         if !bootstrap.is_empty() {
             command.args(["--p2p-bootstrap", &bootstrap.join(",")]);
+        }
+        if let Some(database) = database {
+            command.args(["--database-url", database]);
         }
         let child = command.spawn().expect("spawn souk-server");
         let base = format!("http://127.0.0.1:{port}");
@@ -203,9 +220,19 @@ impl Node {
 /// A line of three servers: A ← B ← C (each bootstraps from the one before; no discovery, so
 /// each dials only its bootstrap peer), with gossip flowing both ways along the line.
 async fn line(dirs: &[tempfile::TempDir], sync_secs: u64) -> (Node, Node, Node) {
-    let a = Node::start("A", dirs[0].path(), &[], false, sync_secs).await;
-    let b = Node::start("B", dirs[1].path(), &[&a], false, sync_secs).await;
-    let c = Node::start("C", dirs[2].path(), &[&b], false, sync_secs).await;
+    line_on(dirs, [None; 3], sync_secs).await
+}
+
+/// [`line`] with each server's store chosen: SQLite in its directory (`None`) or a database.
+async fn line_on(
+    dirs: &[tempfile::TempDir],
+    databases: [Option<&str>; 3],
+    sync_secs: u64,
+) -> (Node, Node, Node) {
+    let [da, db, dc] = databases;
+    let a = Node::start_on("A", dirs[0].path(), da, &[], false, sync_secs).await;
+    let b = Node::start_on("B", dirs[1].path(), db, &[&a], false, sync_secs).await;
+    let c = Node::start_on("C", dirs[2].path(), dc, &[&b], false, sync_secs).await;
     wait_for("gossip along A–B–C", || async {
         (a.gossips_with(&b).await
             && b.gossips_with(&a).await
@@ -329,7 +356,62 @@ async fn a_stopped_server_catches_up_and_a_new_one_back_fills_and_discovers_peer
 async fn replacements_and_tombstones_published_at_one_end_win_everywhere() {
     let dirs = dirs::<3>();
     let (a, _b, c) = line(&dirs, 2).await;
-    let key = seller(3);
+    replacements_and_tombstones_win_everywhere(&a, &c, 3).await;
+}
+
+/// The same line with B and C storing in PostgreSQL and A in SQLite: gossip, replacement,
+/// withdrawal and set reconciliation do not depend on the store. Then C, killed, misses 300
+/// listings and catches up from its PostgreSQL store's set when it restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_on_sqlite_and_postgres_converge_and_a_postgres_one_catches_up() {
+    let (pg_b, pg_c) = (PgDatabase::create().await, PgDatabase::create().await);
+    let dirs = dirs::<3>();
+    let (a, b, c) = line_on(&dirs, [None, Some(&pg_b.url), Some(&pg_c.url)], 2).await;
+    replacements_and_tombstones_win_everywhere(&a, &c, 4).await;
+    assert!(
+        dirs[0].path().join("souk.db").exists(),
+        "A stores in SQLite"
+    );
+    for dir in &dirs[1..] {
+        assert!(
+            !dir.path().join("souk.db").exists(),
+            "B and C store in PostgreSQL"
+        );
+    }
+
+    let c_dir = c.kill();
+    let key = seller(5);
+    let batch: Vec<Vec<u8>> = (0..300)
+        .map(|i| {
+            listing(
+                &key,
+                &format!("missed-{i}"),
+                &format!("missedbatch item {i}"),
+                5,
+            )
+            .envelope()
+            .bytes()
+            .to_vec()
+        })
+        .collect();
+    a.publish(&batch).await;
+    let expected = a.objects().await;
+    wait_for("B to hold everything (gossip)", || async {
+        (b.objects().await == expected).then_some(())
+    })
+    .await;
+    let c = Node::start_on("C", &c_dir, Some(&pg_c.url), &[&b], false, 3_600).await;
+    wait_for("restarted C to converge", || async {
+        (c.objects().await == expected).then_some(())
+    })
+    .await;
+    assert_eq!(c.search_total("missedbatch").await, 300);
+}
+
+/// Publishes two listings at `a`, replaces one and withdraws the other at `c`, and checks that
+/// `a` ends up with `c`'s view, refuses a replay of the old version, and holds the same set.
+async fn replacements_and_tombstones_win_everywhere(a: &Node, c: &Node, seller_index: u8) {
+    let key = seller(seller_index);
     let old = listing(&key, "chair", "oakwood chair", 100);
     let doomed = listing(&key, "stool", "pinewood stool", 100);
     a.publish(&[
