@@ -582,14 +582,14 @@ impl Config {
             return invalid("inbox-max-mb", "must be at least 1");
         }
         if let Some(url) = &self.inbox.public_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
+            && let Err(reason) = web_url(url)
         {
-            return invalid("public-url", "must start with https:// or http://");
+            return invalid("public-url", reason);
         }
         if let Some(url) = &self.ob_logo_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
+            && let Err(reason) = web_url(url)
         {
-            return invalid("ob-logo-url", "must start with https:// or http://");
+            return invalid("ob-logo-url", reason);
         }
         if self.grpc.max_streams == 0 {
             return invalid("grpc-max-streams", "must be at least 1");
@@ -626,6 +626,19 @@ impl Config {
 }
 
 /// Parses a comma-separated list of multiaddrs.
+/// Checks that `url` is an absolute `http://` or `https://` URL with a host (what a browser or an
+/// OpenBazaar client can follow).
+fn web_url(url: &str) -> Result<(), &'static str> {
+    let parsed = url::Url::parse(url).map_err(|_| "must be an absolute http:// or https:// URL")?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("must start with https:// or http://");
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("must name a host");
+    }
+    Ok(())
+}
+
 fn multiaddrs(name: &'static str, text: &str) -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
     text.split(',')
         .map(str::trim)
@@ -699,20 +712,41 @@ mod tests {
             own.ob_logo_url.as_deref(),
             Some("https://cdn.example.org/logo.png")
         );
-        let refused = load(Options {
-            ob_logo_url: Some("logo.png".into()),
-            ..Options::default()
-        });
-        assert!(
-            matches!(
-                refused,
-                Err(ConfigError::Invalid {
-                    name: "ob-logo-url",
-                    ..
-                })
-            ),
-            "{refused:?}"
-        );
+        for bad in [
+            "logo.png",
+            "https://",
+            "https://a b/logo.png",
+            "ftp://x.org/logo.png",
+        ] {
+            let refused = load(Options {
+                ob_logo_url: Some(bad.into()),
+                ..Options::default()
+            });
+            assert!(
+                matches!(
+                    refused,
+                    Err(ConfigError::Invalid {
+                        name: "ob-logo-url",
+                        ..
+                    })
+                ),
+                "{bad}: {refused:?}"
+            );
+            let refused = load(Options {
+                public_url: Some(bad.into()),
+                ..Options::default()
+            });
+            assert!(
+                matches!(
+                    refused,
+                    Err(ConfigError::Invalid {
+                        name: "public-url",
+                        ..
+                    })
+                ),
+                "{bad}: {refused:?}"
+            );
+        }
     }
 
     #[test]
