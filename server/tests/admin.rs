@@ -145,9 +145,52 @@ async fn stored_envelopes(dir: &Path, database: Option<&str>) -> i64 {
     }
 }
 
+/// Whether the store (the SQLite file in `dir`, or `database`) has the `envelopes` table.
+async fn has_envelopes_table(dir: &Path, database: Option<&str>) -> bool {
+    match database {
+        Some(url) => {
+            let mut connection = sqlx::PgConnection::connect(url).await.expect("connect");
+            let found: bool = sqlx::query("SELECT to_regclass('public.envelopes') IS NOT NULL")
+                .fetch_one(&mut connection)
+                .await
+                .expect("to_regclass")
+                .get(0);
+            connection.close().await.expect("close");
+            found
+        }
+        None => {
+            let file = dir.join("souk.db");
+            if !file.exists() {
+                return false;
+            }
+            let mut connection =
+                sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", file.display()))
+                    .await
+                    .expect("open");
+            let found: i64 = sqlx::query(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'envelopes'",
+            )
+            .fetch_one(&mut connection)
+            .await
+            .expect("sqlite_master")
+            .get(0);
+            connection.close().await.expect("close");
+            found == 1
+        }
+    }
+}
+
 async fn migrate_check_and_repair(database: Option<&str>) {
     let dir = tempfile::tempdir().expect("tmp");
+    assert!(
+        !has_envelopes_table(dir.path(), database).await,
+        "the store starts empty"
+    );
     let out = ok(&run(dir.path(), database, &["migrate"]));
+    assert!(
+        has_envelopes_table(dir.path(), database).await,
+        "migrate created the schema"
+    );
     assert!(
         out.contains("schema version 5") && out.contains("(applied)"),
         "{out}"
@@ -203,7 +246,7 @@ async fn migrate_check_and_repair_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_check_and_repair_on_postgres() {
-    let database = PgDatabase::create().await;
+    let database = PgDatabase::create_empty().await;
     migrate_check_and_repair(Some(&database.url)).await;
 }
 

@@ -379,6 +379,7 @@ async fn servers_on_sqlite_and_postgres_converge_and_a_postgres_one_catches_up()
         );
     }
 
+    let before = a.objects().await;
     let c_dir = c.kill();
     let key = seller(5);
     let batch: Vec<Vec<u8>> = (0..300)
@@ -396,6 +397,7 @@ async fn servers_on_sqlite_and_postgres_converge_and_a_postgres_one_catches_up()
         .collect();
     a.publish(&batch).await;
     let expected = a.objects().await;
+    assert_eq!(expected, before + 300, "A stored the batch");
     wait_for("B to hold everything (gossip)", || async {
         (b.objects().await == expected).then_some(())
     })
@@ -406,6 +408,20 @@ async fn servers_on_sqlite_and_postgres_converge_and_a_postgres_one_catches_up()
     })
     .await;
     assert_eq!(c.search_total("missedbatch").await, 300);
+    let round = wait_for("C to report the sync round on reconnect", || async {
+        let status = c.status().await;
+        status["peers"].as_array().and_then(|peers| {
+            peers
+                .iter()
+                .find(|p| p["sync"]["last_round"]["fetched"].as_u64().unwrap_or(0) > 0)
+                .cloned()
+        })
+    })
+    .await;
+    assert!(
+        round["sync"]["last_round"]["fetched"].as_u64() >= Some(300),
+        "C fetched what it missed by set reconciliation: {round}"
+    );
 }
 
 /// Publishes two listings at `a`, replaces one and withdraws the other at `c`, and checks that

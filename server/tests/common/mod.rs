@@ -75,7 +75,18 @@ fn with_database(url: &str, name: &str) -> String {
 }
 
 impl PgDatabase {
+    /// A fresh database with the schema already migrated (copied from a template).
     pub async fn create() -> Self {
+        Self::create_with(true).await
+    }
+
+    /// A fresh, empty database: no tables, no migrations applied.
+    #[allow(dead_code)] // Not every test binary starts from an empty database.
+    pub async fn create_empty() -> Self {
+        Self::create_with(false).await
+    }
+
+    async fn create_with(migrated: bool) -> Self {
         let admin_url = postgres_url();
         let mut admin = sqlx::PgConnection::connect(&admin_url)
             .await
@@ -97,7 +108,7 @@ impl PgDatabase {
             .fetch_optional(&mut admin)
             .await
             .expect("query pg_database");
-        if exists.is_none() {
+        if migrated && exists.is_none() {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "CREATE DATABASE \"{template}\""
             )))
@@ -114,12 +125,15 @@ impl PgDatabase {
             store.close().await;
         }
         let name = format!("souk_test_{}", random_suffix());
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
-        )))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
+        let create = if migrated {
+            format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"")
+        } else {
+            format!("CREATE DATABASE \"{name}\"")
+        };
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
         sqlx::query("SELECT pg_advisory_unlock(727272)")
             .execute(&mut admin)
             .await
