@@ -456,6 +456,10 @@ impl Config {
         let database_url = o
             .database_url
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("souk.db").display()));
+        let public_url = o
+            .public_url
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty());
         let config = Self {
             listen: o
                 .listen
@@ -467,10 +471,7 @@ impl Config {
                 .ob_logo_url
                 .map(|u| u.trim().to_string())
                 .filter(|u| !u.is_empty())
-                .or_else(|| {
-                    let base = o.public_url.as_deref()?.trim().trim_end_matches('/');
-                    (!base.is_empty()).then(|| format!("{base}/ob/logo.svg"))
-                }),
+                .or_else(|| Some(format!("{}/ob/logo.svg", public_url.as_deref()?))),
             max_body_bytes: o.max_body_bytes.unwrap_or(16 * 1024 * 1024),
             max_batch: o.max_batch.unwrap_or(1_000),
             rate_limit_per_second: o.rate_limit_per_second.unwrap_or(50),
@@ -504,10 +505,7 @@ impl Config {
                 sync_interval: std::time::Duration::from_secs(o.sync_interval_secs.unwrap_or(60)),
             },
             inbox: InboxConfig {
-                public_url: o
-                    .public_url
-                    .map(|u| u.trim().trim_end_matches('/').to_string())
-                    .filter(|u| !u.is_empty()),
+                public_url,
                 ttl: std::time::Duration::from_secs(
                     o.inbox_ttl_days.unwrap_or(30).saturating_mul(24 * 60 * 60),
                 ),
@@ -625,7 +623,6 @@ impl Config {
     }
 }
 
-/// Parses a comma-separated list of multiaddrs.
 /// Checks that `url` is an absolute `http://` or `https://` URL with a host (what a browser or an
 /// OpenBazaar client can follow).
 fn web_url(url: &str) -> Result<(), &'static str> {
@@ -639,6 +636,7 @@ fn web_url(url: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Parses a comma-separated list of multiaddrs.
 fn multiaddrs(name: &'static str, text: &str) -> Result<Vec<libp2p::Multiaddr>, ConfigError> {
     text.split(',')
         .map(str::trim)
@@ -718,34 +716,28 @@ mod tests {
             "https://a b/logo.png",
             "ftp://x.org/logo.png",
         ] {
-            let refused = load(Options {
-                ob_logo_url: Some(bad.into()),
-                ..Options::default()
-            });
-            assert!(
-                matches!(
-                    refused,
-                    Err(ConfigError::Invalid {
-                        name: "ob-logo-url",
-                        ..
-                    })
+            for (setting, options) in [
+                (
+                    "ob-logo-url",
+                    Options {
+                        ob_logo_url: Some(bad.into()),
+                        ..Options::default()
+                    },
                 ),
-                "{bad}: {refused:?}"
-            );
-            let refused = load(Options {
-                public_url: Some(bad.into()),
-                ..Options::default()
-            });
-            assert!(
-                matches!(
-                    refused,
-                    Err(ConfigError::Invalid {
-                        name: "public-url",
-                        ..
-                    })
+                (
+                    "public-url",
+                    Options {
+                        public_url: Some(bad.into()),
+                        ..Options::default()
+                    },
                 ),
-                "{bad}: {refused:?}"
-            );
+            ] {
+                let refused = load(options);
+                assert!(
+                    matches!(refused, Err(ConfigError::Invalid { name, .. }) if name == setting),
+                    "{setting} = {bad}: {refused:?}"
+                );
+            }
         }
     }
 

@@ -71,16 +71,31 @@ fn refused(output: &Output, needle: &str) -> String {
 }
 
 async fn envelope_count(db: &Path) -> i64 {
-    let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .expect("open the database");
-    let count: i64 = sqlx::query("SELECT COUNT(*) FROM envelopes")
-        .fetch_one(&mut connection)
-        .await
-        .expect("count")
-        .get(0);
-    connection.close().await.expect("close");
-    count
+    count(db, None, "SELECT COUNT(*) FROM envelopes").await
+}
+
+/// The one number a `SELECT COUNT(*) ...` answers, from `database` or else the SQLite file `db`.
+async fn count(db: &Path, database: Option<&str>, sql: &'static str) -> i64 {
+    macro_rules! count {
+        ($connection:expr) => {{
+            let mut connection = $connection;
+            let count: i64 = sqlx::query(sql)
+                .fetch_one(&mut connection)
+                .await
+                .expect("count")
+                .get(0);
+            connection.close().await.expect("close");
+            count
+        }};
+    }
+    match database {
+        Some(url) => count!(sqlx::PgConnection::connect(url).await.expect("connect")),
+        None => count!(
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .expect("open the database")
+        ),
+    }
 }
 
 fn demo(dir: &Path, database: Option<&str>, listings: usize) {
@@ -130,54 +145,25 @@ async fn tamper_with_seq_20(dir: &Path, database: Option<&str>) {
 
 /// Stored envelopes, in the SQLite file in `dir` or in `database`.
 async fn stored_envelopes(dir: &Path, database: Option<&str>) -> i64 {
-    match database {
-        Some(url) => {
-            let mut connection = sqlx::PgConnection::connect(url).await.expect("connect");
-            let count: i64 = sqlx::query("SELECT COUNT(*) FROM envelopes")
-                .fetch_one(&mut connection)
-                .await
-                .expect("count")
-                .get(0);
-            connection.close().await.expect("close");
-            count
-        }
-        None => envelope_count(&dir.join("souk.db")).await,
-    }
+    count(
+        &dir.join("souk.db"),
+        database,
+        "SELECT COUNT(*) FROM envelopes",
+    )
+    .await
 }
 
 /// Whether the store (the SQLite file in `dir`, or `database`) has the `envelopes` table.
 async fn has_envelopes_table(dir: &Path, database: Option<&str>) -> bool {
-    match database {
-        Some(url) => {
-            let mut connection = sqlx::PgConnection::connect(url).await.expect("connect");
-            let found: bool = sqlx::query("SELECT to_regclass('public.envelopes') IS NOT NULL")
-                .fetch_one(&mut connection)
-                .await
-                .expect("to_regclass")
-                .get(0);
-            connection.close().await.expect("close");
-            found
-        }
-        None => {
-            let file = dir.join("souk.db");
-            if !file.exists() {
-                return false;
-            }
-            let mut connection =
-                sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=ro", file.display()))
-                    .await
-                    .expect("open");
-            let found: i64 = sqlx::query(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'envelopes'",
-            )
-            .fetch_one(&mut connection)
-            .await
-            .expect("sqlite_master")
-            .get(0);
-            connection.close().await.expect("close");
-            found == 1
-        }
-    }
+    let file = dir.join("souk.db");
+    let sql = if database.is_some() {
+        "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'envelopes'"
+    } else if file.exists() {
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'envelopes'"
+    } else {
+        return false;
+    };
+    count(&file, database, sql).await == 1
 }
 
 async fn migrate_check_and_repair(database: Option<&str>) {

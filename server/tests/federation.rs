@@ -198,6 +198,23 @@ impl Node {
             .is_some_and(|peers| peers.iter().any(|p| p["peer_id"] == other.peer_id.as_str()))
     }
 
+    /// Waits until this node reports a peer whose last sync round fetched something, and
+    /// returns that peer's entry of `/api/v1/network`.
+    async fn fetching_peer(&self) -> Value {
+        wait_for(
+            &format!("{} to report a sync round that fetched", self.name),
+            || async {
+                self.status().await["peers"].as_array().and_then(|peers| {
+                    peers
+                        .iter()
+                        .find(|p| p["sync"]["last_round"]["fetched"].as_u64().unwrap_or(0) > 0)
+                        .cloned()
+                })
+            },
+        )
+        .await
+    }
+
     /// Whether this node knows `other` is subscribed to the envelope topic (gossip flows).
     async fn gossips_with(&self, other: &Node) -> bool {
         self.status().await["peers"]
@@ -323,16 +340,7 @@ async fn a_stopped_server_catches_up_and_a_new_one_back_fills_and_discovers_peer
         );
     }
     assert_eq!(c.search_total("offlinebatch").await, 1_000);
-    let rounds = wait_for("C to report a finished sync round", || async {
-        let status = c.status().await;
-        status["peers"].as_array().and_then(|peers| {
-            peers
-                .iter()
-                .find(|p| p["sync"]["last_round"]["fetched"].as_u64().unwrap_or(0) > 0)
-                .cloned()
-        })
-    })
-    .await;
+    let rounds = c.fetching_peer().await;
     assert!(
         rounds["sync"]["last_round"]["fetched"].as_u64() >= Some(1_000),
         "C fetched the missing listings by id: {rounds}"
@@ -408,16 +416,7 @@ async fn servers_on_sqlite_and_postgres_converge_and_a_postgres_one_catches_up()
     })
     .await;
     assert_eq!(c.search_total("missedbatch").await, 300);
-    let round = wait_for("C to report the sync round on reconnect", || async {
-        let status = c.status().await;
-        status["peers"].as_array().and_then(|peers| {
-            peers
-                .iter()
-                .find(|p| p["sync"]["last_round"]["fetched"].as_u64().unwrap_or(0) > 0)
-                .cloned()
-        })
-    })
-    .await;
+    let round = c.fetching_peer().await;
     assert!(
         round["sync"]["last_round"]["fetched"].as_u64() >= Some(300),
         "C fetched what it missed by set reconciliation: {round}"
