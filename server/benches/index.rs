@@ -19,6 +19,10 @@
 //! else (to profile one query, e.g. `--only q=handmade --queries 5000` under `perf record`).
 //! "Caches off" means the result cache and the decoded-listing cache both off: every query is
 //! computed and every hit read from the database and decoded.
+//! The ingest line is followed by the time the pipeline's store stage (the SQLite or PostgreSQL
+//! transaction) and index stage (the search index commit) were busy: the stage busy nearly all
+//! the time is the one that limits ingest. `--sqlite-sync normal` runs SQLite without an fsync
+//! per commit (the server's `--sqlite-sync`; the default is `full`), to see what the fsync costs.
 //! `--hits-through-pool` reads the hits through sqlx's pool after the search, as the server
 //! did before the search threads read them themselves (for comparing the two in one build).
 //! PostgreSQL comes from `SOUK_TEST_POSTGRES_URL` (default postgres://postgres@127.0.0.1:5432/test);
@@ -42,6 +46,7 @@ struct Args {
     per_query: bool,
     only: Option<String>,
     hits_through_pool: bool,
+    sqlite_sync: Option<souk_server::config::SqliteSync>,
 }
 
 fn args() -> Args {
@@ -54,6 +59,7 @@ fn args() -> Args {
         per_query: false,
         only: None,
         hits_through_pool: false,
+        sqlite_sync: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -82,6 +88,13 @@ fn args() -> Args {
             "--per-query" => out.per_query = true,
             "--only" => out.only = it.next(),
             "--hits-through-pool" => out.hits_through_pool = true,
+            "--sqlite-sync" => {
+                out.sqlite_sync = match it.next().as_deref() {
+                    Some("full") => Some(souk_server::config::SqliteSync::Full),
+                    Some("normal") => Some(souk_server::config::SqliteSync::Normal),
+                    other => panic!("--sqlite-sync full|normal, not {other:?}"),
+                };
+            }
             _ => {} // cargo bench passes --bench
         }
     }
@@ -129,6 +142,7 @@ async fn ingest(label: &str, state: &souk_server::api::SharedState, a: &Args, no
     let generation = generated.elapsed();
     let count: usize = batches.iter().map(Vec::len).sum();
     let bytes: usize = batches.iter().flatten().map(Vec::len).sum();
+    let stages_before = stage_seconds(state);
     let started = Instant::now();
     let cpu_before = cpu_seconds();
     // `ingest_clients` batches in flight at once, as from that many clients or peers.
@@ -147,6 +161,7 @@ async fn ingest(label: &str, state: &souk_server::api::SharedState, a: &Args, no
         .await;
     let ingest = started.elapsed();
     let cpu = cpu_seconds() - cpu_before;
+    let stages = stage_seconds(state);
     #[allow(clippy::cast_precision_loss, reason = "rates")]
     let rate = count as f64 / ingest.as_secs_f64();
     #[allow(clippy::cast_precision_loss, reason = "rates")]
@@ -159,6 +174,42 @@ async fn ingest(label: &str, state: &souk_server::api::SharedState, a: &Args, no
         cpu / ingest.as_secs_f64(),
         generation.as_secs_f64()
     );
+    // The metrics are the process's: a run over both databases counts the first in the second.
+    #[allow(clippy::cast_precision_loss, reason = "rates")]
+    if let (Some(before), Some(after)) = (stages_before, stages) {
+        let [(store_s, store_n), (index_s, index_n)] =
+            [0, 1].map(|i| (after[i].0 - before[i].0, after[i].1 - before[i].1));
+        println!(
+            "| {label} | ingest stages | store stage busy {store_s:.1} s in {store_n} groups ({:.0} envelopes a group), index stage busy {index_s:.1} s in {index_n} commits, of {:.1} s | | |",
+            count as f64 / store_n.max(1) as f64,
+            ingest.as_secs_f64()
+        );
+    }
+}
+
+/// The time the ingest pipeline's store and index stages have been busy, and how many groups
+/// each has handled, so far (from `souk_ingest_stage_seconds` in the server's metrics; zero
+/// before the first group).
+fn stage_seconds(state: &souk_server::api::SharedState) -> Option<[(f64, u64); 2]> {
+    let text = state.metrics.as_ref()?.render();
+    let read = |stage: &str, what: &str| -> Option<f64> {
+        let prefix = format!("souk_ingest_stage_seconds_{what}{{stage=\"{stage}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "counts"
+    )]
+    let stage = |name: &str| {
+        (
+            read(name, "sum").unwrap_or(0.0),
+            read(name, "count").unwrap_or(0.0) as u64,
+        )
+    };
+    Some([stage("store"), stage("index")])
 }
 
 async fn bench(label: &str, database_url: Option<String>, a: &Args) {
@@ -168,7 +219,10 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
         (Some(dir), None) => dir.clone(),
         _ => temp.path().to_path_buf(),
     };
-    let config = Config::for_tests(&dir, database_url);
+    let mut config = Config::for_tests(&dir, database_url);
+    if let Some(sync) = a.sqlite_sync {
+        config.sqlite_sync = sync;
+    }
     let opened = Instant::now();
     let mut state = souk_server::server::open(config).await.expect("open");
     if a.hits_through_pool {
