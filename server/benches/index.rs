@@ -23,6 +23,8 @@
 //! transaction) and index stage (the search index commit) were busy: the stage busy nearly all
 //! the time is the one that limits ingest. `--sqlite-sync normal` runs SQLite without an fsync
 //! per commit (the server's `--sqlite-sync`; the default is `full`), to see what the fsync costs.
+//! `--sqlite-cache-mb N` sets the page cache of SQLite's writing connection (the server's
+//! `--sqlite-cache-mb`; the default is 256).
 //! `--hits-through-pool` reads the hits through sqlx's pool after the search, as the server
 //! did before the search threads read them themselves (for comparing the two in one build).
 //! PostgreSQL comes from `SOUK_TEST_POSTGRES_URL` (default postgres://postgres@127.0.0.1:5432/test);
@@ -47,6 +49,7 @@ struct Args {
     only: Option<String>,
     hits_through_pool: bool,
     sqlite_sync: Option<souk_server::config::SqliteSync>,
+    sqlite_cache_mb: Option<u32>,
 }
 
 fn args() -> Args {
@@ -60,6 +63,7 @@ fn args() -> Args {
         only: None,
         hits_through_pool: false,
         sqlite_sync: None,
+        sqlite_cache_mb: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -93,6 +97,12 @@ fn args() -> Args {
                     Some("full") => Some(souk_server::config::SqliteSync::Full),
                     Some("normal") => Some(souk_server::config::SqliteSync::Normal),
                     other => panic!("--sqlite-sync full|normal, not {other:?}"),
+                };
+            }
+            "--sqlite-cache-mb" => {
+                out.sqlite_cache_mb = match it.next().map(|v| v.parse()) {
+                    Some(Ok(mb)) if mb > 0 => Some(mb),
+                    other => panic!("--sqlite-cache-mb takes a number of MiB, not {other:?}"),
                 };
             }
             _ => {} // cargo bench passes --bench
@@ -222,6 +232,9 @@ async fn bench(label: &str, database_url: Option<String>, a: &Args) {
     let mut config = Config::for_tests(&dir, database_url);
     if let Some(sync) = a.sqlite_sync {
         config.sqlite_sync = sync;
+    }
+    if let Some(mb) = a.sqlite_cache_mb {
+        config.sqlite_cache_mb = mb;
     }
     let opened = Instant::now();
     let mut state = souk_server::server::open(config).await.expect("open");

@@ -49,7 +49,7 @@ fn spinner(message: &str) -> ProgressBar {
 }
 
 async fn connect(config: &Config) -> anyhow::Result<Store> {
-    Store::connect(&config.database_url, config.sqlite_sync)
+    Store::connect(&config.database_url, config.sqlite_tuning())
         .await
         .with_context(|| format!("cannot open the database {}", redact(&config.database_url)))
 }

@@ -172,8 +172,8 @@ pub struct Options {
     #[arg(long, env = "SOUK_SERVER_NAME", global = true)]
     pub server_name: Option<String>,
     /// Logo URL that OpenBazaar clients show for this search provider (`logo` in
-    /// `/ob/listings/search`). [default: PUBLIC-URL/ob/logo.svg when --public-url is set, else
-    /// none]
+    /// `/ob/listings/search`); an empty value turns the logo off. [default: PUBLIC-URL/ob/logo.svg
+    /// when --public-url is set, else none]
     #[arg(long, env = "SOUK_OB_LOGO_URL", global = true)]
     pub ob_logo_url: Option<String>,
     /// Largest request body in bytes. [default: 16777216]
@@ -208,6 +208,10 @@ pub struct Options {
     /// SQLite durability (`full` or `normal`). [default: full]
     #[arg(long, env = "SOUK_SQLITE_SYNC", global = true, value_enum)]
     pub sqlite_sync: Option<SqliteSync>,
+    /// Page cache of SQLite's writing connection, in MiB: it keeps the index pages that ingest
+    /// writes to between transactions; fills only as far as writes need. [default: 256]
+    #[arg(long, env = "SOUK_SQLITE_CACHE_MB", global = true)]
+    pub sqlite_cache_mb: Option<u32>,
     /// Take part in the peer-to-peer network (gossip, sync, Kademlia). [default: true]
     #[arg(long, env = "SOUK_P2P", global = true)]
     pub p2p: Option<bool>,
@@ -309,6 +313,8 @@ pub struct Config {
     pub search_cache_entries: usize,
     /// SQLite durability.
     pub sqlite_sync: SqliteSync,
+    /// Page cache of SQLite's writing connection, MiB.
+    pub sqlite_cache_mb: u32,
     /// Peer-to-peer settings.
     pub p2p: P2pConfig,
     /// Inbox settings.
@@ -416,6 +422,7 @@ impl Options {
             search_threads: self.search_threads.or(lower.search_threads),
             search_cache_entries: self.search_cache_entries.or(lower.search_cache_entries),
             sqlite_sync: self.sqlite_sync.or(lower.sqlite_sync),
+            sqlite_cache_mb: self.sqlite_cache_mb.or(lower.sqlite_cache_mb),
             p2p: self.p2p.or(lower.p2p),
             p2p_listen: self.p2p_listen.or(lower.p2p_listen),
             p2p_bootstrap: self.p2p_bootstrap.or(lower.p2p_bootstrap),
@@ -467,11 +474,12 @@ impl Config {
             database_url,
             data_dir,
             server_name: o.server_name.unwrap_or_else(|| "Souk index".into()),
-            ob_logo_url: o
-                .ob_logo_url
-                .map(|u| u.trim().to_string())
-                .filter(|u| !u.is_empty())
-                .or_else(|| Some(format!("{}/ob/logo.svg", public_url.as_deref()?))),
+            // Given but empty: no logo, even with a public URL. Not given: the server's own.
+            ob_logo_url: match o.ob_logo_url.as_deref().map(str::trim) {
+                Some("") => None,
+                Some(url) => Some(url.to_string()),
+                None => public_url.as_deref().map(|u| format!("{u}/ob/logo.svg")),
+            },
             max_body_bytes: o.max_body_bytes.unwrap_or(16 * 1024 * 1024),
             max_batch: o.max_batch.unwrap_or(1_000),
             rate_limit_per_second: o.rate_limit_per_second.unwrap_or(50),
@@ -490,6 +498,9 @@ impl Config {
                 .search_cache_entries
                 .unwrap_or(crate::search::DEFAULT_RESULT_CACHE_ENTRIES),
             sqlite_sync: o.sqlite_sync.unwrap_or(SqliteSync::Full),
+            sqlite_cache_mb: o
+                .sqlite_cache_mb
+                .unwrap_or(crate::store::SqliteTuning::DEFAULT_WRITER_CACHE_MIB),
             p2p: P2pConfig {
                 enabled: o.p2p.unwrap_or(true),
                 listen: multiaddrs(
@@ -589,6 +600,9 @@ impl Config {
         {
             return invalid("ob-logo-url", reason);
         }
+        if self.sqlite_cache_mb == 0 {
+            return invalid("sqlite-cache-mb", "must be at least 1");
+        }
         if self.grpc.max_streams == 0 {
             return invalid("grpc-max-streams", "must be at least 1");
         }
@@ -599,6 +613,15 @@ impl Config {
             return invalid("database-url", "must start with sqlite:// or postgres://");
         }
         Ok(())
+    }
+
+    /// How to run a SQLite store.
+    #[must_use]
+    pub fn sqlite_tuning(&self) -> crate::store::SqliteTuning {
+        crate::store::SqliteTuning {
+            sync: self.sqlite_sync,
+            writer_cache_mib: self.sqlite_cache_mb,
+        }
     }
 
     /// The search index directory.
@@ -710,6 +733,18 @@ mod tests {
             own.ob_logo_url.as_deref(),
             Some("https://cdn.example.org/logo.png")
         );
+        for off in ["", "  "] {
+            let none = load(Options {
+                public_url: Some("https://souk.example.org".into()),
+                ob_logo_url: Some(off.into()),
+                ..Options::default()
+            })
+            .expect("valid");
+            assert_eq!(
+                none.ob_logo_url, None,
+                "ob-logo-url {off:?} turns the logo off"
+            );
+        }
         for bad in [
             "logo.png",
             "https://",

@@ -780,9 +780,12 @@ mod tests {
     /// A SQLite store in `dir`, a search index in `dir/search`, and the ingest path over both.
     async fn open(dir: &std::path::Path) -> (Store, Arc<SearchIndex>, Ingestor) {
         let url = format!("sqlite://{}", dir.join("souk.db").display());
-        let store = Store::connect(&url, SqliteSync::Normal)
-            .await
-            .expect("store");
+        let store = Store::connect(
+            &url,
+            crate::store::SqliteTuning::with_sync(SqliteSync::Normal),
+        )
+        .await
+        .expect("store");
         let (search, _) = SearchIndex::open(&dir.join("search"), 15_000_000).expect("index");
         let search = Arc::new(search);
         let ingestor = Ingestor::start(store.clone(), Arc::clone(&search), None);

@@ -122,7 +122,7 @@ async fn open_reporting(config: Config, starting: &Starting) -> anyhow::Result<S
             config.data_dir.display()
         )
     })?;
-    let store = Store::connect(&config.database_url, config.sqlite_sync)
+    let store = Store::connect(&config.database_url, config.sqlite_tuning())
         .await
         .with_context(|| format!("cannot open the database {}", redact(&config.database_url)))?;
     starting.set_step("opening the search index".into());

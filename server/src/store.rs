@@ -152,17 +152,59 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub enum Store {
     /// Embedded SQLite (WAL mode).
-    Sqlite(SqlitePool),
+    Sqlite {
+        /// Connections that read.
+        readers: SqlitePool,
+        /// The one connection every writing transaction goes through (SQLite has one writer
+        /// at a time anyway); its page cache stays warm from one transaction to the next. An
+        /// in-memory database has no second pool: this is `readers` again.
+        writer: SqlitePool,
+    },
     /// PostgreSQL.
     Postgres(PgPool),
 }
 
-/// Runs `$body` with `$pool` bound to whichever pool the store has; the body is written once
-/// and compiled for both databases.
+/// How a SQLite store is run (PostgreSQL ignores it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteTuning {
+    /// Durability of a commit.
+    pub sync: SqliteSync,
+    /// Page cache of the writing connection, in MiB.
+    pub writer_cache_mib: u32,
+}
+
+impl SqliteTuning {
+    /// The writing connection's page cache unless configured: 256 MiB. It fills only as far as
+    /// the writes need (at 1M listings, the two random-ordered indexes they insert into are
+    /// about 130 MB).
+    pub const DEFAULT_WRITER_CACHE_MIB: u32 = 256;
+
+    /// The default tuning with this durability.
+    #[must_use]
+    pub fn with_sync(sync: SqliteSync) -> Self {
+        Self {
+            sync,
+            writer_cache_mib: Self::DEFAULT_WRITER_CACHE_MIB,
+        }
+    }
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool the store reads through; the body is
+/// written once and compiled for both databases.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
-            Store::Sqlite($pool) => $body,
+            Store::Sqlite { readers: $pool, .. } => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Like `with_pool!`, with the pool that writes: on SQLite the one writing connection.
+macro_rules! with_writer {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite { writer: $pool, .. } => $body,
             Store::Postgres($pool) => $body,
         }
     };
@@ -489,7 +531,7 @@ impl Store {
     /// for PostgreSQL and in-memory SQLite, which read through the pool).
     #[must_use]
     pub fn envelope_reader(&self) -> Option<EnvelopeReader> {
-        let Self::Sqlite(pool) = self else {
+        let Self::Sqlite { readers: pool, .. } = self else {
             return None;
         };
         let path = pool.connect_options().get_filename().to_path_buf();
@@ -503,7 +545,7 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError`] if the database cannot be reached or migrated.
-    pub async fn connect(url: &str, sync: SqliteSync) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, sqlite: SqliteTuning) -> Result<Self, StoreError> {
         if url.starts_with("postgres") {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
@@ -516,7 +558,7 @@ impl Store {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(match sync {
+                .synchronous(match sqlite.sync {
                     SqliteSync::Full => SqliteSynchronous::Full,
                     SqliteSync::Normal => SqliteSynchronous::Normal,
                 })
@@ -529,7 +571,7 @@ impl Store {
                 // A batch of 1,000 envelopes dirties more pages than the default cache holds
                 // (2 MiB); SQLite then spilled them to the WAL mid-transaction and wrote many
                 // twice. With spilling off, a transaction keeps its dirty pages in memory until
-                // it commits (tens of MiB for the largest group), then the cache shrinks back.
+                // it commits (tens of MiB for the largest group).
                 .pragma("cache_spill", "OFF")
                 // Statement journals and temporary tables in memory, not in temporary files:
                 // at 1M listings, writing the ingest statements' journals through a file was
@@ -542,12 +584,33 @@ impl Store {
                     "wal_autocheckpoint",
                     SQLITE_WAL_CHECKPOINT_PAGES.to_string(),
                 );
-            let pool = SqlitePoolOptions::new()
+            let readers = SqlitePoolOptions::new()
                 .max_connections(8)
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await?;
-            SQLITE_MIGRATIONS.run(&pool).await?;
-            Ok(Self::Sqlite(pool))
+            SQLITE_MIGRATIONS.run(&readers).await?;
+            if !readers.connect_options().get_filename().is_file() {
+                // In memory: a second pool could open a second database.
+                let writer = readers.clone();
+                return Ok(Self::Sqlite { readers, writer });
+            }
+            // Every write goes through one connection that is never closed or recycled, so
+            // its cache keeps the pages the last transactions touched. Each ingest group
+            // inserts into two random-ordered B-trees (the envelope ids, the current slots)
+            // and so touches most of their leaf pages; through the readers' pool, each group
+            // ran on whichever connection was idle, whose cache another connection's commit
+            // had invalidated, and read every one of those pages back from the WAL.
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options.pragma(
+                    "cache_size",
+                    (-i64::from(sqlite.writer_cache_mib) * 1024).to_string(),
+                ))
+                .await?;
+            Ok(Self::Sqlite { readers, writer })
         }
     }
 
@@ -555,7 +618,7 @@ impl Store {
     #[must_use]
     pub fn backend(&self) -> &'static str {
         match self {
-            Self::Sqlite(_) => "sqlite",
+            Self::Sqlite { .. } => "sqlite",
             Self::Postgres(_) => "postgres",
         }
     }
@@ -565,8 +628,11 @@ impl Store {
         matches!(self, Self::Postgres(_))
     }
 
-    /// Closes the pool (waits for connections to finish).
+    /// Closes the pools (waits for connections to finish).
     pub async fn close(&self) {
+        if let Self::Sqlite { writer, .. } = self {
+            writer.close().await;
+        }
         with_pool!(self, pool => pool.close().await);
     }
 
@@ -587,7 +653,7 @@ impl Store {
         const ROWS: usize = 100;
         let received_at = now_secs();
         let numbered = self.numbered_parameters();
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut tx = pool.begin_write().await?;
             // 1. Which ids are stored already?
             let mut known = std::collections::HashSet::new();
@@ -1052,7 +1118,7 @@ impl Store {
     #[must_use]
     pub fn known_migrations(&self) -> Vec<(i64, String)> {
         let migrator = match self {
-            Self::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Self::Sqlite { .. } => &SQLITE_MIGRATIONS,
             Self::Postgres(_) => &POSTGRES_MIGRATIONS,
         };
         migrator
@@ -1068,7 +1134,7 @@ impl Store {
     /// [`StoreError::Unsupported`] on PostgreSQL; [`StoreError`] if the copy fails.
     pub async fn backup_into(&self, path: &std::path::Path) -> Result<(), StoreError> {
         match self {
-            Self::Sqlite(pool) => {
+            Self::Sqlite { readers: pool, .. } => {
                 sqlx::query("VACUUM INTO $1")
                     .bind(path.to_string_lossy().into_owned())
                     .execute(pool)
@@ -1112,7 +1178,7 @@ impl Store {
         max_bytes: i64,
     ) -> Result<InboxPut, StoreError> {
         let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut tx = pool.begin_write().await?;
             if let Some(row) = sqlx::query("SELECT expires_at FROM inbox WHERE id = $1")
                 .bind(id.as_slice())
@@ -1223,7 +1289,7 @@ impl Store {
         ids: &[[u8; 32]],
         remember_until: i64,
     ) -> Result<u64, StoreError> {
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let mut deleted = 0;
             for id in ids {
@@ -1254,7 +1320,7 @@ impl Store {
     /// # Errors
     /// [`StoreError`].
     pub async fn inbox_sweep(&self, now: i64) -> Result<(u64, u64), StoreError> {
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let messages = sqlx::query("DELETE FROM inbox WHERE expires_at <= $1")
                 .bind(now)
                 .execute(pool)
@@ -1328,7 +1394,7 @@ impl Store {
     /// [`StoreError`].
     pub async fn size_bytes(&self) -> Result<i64, StoreError> {
         match self {
-            Self::Sqlite(pool) => {
+            Self::Sqlite { readers: pool, .. } => {
                 let row = sqlx::query("SELECT page_count * page_size AS n FROM pragma_page_count(), pragma_page_size()")
                     .fetch_one(pool)
                     .await?;
@@ -1458,7 +1524,10 @@ pub fn decode_stored(bytes: &[u8]) -> Result<(RawEnvelope, Object), StoreError> 
 
 #[cfg(test)]
 mod tests {
-    use super::{BeginWrite as _, LISTINGS_OF, NEWEST_PROFILES, SqliteSync, Store, placeholders};
+    use super::{
+        BeginWrite as _, LISTINGS_OF, NEWEST_PROFILES, SqliteSync, SqliteTuning, Store,
+        placeholders,
+    };
     use sqlx::Row as _;
     use sqlx::sqlite::SqlitePool;
 
@@ -1466,10 +1535,10 @@ mod tests {
     async fn sqlite_store() -> (tempfile::TempDir, Store, SqlitePool) {
         let dir = tempfile::tempdir().expect("tmp");
         let url = format!("sqlite://{}", dir.path().join("store.db").display());
-        let store = Store::connect(&url, SqliteSync::Normal)
+        let store = Store::connect(&url, SqliteTuning::with_sync(SqliteSync::Normal))
             .await
             .expect("open");
-        let Store::Sqlite(pool) = &store else {
+        let Store::Sqlite { readers: pool, .. } = &store else {
             panic!("a SQLite store");
         };
         let pool = pool.clone();
@@ -1557,6 +1626,65 @@ mod tests {
                 "{sql}: {plan:?}"
             );
         }
+    }
+
+    /// On a SQLite file every write goes through one connection of its own, with the
+    /// configured page cache, and it is the same connection from one batch to the next (so its
+    /// cache stays warm); what it commits, the readers see.
+    #[tokio::test]
+    async fn a_sqlite_file_writes_through_one_lasting_connection_with_its_own_cache() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", dir.path().join("store.db").display());
+        let tuning = SqliteTuning {
+            sync: SqliteSync::Normal,
+            writer_cache_mib: 64,
+        };
+        let store = Store::connect(&url, tuning).await.expect("open");
+        let Store::Sqlite { readers, writer } = &store else {
+            panic!("a SQLite store");
+        };
+        assert_eq!(writer.options().get_max_connections(), 1);
+        let cache_size = |pool: &SqlitePool| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("PRAGMA cache_size")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("cache_size")
+            }
+        };
+        assert_eq!(cache_size(writer).await, -64 * 1024, "64 MiB, in KiB");
+        assert_eq!(cache_size(readers).await, -2000, "SQLite's default");
+        // A temporary table lives as long as its connection.
+        sqlx::query("CREATE TEMP TABLE marker (x INTEGER)")
+            .execute(writer)
+            .await
+            .expect("marker");
+        let ctx = souk_protocol::ValidationContext::now();
+        let key = souk_protocol::IdentityKey::from_secret_bytes(&[9; 32]);
+        for slug in ["lamp", "desk", "chair"] {
+            let listing = souk_protocol::samples::listing(ctx.now - 10, slug, None);
+            let object = key
+                .seal(&souk_protocol::Object::Listing(listing), &ctx)
+                .expect("valid listing");
+            let outcomes = store
+                .write_batch(std::slice::from_ref(&object))
+                .await
+                .expect("write");
+            assert!(matches!(
+                outcomes.as_slice(),
+                [super::WriteOutcome::Accepted { .. }]
+            ));
+            assert!(
+                store.get(&object.id()).await.expect("read").is_some(),
+                "the readers see the writer's commit"
+            );
+        }
+        sqlx::query("SELECT x FROM marker")
+            .fetch_all(writer)
+            .await
+            .expect("still the connection that made the marker");
+        assert_eq!(store.max_seq().await.expect("seq"), 3);
     }
 
     /// While another connection holds SQLite's write lock, a batch waits for it and is then

@@ -118,7 +118,7 @@ impl PgDatabase {
             // Migrating through the server's own store code keeps one migration path.
             let store = souk_server::store::Store::connect(
                 &with_database(&admin_url, &template),
-                souk_server::config::SqliteSync::Full,
+                souk_server::store::SqliteTuning::with_sync(souk_server::config::SqliteSync::Full),
             )
             .await
             .expect("migrate template");
