@@ -526,6 +526,13 @@ impl EnvelopeReader {
     }
 }
 
+/// The file a SQLite pool opens, or `None` for an in-memory database (which another pool or
+/// connection of our own could not open: it would get a database of its own).
+fn sqlite_file(pool: &SqlitePool) -> Option<std::path::PathBuf> {
+    let path = pool.connect_options().get_filename().to_path_buf();
+    path.is_file().then_some(path)
+}
+
 impl Store {
     /// A reader of envelopes for the search threads, when the store is a SQLite file (`None`
     /// for PostgreSQL and in-memory SQLite, which read through the pool).
@@ -534,8 +541,7 @@ impl Store {
         let Self::Sqlite { readers: pool, .. } = self else {
             return None;
         };
-        let path = pool.connect_options().get_filename().to_path_buf();
-        path.is_file().then(|| EnvelopeReader {
+        sqlite_file(pool).map(|path| EnvelopeReader {
             path,
             idle: std::sync::Mutex::new(Vec::new()),
         })
@@ -589,7 +595,7 @@ impl Store {
                 .connect_with(options.clone())
                 .await?;
             SQLITE_MIGRATIONS.run(&readers).await?;
-            if !readers.connect_options().get_filename().is_file() {
+            if sqlite_file(&readers).is_none() {
                 // In memory: a second pool could open a second database.
                 let writer = readers.clone();
                 return Ok(Self::Sqlite { readers, writer });
