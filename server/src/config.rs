@@ -805,6 +805,39 @@ mod tests {
     }
 
     #[test]
+    fn the_sqlite_writer_cache_defaults_to_256_mib_can_be_set_and_is_never_zero() {
+        let defaults = load(Options::default()).expect("defaults");
+        assert_eq!(defaults.sqlite_tuning().writer_cache_mib, 256);
+        let set = load(Options {
+            sqlite_cache_mb: Some(64),
+            sqlite_sync: Some(SqliteSync::Normal),
+            ..Options::default()
+        })
+        .expect("valid");
+        assert_eq!(
+            set.sqlite_tuning(),
+            crate::store::SqliteTuning {
+                sync: SqliteSync::Normal,
+                writer_cache_mib: 64
+            }
+        );
+        let zero = load(Options {
+            sqlite_cache_mb: Some(0),
+            ..Options::default()
+        });
+        assert!(
+            matches!(
+                zero,
+                Err(ConfigError::Invalid {
+                    name: "sqlite-cache-mb",
+                    ..
+                })
+            ),
+            "{zero:?}"
+        );
+    }
+
+    #[test]
     fn grpc_settings_are_checked() {
         let half_tls = load(Options {
             grpc_tls_cert: Some("cert.pem".into()),
