@@ -1091,9 +1091,11 @@ impl SearchIndex {
                 let mut top = (sort == Sort::Relevance)
                     .then(|| text::TopScores::new(q.offset.saturating_add(limit)));
                 let mut matches = Vec::with_capacity(segments.len());
-                for (ord, (segment, filter)) in segments.iter().zip(&filtered).enumerate() {
+                for (ord, ((segment, filter), view)) in
+                    segments.iter().zip(&filtered).zip(views.iter()).enumerate()
+                {
                     let ord = u32::try_from(ord).unwrap_or(u32::MAX);
-                    matches.push(scan.segment(segment, ord, filter, top.as_mut())?);
+                    matches.push(scan.segment(segment, &view.terms, ord, filter, top.as_mut())?);
                 }
                 scored = top.map(|top| top.addresses(q.offset));
                 matches
@@ -1669,10 +1671,12 @@ mod tests {
                     .expect("at most two words");
                 let mut top = text::TopScores::new(100_000);
                 let mut total = 0;
-                for (ord, (segment, filter)) in segments.iter().zip(&filters).enumerate() {
+                for (ord, ((segment, filter), view)) in
+                    segments.iter().zip(&filters).zip(views.iter()).enumerate()
+                {
                     let ord = u32::try_from(ord).expect("few segments");
                     total += scan
-                        .segment(segment, ord, filter, Some(&mut top))
+                        .segment(segment, &view.terms, ord, filter, Some(&mut top))
                         .expect("scan")
                         .count();
                 }
@@ -1789,6 +1793,7 @@ mod tests {
         let matches = scan
             .segment(
                 &searcher.segment_readers()[0],
+                &text::TermViews::default(),
                 0,
                 &bitmaps::Bits::full(16_384),
                 Some(&mut top),
@@ -1801,6 +1806,66 @@ mod tests {
         // title with the word itself is scored.
         let stats = scan.stats();
         assert_eq!((stats.windows, stats.scored), (4, 2), "{stats:?}");
+    }
+
+    #[test]
+    fn windows_whose_best_possible_score_cannot_enter_are_read_for_matches_only() {
+        // "oak" is in every title, so its documents are kept as a bitset. Every title but one
+        // is "oak stool"; the one is "oak" alone, a shorter field and so a higher score.
+        let (_dir, index) = index_of_titles(16_384, |i| {
+            if i == 10_000 {
+                "oak".into()
+            } else {
+                "oak stool".into()
+            }
+        });
+        let searcher = index.reader.searcher();
+        for (limit, offset) in [(5, 0), (3, 2), (10_000, 0)] {
+            let q = SearchQuery {
+                text: "oak".into(),
+                limit,
+                offset,
+                now: 2_000,
+                ..SearchQuery::default()
+            };
+            let got = index.compute(&searcher, &q).expect("search");
+            let want = index.compute_reference(&searcher, &q).expect("tantivy");
+            assert_eq!(got.total, 16_384);
+            assert_eq!(got.total, want.total, "{limit}");
+            assert_eq!(got.ids, want.ids, "{limit}");
+            assert_eq!(got.facets, want.facets, "{limit}");
+        }
+        let words = query_words("oak");
+        let (last, rest) = words.split_last().expect("a word");
+        let scan = text::TextScan::new(&searcher, &index.text_words(last, rest))
+            .expect("prepare")
+            .expect("one word");
+        let terms = text::TermViews::default();
+        let segment = &searcher.segment_readers()[0];
+        let filter = bitmaps::Bits::full(16_384);
+        for round in 0..2 {
+            let mut top = text::TopScores::new(5);
+            let matches = scan
+                .segment(segment, &terms, 0, &filter, Some(&mut top))
+                .expect("scan");
+            assert_eq!(matches.count(), 16_384, "every match counts, scored or not");
+            let best: Vec<u32> = top.scored().iter().map(|(_, a)| a.doc_id).collect();
+            assert_eq!(best, vec![10_000, 0, 1, 2, 3], "round {round}");
+            // The title and prefix views are built on the first scan and used by the second.
+            assert_eq!(terms.len(), 2, "round {round}");
+        }
+        // Each round: the first window fills the top with the best score its own documents
+        // can have; of the other three, only the one holding the shorter title can beat it.
+        let stats = scan.stats();
+        assert_eq!((stats.windows, stats.scored), (8, 4), "{stats:?}");
+    }
+
+    #[test]
+    fn text_scans_over_many_windows_agree_with_tantivy() {
+        // One segment of four windows: the best scores of windows decide which are scored.
+        let (_dir, index) = random_index(1, 13_000, 0x5eed_1234_abcd_0005);
+        assert_eq!(index.segments(), 1);
+        agree_with_tantivy(&index);
     }
 
     /// One segment of `n` listings with the titles `title` gives them.

@@ -374,6 +374,8 @@ pub(super) struct SegmentView {
     ships_to_field: Field,
     /// The live documents, for the number of deletions they were built at.
     alive: Mutex<Option<(u32, Arc<Bits>)>>,
+    /// What text scans keep of the terms they read here (`text.rs`).
+    pub(super) terms: super::text::TermViews,
 }
 
 impl SegmentView {
@@ -458,6 +460,7 @@ impl SegmentView {
             ships_to: Mutex::new(HashMap::new()),
             ships_to_field,
             alive: Mutex::new(None),
+            terms: super::text::TermViews::default(),
         };
         for slot in 0..ORDERS {
             let mut keyed: Vec<(u64, DocId)> =

@@ -32,7 +32,8 @@
 use std::cell::Cell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tantivy::fieldnorm::FieldNormReader;
 use tantivy::postings::BlockSegmentPostings;
@@ -103,9 +104,6 @@ enum Prepared {
 /// A text query prepared for one searcher; [`TextScan::segment`] evaluates it in a segment.
 pub(super) struct TextScan {
     words: Vec<Vec<Prepared>>,
-    /// The score of a match of the constant (prefix) clauses alone: each word's constants
-    /// added in clause order from zero, then the words' sums, as a match is scored.
-    constant: Score,
     stats: Cell<ScanStats>,
 }
 
@@ -155,18 +153,8 @@ impl TextScan {
             }
             prepared.push(clauses);
         }
-        let constant = prepared
-            .iter()
-            .map(|clauses| {
-                clauses.iter().fold(0.0, |sum, clause| match clause {
-                    Prepared::Prefix(_) => sum + TextClause::PREFIX_BOOST,
-                    Prepared::Term { .. } => sum,
-                })
-            })
-            .fold(0.0, |a, s| a + s);
         Ok(Some(Self {
             words: prepared,
-            constant,
             stats: Cell::default(),
         }))
     }
@@ -182,6 +170,7 @@ impl TextScan {
     pub(super) fn segment(
         &self,
         segment: &SegmentReader,
+        terms: &TermViews,
         ord: u32,
         filter: &Bits,
         mut top: Option<&mut TopScores>,
@@ -192,7 +181,7 @@ impl TextScan {
         for word in &self.words {
             let mut cursors = Vec::with_capacity(word.len());
             for clause in word {
-                if let Some(cursor) = Cursor::open(clause, segment)? {
+                if let Some(cursor) = Cursor::open(clause, segment, terms)? {
                     cursors.push(cursor);
                 }
             }
@@ -234,8 +223,10 @@ impl TextScan {
             if base == TERMINATED {
                 break;
             }
-            let base = base & !63;
+            // Windows are aligned to their size, so that a window is one of the term views'.
+            let base = base & !(WINDOW - 1);
             let end = base.saturating_add(WINDOW);
+            let window = (base / WINDOW) as usize;
             let first_word = (base / 64) as usize;
             // The window's documents still in the running: the filter's, then narrowed by each
             // word in turn.
@@ -243,18 +234,20 @@ impl TextScan {
             for (i, m) in mask.iter_mut().enumerate() {
                 *m = filter.words.get(first_word + i).copied().unwrap_or(0);
             }
-            // A window where no term clause has a posting: every match in it scores the
-            // constants alone, all the same. Once the worst kept hit scores that much, none
-            // can enter (it would tie, and ties go to the earlier address): it is not scored.
+            // Once the worst kept hit scores at least as much as any match in the window could
+            // (the sum of its clauses' best scores there), none can enter: a tie goes to the
+            // earlier address. The window is then read for its matches only.
             let unscored = !scoring
                 || threshold.is_some_and(|t| {
-                    self.constant <= t
-                        && words.iter_mut().all(|cursors| {
-                            cursors.iter_mut().all(|c| match c {
-                                Cursor::Term { .. } => c.seek(base) >= end,
-                                Cursor::Const { .. } => true,
-                            })
+                    let best = words
+                        .iter_mut()
+                        .map(|cursors| {
+                            cursors
+                                .iter_mut()
+                                .fold(0.0, |sum, c| sum + c.best(window, base, end))
                         })
+                        .fold(0.0, |a, s| a + s);
+                    best <= t
                 });
             for (w, cursors) in words.iter_mut().enumerate() {
                 let bits = &mut presence[w];
@@ -305,7 +298,7 @@ impl TextScan {
                 }
             }
             for (w, bits) in presence.iter_mut().enumerate() {
-                if let Some(window) = scores.get_mut(w) {
+                if let Some(window) = scores.get_mut(w).filter(|_| !unscored) {
                     for (i, word) in bits.iter().enumerate() {
                         let mut rest = *word;
                         while rest != 0 {
@@ -324,17 +317,21 @@ impl TextScan {
 
 /// A clause's documents in one segment.
 enum Cursor {
-    /// A term's postings, read a block of 128 at a time, `pos` into the current block.
+    /// A term's postings, read a block of 128 at a time, `pos` into the current block. When
+    /// its view holds its documents as a bitset (a frequent term), the cursor moves on the
+    /// bitset (`next`), and the postings are read only in windows that are scored.
     Term {
         block: Box<BlockSegmentPostings>,
         pos: usize,
         fieldnorms: FieldNormReader,
         bm25: Bm25Weight,
         table: Arc<ScoreTable>,
+        view: Arc<TermView>,
+        next: DocId,
     },
     /// The documents of a prefix, each with the same score.
     Const {
-        docs: Bits,
+        docs: Arc<Bits>,
         next: DocId,
         score: Score,
     },
@@ -342,7 +339,11 @@ enum Cursor {
 
 impl Cursor {
     /// The clause's cursor in `segment`, or `None` when it has no document there.
-    fn open(clause: &Prepared, segment: &SegmentReader) -> Result<Option<Self>, SearchError> {
+    fn open(
+        clause: &Prepared,
+        segment: &SegmentReader,
+        terms: &TermViews,
+    ) -> Result<Option<Self>, SearchError> {
         match clause {
             Prepared::Term { term, bm25, table } => {
                 let index = segment.inverted_index(term.field())?;
@@ -360,16 +361,33 @@ impl Cursor {
                     .fieldnorms_readers()
                     .get_field(term.field())?
                     .unwrap_or_else(|| FieldNormReader::constant(segment.max_doc(), 1));
+                let view = terms.get(term, segment.max_doc(), || {
+                    TermView::of_term(segment, term, &fieldnorms)
+                })?;
+                let next = match &view.docs {
+                    Some(docs) => docs.next_from(0),
+                    None => block.docs().first().copied().unwrap_or(TERMINATED),
+                };
                 Ok(Some(Self::Term {
                     block: Box::new(block),
                     pos: 0,
                     fieldnorms,
                     bm25: bm25.clone(),
                     table: Arc::clone(table),
+                    view,
+                    next,
                 }))
             }
             Prepared::Prefix(term) => {
-                let docs = prefix_docs(segment, term)?;
+                let view = terms.get(term, segment.max_doc(), || {
+                    Ok(TermView {
+                        docs: Some(Arc::new(prefix_docs(segment, term)?)),
+                        windows: Vec::new(),
+                    })
+                })?;
+                let Some(docs) = view.docs.clone() else {
+                    return Ok(None);
+                };
                 let next = docs.next_from(0);
                 Ok((next != TERMINATED).then_some(Self::Const {
                     docs,
@@ -383,8 +401,10 @@ impl Cursor {
     /// The current document ([`TERMINATED`] past the last).
     fn doc(&self) -> DocId {
         match self {
-            Self::Term { block, pos, .. } => block.docs().get(*pos).copied().unwrap_or(TERMINATED),
-            Self::Const { next, .. } => *next,
+            Self::Term {
+                block, pos, view, ..
+            } if view.docs.is_none() => block.docs().get(*pos).copied().unwrap_or(TERMINATED),
+            Self::Term { next, .. } | Self::Const { next, .. } => *next,
         }
     }
 
@@ -403,21 +423,15 @@ impl Cursor {
             return doc;
         }
         match self {
-            Self::Term { block, pos, .. } => {
-                let docs = block.docs();
-                if docs.last().is_some_and(|last| *last >= target) {
-                    // In this block: from `pos`, which is before `target`.
-                    *pos += docs[*pos..].partition_point(|d| *d < target);
-                } else {
-                    // tantivy skips to the block that may hold `target`; past the last
-                    // document, `pos` is at the end of the (last) block.
-                    *pos = block.seek(target);
-                    if *pos >= block.docs().len() {
-                        *pos = block.docs().len();
-                        return TERMINATED;
-                    }
-                }
-                self.doc()
+            Self::Term {
+                block, pos, view, ..
+            } if view.docs.is_none() => seek_postings(block, pos, target),
+            Self::Term { view, next, .. } => {
+                *next = view
+                    .docs
+                    .as_ref()
+                    .map_or(TERMINATED, |d| d.next_from(target));
+                *next
             }
             Self::Const { docs, next, .. } => {
                 *next = docs.next_from(target);
@@ -426,9 +440,28 @@ impl Cursor {
         }
     }
 
-    /// Adds the clause's documents in the window from `base` (a multiple of 64) that `mask`
-    /// keeps to `bits`, and their scores to `scores`, leaving the cursor at the first document
-    /// after the window.
+    /// The highest score the clause gives a document of window number `window` (from
+    /// `base` to `end`): 0 when it has none there.
+    fn best(&mut self, window: usize, base: DocId, end: DocId) -> Score {
+        match self {
+            Self::Term {
+                view, bm25, table, ..
+            } => view
+                .windows
+                .get(window)
+                .map_or(0.0, |shape| shape.best(bm25, table)),
+            Self::Const { docs, next, score } => {
+                if *next < base {
+                    *next = docs.next_from(base);
+                }
+                if *next < end { *score } else { 0.0 }
+            }
+        }
+    }
+
+    /// Adds the clause's documents in the window from `base` (a multiple of [`WINDOW`]) that
+    /// `mask` keeps to `bits`, and their scores to `scores`, leaving the cursor at the first
+    /// document after the window.
     fn gather(
         &mut self,
         base: DocId,
@@ -441,59 +474,296 @@ impl Cursor {
         // began, and a later word moved the window on.
         self.seek(base);
         match self {
+            Self::Term { view, next, .. } if scores.is_none() && view.docs.is_some() => {
+                // A frequent term in a window that is not scored: its bitset, no postings.
+                if let Some(docs) = &view.docs {
+                    or_window(docs, base, mask, bits, None);
+                    *next = docs.next_from(end);
+                }
+            }
             Self::Term {
                 block,
                 pos,
                 fieldnorms,
                 bm25,
                 table,
-            } => loop {
-                let docs = block.docs();
-                if docs.is_empty() {
-                    return;
+                view,
+                next,
+            } => {
+                if view.docs.is_some() {
+                    // The bitset cursor moved on alone: bring the postings to the window.
+                    seek_postings(block, pos, base);
                 }
-                let freqs = block.freqs();
-                while let Some(&doc) = docs.get(*pos) {
-                    if doc >= end {
-                        return;
+                'blocks: loop {
+                    let docs = block.docs();
+                    if docs.is_empty() {
+                        break;
                     }
-                    let slot = (doc - base) as usize;
-                    let bit = 1u64 << (slot % 64);
-                    if mask[slot / 64] & bit != 0 {
-                        bits[slot / 64] |= bit;
-                        if let Some(scores) = scores.as_deref_mut() {
-                            // As tantivy's term scorer scores the document.
-                            let freq = freqs.get(*pos).copied().unwrap_or(1);
-                            let fieldnorm_id = fieldnorms.fieldnorm_id(doc);
-                            scores[slot] += match (freq as usize).checked_sub(1) {
-                                Some(row) if row < TABLE_FREQS => {
-                                    table[row][usize::from(fieldnorm_id)]
-                                }
-                                _ => bm25.score(fieldnorm_id, freq),
-                            };
+                    let freqs = block.freqs();
+                    while let Some(&doc) = docs.get(*pos) {
+                        if doc >= end {
+                            break 'blocks;
                         }
+                        let slot = (doc - base) as usize;
+                        let bit = 1u64 << (slot % 64);
+                        if mask[slot / 64] & bit != 0 {
+                            bits[slot / 64] |= bit;
+                            if let Some(scores) = scores.as_deref_mut() {
+                                // As tantivy's term scorer scores the document.
+                                let freq = freqs.get(*pos).copied().unwrap_or(1);
+                                let fieldnorm_id = fieldnorms.fieldnorm_id(doc);
+                                scores[slot] += match (freq as usize).checked_sub(1) {
+                                    Some(row) if row < TABLE_FREQS => {
+                                        table[row][usize::from(fieldnorm_id)]
+                                    }
+                                    _ => bm25.score(fieldnorm_id, freq),
+                                };
+                            }
+                        }
+                        *pos += 1;
                     }
-                    *pos += 1;
+                    block.advance();
+                    *pos = 0;
                 }
-                block.advance();
-                *pos = 0;
-            },
+                if let Some(docs) = &view.docs {
+                    *next = docs.next_from(end);
+                }
+            }
             Self::Const { docs, next, score } => {
-                let first = (base / 64) as usize;
-                for (i, (m, b)) in mask.iter().zip(bits.iter_mut()).enumerate() {
-                    let add = docs.words.get(first + i).copied().unwrap_or(0) & m;
-                    *b |= add;
-                    if let Some(scores) = scores.as_deref_mut() {
-                        let mut rest = add;
-                        while rest != 0 {
-                            scores[i * 64 + rest.trailing_zeros() as usize] += *score;
-                            rest &= rest - 1;
-                        }
-                    }
-                }
+                or_window(docs, base, mask, bits, scores.map(|s| (s, *score)));
                 *next = docs.next_from(end);
             }
         }
+    }
+}
+
+/// Moves `block` and `pos` to the first posting at or after `target` (never back); the
+/// document there, or [`TERMINATED`].
+fn seek_postings(block: &mut BlockSegmentPostings, pos: &mut usize, target: DocId) -> DocId {
+    let docs = block.docs();
+    if docs.get(*pos).is_some_and(|doc| *doc >= target) {
+        return docs[*pos];
+    }
+    if docs.last().is_some_and(|last| *last >= target) {
+        // In this block: from `pos`, which is before `target`.
+        *pos += docs[*pos..].partition_point(|d| *d < target);
+    } else {
+        // tantivy skips to the block that may hold `target`; past the last document, `pos` is
+        // at the end of the (last) block.
+        *pos = block.seek(target);
+        if *pos >= block.docs().len() {
+            *pos = block.docs().len();
+            return TERMINATED;
+        }
+    }
+    block.docs().get(*pos).copied().unwrap_or(TERMINATED)
+}
+
+/// Adds the documents of `docs` in the window from `base` that `mask` keeps to `bits`, and
+/// with `scores` the constant `score` to each one's slot.
+fn or_window(
+    docs: &Bits,
+    base: DocId,
+    mask: &[u64; WINDOW_WORDS],
+    bits: &mut [u64; WINDOW_WORDS],
+    scores: Option<(&mut [Score], Score)>,
+) {
+    let first = (base / 64) as usize;
+    let words = docs.words.get(first..).unwrap_or(&[]);
+    match scores {
+        None => {
+            for ((b, m), d) in bits.iter_mut().zip(mask).zip(words) {
+                *b |= d & m;
+            }
+        }
+        Some((scores, score)) => {
+            for (i, ((b, m), d)) in bits.iter_mut().zip(mask).zip(words).enumerate() {
+                let add = d & m;
+                *b |= add;
+                let mut rest = add;
+                while rest != 0 {
+                    scores[i * 64 + rest.trailing_zeros() as usize] += score;
+                    rest &= rest - 1;
+                }
+            }
+        }
+    }
+}
+
+/// A term's best (term frequency, field norm) pairs in one window: with BM25 a score grows with
+/// the frequency and falls with the field norm, whatever the statistics, so the best score of a
+/// window is that of one of these pairs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Shape {
+    /// The lowest field-norm id of a posting of frequency 1, 2 (index 0, 1), and of higher
+    /// frequencies (2), each when `present` has its bit.
+    fieldnorm: [u8; 3],
+    present: u8,
+    /// The highest frequency above 2.
+    many: u32,
+}
+
+impl Shape {
+    fn add(&mut self, freq: u32, fieldnorm_id: u8) {
+        let i = (freq.max(1) as usize - 1).min(2);
+        let bit = 1u8 << i;
+        if self.present & bit == 0 || fieldnorm_id < self.fieldnorm[i] {
+            self.fieldnorm[i] = fieldnorm_id;
+        }
+        self.present |= bit;
+        if i == 2 {
+            self.many = self.many.max(freq);
+        }
+    }
+
+    /// No posting of the window scores more than this (0 without postings).
+    fn best(&self, bm25: &Bm25Weight, table: &ScoreTable) -> Score {
+        let mut best: Score = 0.0;
+        for (i, row) in table.iter().enumerate() {
+            if self.present & (1 << i) != 0 {
+                best = best.max(row[usize::from(self.fieldnorm[i])]);
+            }
+        }
+        if self.present & 4 != 0 {
+            // Frequencies above 2 are not in the table; the highest one with the lowest norm
+            // bounds them. Widened a little: that bound need not be a posting's own score, and
+            // `f32` division is monotone only up to rounding.
+            best = best.max(bm25.score(self.fieldnorm[2], self.many) * (1.0 + 1e-5));
+        }
+        best
+    }
+}
+
+/// What a segment keeps of one term of a text clause, built on the term's first search there.
+pub(super) struct TermView {
+    /// The term's documents (deleted ones included) when they are at least one in [`DENSE`] of
+    /// the segment's (always, for a prefix): words of 64 are then cheaper than postings.
+    docs: Option<Arc<Bits>>,
+    /// Per window of [`WINDOW`] documents, the term's best postings (empty for a prefix).
+    windows: Vec<Shape>,
+}
+
+/// A term of at least one in this many documents of a segment keeps them as a bitset.
+const DENSE: u64 = 64;
+
+/// The term views of a segment may take this many bytes per document (16 bitsets' worth)...
+const TERM_VIEW_BYTES_PER_DOC: usize = 16;
+/// ...and at least this many.
+const TERM_VIEW_MIN_BYTES: usize = 1 << 20;
+
+impl TermView {
+    /// The view of `term`'s postings in `segment`: one pass over them.
+    fn of_term(
+        segment: &SegmentReader,
+        term: &Term,
+        fieldnorms: &FieldNormReader,
+    ) -> Result<Self, SearchError> {
+        let max_doc = segment.max_doc();
+        let mut windows = vec![Shape::default(); max_doc.div_ceil(WINDOW) as usize];
+        let index = segment.inverted_index(term.field())?;
+        let Some(mut block) = index
+            .read_block_postings(term, IndexRecordOption::WithFreqs)
+            .map_err(tantivy::TantivyError::from)?
+        else {
+            return Ok(Self {
+                docs: None,
+                windows,
+            });
+        };
+        let mut docs = (u64::from(block.doc_freq()) * DENSE >= u64::from(max_doc))
+            .then(|| Bits::empty(max_doc));
+        while !block.docs().is_empty() {
+            for (&doc, &freq) in block.docs().iter().zip(block.freqs()) {
+                if let Some(shape) = windows.get_mut((doc / WINDOW) as usize) {
+                    shape.add(freq, fieldnorms.fieldnorm_id(doc));
+                }
+                if let Some(docs) = docs.as_mut() {
+                    docs.insert(doc);
+                }
+            }
+            block.advance();
+        }
+        Ok(Self {
+            docs: docs.map(Arc::new),
+            windows,
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        self.docs.as_ref().map_or(0, |d| d.words.len() * 8)
+            + self.windows.len() * size_of::<Shape>()
+            + 64
+    }
+}
+
+/// A segment's term views, the least recently used dropped beyond a budget in proportion to
+/// the segment's documents.
+#[derive(Default)]
+pub(super) struct TermViews {
+    inner: Mutex<TermViewsInner>,
+}
+
+#[derive(Default)]
+struct TermViewsInner {
+    views: HashMap<Term, (u64, Arc<TermView>)>,
+    clock: u64,
+    bytes: usize,
+}
+
+impl TermViews {
+    /// The view of `term`, built with `build` when not held.
+    fn get(
+        &self,
+        term: &Term,
+        max_doc: u32,
+        build: impl FnOnce() -> Result<TermView, SearchError>,
+    ) -> Result<Arc<TermView>, SearchError> {
+        {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.clock += 1;
+            let clock = inner.clock;
+            if let Some((used, view)) = inner.views.get_mut(term) {
+                *used = clock;
+                return Ok(Arc::clone(view));
+            }
+        }
+        // Built outside the lock: another search thread may build the same view meanwhile,
+        // and one of the two is kept.
+        let view = Arc::new(build()?);
+        let budget = (max_doc as usize * TERM_VIEW_BYTES_PER_DOC).max(TERM_VIEW_MIN_BYTES);
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.clock += 1;
+        let clock = inner.clock;
+        let size = view.bytes();
+        if let Some((_, old)) = inner.views.insert(term.clone(), (clock, Arc::clone(&view))) {
+            inner.bytes = inner.bytes.saturating_sub(old.bytes());
+        }
+        inner.bytes += size;
+        while inner.bytes > budget {
+            let Some(oldest) = inner
+                .views
+                .iter()
+                .filter(|(t, _)| *t != term)
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(t, _)| t.clone())
+            else {
+                break;
+            };
+            if let Some((_, old)) = inner.views.remove(&oldest) {
+                inner.bytes = inner.bytes.saturating_sub(old.bytes());
+            }
+        }
+        Ok(view)
+    }
+
+    /// How many views are held.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .views
+            .len()
     }
 }
 
