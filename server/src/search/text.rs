@@ -482,6 +482,39 @@ impl Cursor {
                 }
             }
             Self::Term {
+                view,
+                next,
+                fieldnorms,
+                table,
+                ..
+            } if scores.is_some()
+                && view.docs.is_some()
+                && view
+                    .windows
+                    .get((base / WINDOW) as usize)
+                    .is_some_and(Shape::single) =>
+            {
+                // A frequent term whose every posting in the window has frequency 1: a
+                // document's score depends on its field norm alone, so the documents are read
+                // from the bitset and only those still in the running are scored.
+                if let (Some(docs), Some(scores)) = (&view.docs, scores.as_deref_mut()) {
+                    let first = (base / 64) as usize;
+                    let words = docs.words.get(first..).unwrap_or(&[]);
+                    for (i, ((b, m), d)) in bits.iter_mut().zip(mask).zip(words).enumerate() {
+                        let add = d & m;
+                        *b |= add;
+                        let mut rest = add;
+                        while rest != 0 {
+                            let slot = i * 64 + rest.trailing_zeros() as usize;
+                            rest &= rest - 1;
+                            let fieldnorm_id = fieldnorms.fieldnorm_id(base + slot as DocId);
+                            scores[slot] += table[0][usize::from(fieldnorm_id)];
+                        }
+                    }
+                    *next = docs.next_from(end);
+                }
+            }
+            Self::Term {
                 block,
                 pos,
                 fieldnorms,
@@ -604,6 +637,11 @@ struct Shape {
 }
 
 impl Shape {
+    /// Every posting of the window has frequency 1.
+    fn single(&self) -> bool {
+        self.present == 1
+    }
+
     fn add(&mut self, freq: u32, fieldnorm_id: u8) {
         let i = (freq.max(1) as usize - 1).min(2);
         let bit = 1u8 << i;
