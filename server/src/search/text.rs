@@ -23,11 +23,20 @@
 //! with at most two non-zero addends every order gives the same `f32`, which is why this path takes
 //! texts of at most two words and leaves longer ones to tantivy. Ties are broken by ascending
 //! address, as tantivy's `TopDocs` does; as matches are offered in ascending address, one whose
-//! score does not exceed the worst kept hit's is passed over without touching the heap. A window
-//! where no term clause has a posting scores every match with the constants alone; once the
-//! worst kept hit scores that much, no match there can enter, and the window is read for its
-//! matches only. The differential tests in `search.rs` hold the two paths to identical hits,
-//! totals and facets.
+//! score does not exceed the worst kept hit's is passed over without touching the heap.
+//!
+//! **Windows that cannot enter are not scored.** Windows are aligned to their size, and each
+//! segment keeps a [`TermView`] of every term a search has read there: per window, the lowest
+//! field norm of the term's postings of frequency 1 and of 2, and the highest frequency above 2.
+//! A BM25 score grows with the frequency and falls with the field norm whatever the statistics,
+//! so a clause's best score in a window is that of one of those pairs, and the sum of the
+//! clauses' best scores (added as a match's are) bounds every match there. Once the worst kept
+//! hit scores at least that much, the window is read for its matches only. A term in at least
+//! one document in [`DENSE`] also keeps its documents as a bitset, read a word of 64 at a time
+//! instead of its postings; in a scored window where its postings all have frequency 1, a
+//! document's score needs only its field norm, so only the documents still in the running are
+//! scored, from the bitset. The differential tests in `search.rs` hold the two paths to
+//! identical hits, totals and facets.
 
 use std::cell::Cell;
 use std::cmp::{Ordering, Reverse};
