@@ -1769,26 +1769,7 @@ mod tests {
             }
         });
         let searcher = index.reader.searcher();
-        for (limit, offset) in [(5, 0), (3, 2), (10_000, 0)] {
-            let q = SearchQuery {
-                text: "refurb".into(),
-                limit,
-                offset,
-                now: 2_000,
-                ..SearchQuery::default()
-            };
-            let got = index.compute(&searcher, &q).expect("search");
-            let want = index.compute_reference(&searcher, &q).expect("tantivy");
-            assert_eq!(got.total, 16_384);
-            assert_eq!(got.total, want.total, "{limit}");
-            assert_eq!(got.ids, want.ids, "{limit}");
-            assert_eq!(got.facets, want.facets, "{limit}");
-        }
-        let words = query_words("refurb");
-        let (last, rest) = words.split_last().expect("a word");
-        let scan = text::TextScan::new(&searcher, &index.text_words(last, rest))
-            .expect("prepare")
-            .expect("one word");
+        let scan = pages_agree_and_scan(&index, &searcher, "refurb", 16_384);
         let mut top = text::TopScores::new(5);
         let matches = scan
             .segment(
@@ -1820,26 +1801,7 @@ mod tests {
             }
         });
         let searcher = index.reader.searcher();
-        for (limit, offset) in [(5, 0), (3, 2), (10_000, 0)] {
-            let q = SearchQuery {
-                text: "oak".into(),
-                limit,
-                offset,
-                now: 2_000,
-                ..SearchQuery::default()
-            };
-            let got = index.compute(&searcher, &q).expect("search");
-            let want = index.compute_reference(&searcher, &q).expect("tantivy");
-            assert_eq!(got.total, 16_384);
-            assert_eq!(got.total, want.total, "{limit}");
-            assert_eq!(got.ids, want.ids, "{limit}");
-            assert_eq!(got.facets, want.facets, "{limit}");
-        }
-        let words = query_words("oak");
-        let (last, rest) = words.split_last().expect("a word");
-        let scan = text::TextScan::new(&searcher, &index.text_words(last, rest))
-            .expect("prepare")
-            .expect("one word");
+        let scan = pages_agree_and_scan(&index, &searcher, "oak", 16_384);
         let terms = text::TermViews::default();
         let segment = &searcher.segment_readers()[0];
         let filter = bitmaps::Bits::full(16_384);
@@ -1866,6 +1828,37 @@ mod tests {
         let (_dir, index) = random_index(1, 13_000, 0x5eed_1234_abcd_0005);
         assert_eq!(index.segments(), 1);
         agree_with_tantivy(&index);
+    }
+
+    /// Searches `text` in three pages (the top 5, 3 after the first 2, all) through the bitmaps
+    /// and through tantivy alone, wants the same answers and `total` matches, and returns the
+    /// text's one-pass scan for `searcher`.
+    fn pages_agree_and_scan(
+        index: &SearchIndex,
+        searcher: &tantivy::Searcher,
+        text: &str,
+        total: usize,
+    ) -> text::TextScan {
+        for (limit, offset) in [(5, 0), (3, 2), (10_000, 0)] {
+            let q = SearchQuery {
+                text: text.into(),
+                limit,
+                offset,
+                now: 2_000,
+                ..SearchQuery::default()
+            };
+            let got = index.compute(searcher, &q).expect("search");
+            let want = index.compute_reference(searcher, &q).expect("tantivy");
+            assert_eq!(got.total, total);
+            assert_eq!(got.total, want.total, "{limit}");
+            assert_eq!(got.ids, want.ids, "{limit}");
+            assert_eq!(got.facets, want.facets, "{limit}");
+        }
+        let words = query_words(text);
+        let (last, rest) = words.split_last().expect("a word");
+        text::TextScan::new(searcher, &index.text_words(last, rest))
+            .expect("prepare")
+            .expect("one word")
     }
 
     /// One segment of `n` listings with the titles `title` gives them.

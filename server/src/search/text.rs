@@ -459,11 +459,9 @@ impl Cursor {
                 .windows
                 .get(window)
                 .map_or(0.0, |shape| shape.best(bm25, table)),
-            Self::Const { docs, next, score } => {
-                if *next < base {
-                    *next = docs.next_from(base);
-                }
-                if *next < end { *score } else { 0.0 }
+            Self::Const { score, .. } => {
+                let score = *score;
+                if self.seek(base) < end { score } else { 0.0 }
             }
         }
     }
@@ -476,53 +474,13 @@ impl Cursor {
         base: DocId,
         mask: &[u64; WINDOW_WORDS],
         bits: &mut [u64; WINDOW_WORDS],
-        mut scores: Option<&mut [Score]>,
+        scores: Option<&mut [Score]>,
     ) {
         let end = base.saturating_add(WINDOW);
         // A cursor may still be before the window: it was moved to where an earlier word
         // began, and a later word moved the window on.
         self.seek(base);
         match self {
-            Self::Term { view, next, .. } if scores.is_none() && view.docs.is_some() => {
-                // A frequent term in a window that is not scored: its bitset, no postings.
-                if let Some(docs) = &view.docs {
-                    or_window(docs, base, mask, bits, None);
-                    *next = docs.next_from(end);
-                }
-            }
-            Self::Term {
-                view,
-                next,
-                fieldnorms,
-                table,
-                ..
-            } if scores.is_some()
-                && view.docs.is_some()
-                && view
-                    .windows
-                    .get((base / WINDOW) as usize)
-                    .is_some_and(Shape::single) =>
-            {
-                // A frequent term whose every posting in the window has frequency 1: a
-                // document's score depends on its field norm alone, so the documents are read
-                // from the bitset and only those still in the running are scored.
-                if let (Some(docs), Some(scores)) = (&view.docs, scores.as_deref_mut()) {
-                    let first = (base / 64) as usize;
-                    let words = docs.words.get(first..).unwrap_or(&[]);
-                    for (i, ((b, m), d)) in bits.iter_mut().zip(mask).zip(words).enumerate() {
-                        let add = d & m;
-                        *b |= add;
-                        let mut rest = add;
-                        while rest != 0 {
-                            let slot = i * 64 + rest.trailing_zeros() as usize;
-                            rest &= rest - 1;
-                            let fieldnorm_id = fieldnorms.fieldnorm_id(base + slot as DocId);
-                            scores[slot] += table[0][usize::from(fieldnorm_id)];
-                        }
-                    }
-                    *next = docs.next_from(end);
-                }
-            }
             Self::Term {
                 block,
                 pos,
@@ -532,47 +490,71 @@ impl Cursor {
                 view,
                 next,
             } => {
-                if view.docs.is_some() {
-                    // The bitset cursor moved on alone: bring the postings to the window.
-                    seek_postings(block, pos, base);
-                }
-                'blocks: loop {
-                    let docs = block.docs();
-                    if docs.is_empty() {
-                        break;
+                let single = view
+                    .windows
+                    .get((base / WINDOW) as usize)
+                    .is_some_and(Shape::single);
+                match (&view.docs, scores) {
+                    // A frequent term in a window that is not scored: its bitset, no postings.
+                    (Some(docs), None) => or_window(docs, base, mask, bits),
+                    // A frequent term whose every posting in the window has frequency 1: a
+                    // document's score depends on its field norm alone, so the documents are
+                    // read from the bitset and only those still in the running are scored.
+                    (Some(docs), Some(scores)) if single => {
+                        or_window_scored(docs, base, mask, bits, scores, |doc| {
+                            table[0][usize::from(fieldnorms.fieldnorm_id(doc))]
+                        });
                     }
-                    let freqs = block.freqs();
-                    while let Some(&doc) = docs.get(*pos) {
-                        if doc >= end {
-                            break 'blocks;
+                    (docs, mut scores) => {
+                        if docs.is_some() {
+                            // The bitset cursor moved on alone: bring the postings to the window.
+                            seek_postings(block, pos, base);
                         }
-                        let slot = (doc - base) as usize;
-                        let bit = 1u64 << (slot % 64);
-                        if mask[slot / 64] & bit != 0 {
-                            bits[slot / 64] |= bit;
-                            if let Some(scores) = scores.as_deref_mut() {
-                                // As tantivy's term scorer scores the document.
-                                let freq = freqs.get(*pos).copied().unwrap_or(1);
-                                let fieldnorm_id = fieldnorms.fieldnorm_id(doc);
-                                scores[slot] += match (freq as usize).checked_sub(1) {
-                                    Some(row) if row < TABLE_FREQS => {
-                                        table[row][usize::from(fieldnorm_id)]
-                                    }
-                                    _ => bm25.score(fieldnorm_id, freq),
-                                };
+                        'blocks: loop {
+                            let docs = block.docs();
+                            if docs.is_empty() {
+                                break;
                             }
+                            let freqs = block.freqs();
+                            while let Some(&doc) = docs.get(*pos) {
+                                if doc >= end {
+                                    break 'blocks;
+                                }
+                                let slot = (doc - base) as usize;
+                                let bit = 1u64 << (slot % 64);
+                                if mask[slot / 64] & bit != 0 {
+                                    bits[slot / 64] |= bit;
+                                    if let Some(scores) = scores.as_deref_mut() {
+                                        // As tantivy's term scorer scores the document.
+                                        let freq = freqs.get(*pos).copied().unwrap_or(1);
+                                        let fieldnorm_id = fieldnorms.fieldnorm_id(doc);
+                                        scores[slot] += match (freq as usize).checked_sub(1) {
+                                            Some(row) if row < TABLE_FREQS => {
+                                                table[row][usize::from(fieldnorm_id)]
+                                            }
+                                            _ => bm25.score(fieldnorm_id, freq),
+                                        };
+                                    }
+                                }
+                                *pos += 1;
+                            }
+                            block.advance();
+                            *pos = 0;
                         }
-                        *pos += 1;
                     }
-                    block.advance();
-                    *pos = 0;
                 }
                 if let Some(docs) = &view.docs {
                     *next = docs.next_from(end);
                 }
             }
             Self::Const { docs, next, score } => {
-                or_window(docs, base, mask, bits, scores.map(|s| (s, *score)));
+                match scores {
+                    None => or_window(docs, base, mask, bits),
+                    Some(scores) => {
+                        let score = *score;
+                        or_window_scored(docs, base, mask, bits, scores, |_| score);
+                    }
+                }
                 *next = docs.next_from(end);
             }
         }
@@ -601,33 +583,32 @@ fn seek_postings(block: &mut BlockSegmentPostings, pos: &mut usize, target: DocI
     block.docs().get(*pos).copied().unwrap_or(TERMINATED)
 }
 
-/// Adds the documents of `docs` in the window from `base` that `mask` keeps to `bits`, and
-/// with `scores` the constant `score` to each one's slot.
-fn or_window(
+/// Adds the documents of `docs` in the window from `base` that `mask` keeps to `bits`.
+fn or_window(docs: &Bits, base: DocId, mask: &[u64; WINDOW_WORDS], bits: &mut [u64; WINDOW_WORDS]) {
+    let words = docs.words.get((base / 64) as usize..).unwrap_or(&[]);
+    for ((b, m), d) in bits.iter_mut().zip(mask).zip(words) {
+        *b |= d & m;
+    }
+}
+
+/// As [`or_window`], and adds `score_of(doc)` to each added document's slot of `scores`.
+fn or_window_scored(
     docs: &Bits,
     base: DocId,
     mask: &[u64; WINDOW_WORDS],
     bits: &mut [u64; WINDOW_WORDS],
-    scores: Option<(&mut [Score], Score)>,
+    scores: &mut [Score],
+    score_of: impl Fn(DocId) -> Score,
 ) {
-    let first = (base / 64) as usize;
-    let words = docs.words.get(first..).unwrap_or(&[]);
-    match scores {
-        None => {
-            for ((b, m), d) in bits.iter_mut().zip(mask).zip(words) {
-                *b |= d & m;
-            }
-        }
-        Some((scores, score)) => {
-            for (i, ((b, m), d)) in bits.iter_mut().zip(mask).zip(words).enumerate() {
-                let add = d & m;
-                *b |= add;
-                let mut rest = add;
-                while rest != 0 {
-                    scores[i * 64 + rest.trailing_zeros() as usize] += score;
-                    rest &= rest - 1;
-                }
-            }
+    let words = docs.words.get((base / 64) as usize..).unwrap_or(&[]);
+    for (i, ((b, m), d)) in bits.iter_mut().zip(mask).zip(words).enumerate() {
+        let add = d & m;
+        *b |= add;
+        let mut rest = add;
+        while rest != 0 {
+            let slot = i * 64 + rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            scores[slot] += score_of(base + slot as DocId);
         }
     }
 }
