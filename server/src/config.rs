@@ -692,6 +692,11 @@ mod tests {
         Config::load(options)
     }
 
+    /// Whether `result` refuses the configuration for the setting `name`.
+    fn refused_as(result: &Result<Config, ConfigError>, name: &str) -> bool {
+        matches!(result, Err(ConfigError::Invalid { name: refused, .. }) if *refused == name)
+    }
+
     #[test]
     fn the_sample_file_is_valid_and_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../souk-server.example.toml");
@@ -769,7 +774,7 @@ mod tests {
             ] {
                 let refused = load(options);
                 assert!(
-                    matches!(refused, Err(ConfigError::Invalid { name, .. }) if name == setting),
+                    refused_as(&refused, setting),
                     "{setting} = {bad}: {refused:?}"
                 );
             }
@@ -791,16 +796,7 @@ mod tests {
         assert_eq!(with(3).expect("valid").search_threads, 3);
         for bad in [0, MAX_SEARCH_THREADS + 1] {
             let refused = with(bad);
-            assert!(
-                matches!(
-                    refused,
-                    Err(ConfigError::Invalid {
-                        name: "search-threads",
-                        ..
-                    })
-                ),
-                "{bad}: {refused:?}"
-            );
+            assert!(refused_as(&refused, "search-threads"), "{bad}: {refused:?}");
         }
     }
 
@@ -825,16 +821,7 @@ mod tests {
             sqlite_cache_mb: Some(0),
             ..Options::default()
         });
-        assert!(
-            matches!(
-                zero,
-                Err(ConfigError::Invalid {
-                    name: "sqlite-cache-mb",
-                    ..
-                })
-            ),
-            "{zero:?}"
-        );
+        assert!(refused_as(&zero, "sqlite-cache-mb"), "{zero:?}");
     }
 
     #[test]
@@ -843,27 +830,15 @@ mod tests {
             grpc_tls_cert: Some("cert.pem".into()),
             ..Options::default()
         });
-        assert!(
-            matches!(
-                half_tls,
-                Err(ConfigError::Invalid {
-                    name: "grpc-tls-cert",
-                    ..
-                })
-            ),
-            "{half_tls:?}"
-        );
+        assert!(refused_as(&half_tls, "grpc-tls-cert"), "{half_tls:?}");
         let no_streams = load(Options {
             grpc_max_streams: Some(0),
             ..Options::default()
         });
-        assert!(matches!(
-            no_streams,
-            Err(ConfigError::Invalid {
-                name: "grpc-max-streams",
-                ..
-            })
-        ));
+        assert!(
+            refused_as(&no_streams, "grpc-max-streams"),
+            "{no_streams:?}"
+        );
         let flags_win = load(Options {
             grpc_addr: Some("127.0.0.1:9999".parse().expect("addr")),
             grpc: Some(false),
