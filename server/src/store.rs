@@ -703,6 +703,9 @@ impl Store {
                     });
                 }
             }
+            // Slots the database holds a version of (before this batch's winners join them).
+            let stored_slots: std::collections::HashSet<(Vec<u8>, String)> =
+                current.keys().cloned().collect();
             // 3. Decide, in batch order.
             let mut next_seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS m FROM envelopes")
                 .fetch_one(&mut *tx)
@@ -737,8 +740,9 @@ impl Store {
             //    write transaction, so no constraint can fail here, and with the default (ABORT)
             //    SQLite keeps a statement journal (a copy of every page each statement changes)
             //    to undo one statement alone. Should one fail anyway, the error returns and the
-            //    whole transaction rolls back, as with ABORT. (The upsert of step 5 needs its
-            //    journal whatever it says; `temp_store` keeps that in memory.)
+            //    whole transaction rolls back, as with ABORT. (Step 5's upsert, for slots the
+            //    database holds, needs its journal whatever it says; `temp_store` keeps that in
+            //    memory.)
             let insert = if numbered { "INSERT" } else { "INSERT OR FAIL" };
             for chunk in accepted.chunks(ROWS) {
                 let sql = format!(
@@ -762,30 +766,39 @@ impl Store {
                 query.execute(&mut *tx).await?;
             }
             // 5. The new current version of each slot (one row per slot: the batch's winner).
-            let mut slot_winners: Vec<(usize, i64)> = winners.into_values().collect();
-            slot_winners.sort_unstable();
-            for chunk in slot_winners.chunks(ROWS) {
-                let sql = format!(
-                    "INSERT INTO current (signer, slot, kind, id, seq, created_at, tombstone) VALUES {} \
-                     ON CONFLICT (signer, slot) DO UPDATE SET kind = excluded.kind, id = excluded.id, \
-                     seq = excluded.seq, created_at = excluded.created_at, tombstone = excluded.tombstone",
-                    placeholders(numbered, chunk.len(), 7, 1)
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for (index, seq) in chunk {
-                    let object = &objects[*index];
-                    let key = object.replace_key();
-                    let version = object.version();
-                    query = query
-                        .bind(key.signer.as_bytes().to_vec())
-                        .bind(slot_text(&key.slot))
-                        .bind(object.envelope().kind() as i64)
-                        .bind(object.id().as_bytes().to_vec())
-                        .bind(*seq)
-                        .bind(to_i64(version.created_at))
-                        .bind(i64::from(version.tombstone));
+            //    A slot new to the database is inserted (`OR FAIL` on SQLite, as in step 4: step
+            //    2 read the slot's row in this transaction, so none can exist); a slot it holds
+            //    is updated by the upsert, which on SQLite keeps a statement journal. At 1M
+            //    listings the upsert of new slots was the costliest statement of the group.
+            let (mut updated, mut inserted): (Vec<_>, Vec<_>) = winners
+                .into_iter()
+                .partition(|(key, _)| stored_slots.contains(key));
+            inserted.sort_unstable_by_key(|(_, winner)| *winner);
+            updated.sort_unstable_by_key(|(_, winner)| *winner);
+            let upsert = "ON CONFLICT (signer, slot) DO UPDATE SET kind = excluded.kind, id = excluded.id, \
+                 seq = excluded.seq, created_at = excluded.created_at, tombstone = excluded.tombstone";
+            for (rows, verb, conflict) in [(inserted, insert, ""), (updated, "INSERT", upsert)] {
+                for chunk in rows.chunks(ROWS) {
+                    let sql = format!(
+                        "{verb} INTO current (signer, slot, kind, id, seq, created_at, tombstone) VALUES {} {conflict}",
+                        placeholders(numbered, chunk.len(), 7, 1)
+                    );
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for (_, (index, seq)) in chunk {
+                        let object = &objects[*index];
+                        let key = object.replace_key();
+                        let version = object.version();
+                        query = query
+                            .bind(key.signer.as_bytes().to_vec())
+                            .bind(slot_text(&key.slot))
+                            .bind(object.envelope().kind() as i64)
+                            .bind(object.id().as_bytes().to_vec())
+                            .bind(*seq)
+                            .bind(to_i64(version.created_at))
+                            .bind(i64::from(version.tombstone));
+                    }
+                    query.execute(&mut *tx).await?;
                 }
-                query.execute(&mut *tx).await?;
             }
             // 6. Derived tables of ratings and moderator profiles (rare: one statement each).
             for (object, outcome) in objects.iter().zip(&outcomes) {
