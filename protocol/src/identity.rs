@@ -582,12 +582,68 @@ pub(crate) const SMALL_ORDER_ENCODINGS: [[u8; 32]; 8] = [
     ],
 ];
 
-/// Valid keys each thread remembers in [`PublicKey::from_slice`], by their first byte.
-const RECENT_KEYS: usize = 256;
+/// Shards of [`DECODED`], chosen by a key's first byte (keys are uniformly random bytes).
+const DECODED_SHARDS: usize = 16;
+/// Keys a shard's young generation holds before it becomes the old one: the cache remembers at
+/// least the last `DECODED_SHARDS × DECODED_GENERATION` (32,768) distinct keys it decoded and at
+/// most twice as many (about 15 MiB, reached only by a server that sees that many signers).
+const DECODED_GENERATION: usize = 2_048;
 
-std::thread_local! {
-    static RECENT: core::cell::RefCell<[Option<PublicKey>; RECENT_KEYS]> =
-        const { core::cell::RefCell::new([None; RECENT_KEYS]) };
+/// Valid keys [`PublicKey::from_slice`] decoded, shared by every thread: a server verifies
+/// envelopes from thousands of sellers on whichever threads are free, and a key it has seen
+/// before skips the field exponentiation of decoding it (an eighth of verifying an envelope).
+///
+/// Each shard keeps two generations (hash maps with the standard library's randomly keyed
+/// hasher, so chosen keys cannot flood one): a lookup that finds a key in the old one moves it
+/// to the young one, and a full young generation replaces the old one. Only keys that decoded
+/// are remembered, and decoding is a pure function, so the cache changes no verdict; keys
+/// chosen to crowd one shard cost their sender a decoding each, as without it.
+static DECODED: [std::sync::Mutex<DecodedKeys>; DECODED_SHARDS] =
+    [const { std::sync::Mutex::new(DecodedKeys::new()) }; DECODED_SHARDS];
+
+/// One shard of [`DECODED`].
+struct DecodedKeys {
+    young: Option<std::collections::HashMap<[u8; 32], PublicKey>>,
+    old: Option<std::collections::HashMap<[u8; 32], PublicKey>>,
+}
+
+impl DecodedKeys {
+    const fn new() -> Self {
+        Self {
+            young: None,
+            old: None,
+        }
+    }
+
+    fn get(&mut self, bytes: &[u8; 32]) -> Option<PublicKey> {
+        if let Some(key) = self.young.as_ref().and_then(|young| young.get(bytes)) {
+            return Some(*key);
+        }
+        let key = self.old.as_mut().and_then(|old| old.remove(bytes))?;
+        self.insert(*bytes, key);
+        Some(key)
+    }
+
+    fn insert(&mut self, bytes: [u8; 32], key: PublicKey) {
+        if self
+            .young
+            .as_ref()
+            .is_some_and(|young| young.len() >= DECODED_GENERATION)
+        {
+            self.old = self.young.take();
+        }
+        self.young
+            .get_or_insert_with(std::collections::HashMap::new)
+            .insert(bytes, key);
+    }
+}
+
+/// The shard of [`DECODED`] that holds `bytes`, locked. A panic while it was locked left it
+/// whole (every change is one map operation), so a poisoned lock is used as it is.
+fn decoded_shard(bytes: &[u8; 32]) -> std::sync::MutexGuard<'static, DecodedKeys> {
+    DECODED[usize::from(bytes[0]) % DECODED_SHARDS]
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The address (`souk1…`) of the key whose 32 raw bytes are `key`, as
@@ -629,27 +685,14 @@ impl PublicKey {
 
     pub(crate) fn from_slice(bytes: &[u8]) -> Result<Self, &'static str> {
         let bytes: &[u8; 32] = bytes.try_into().map_err(|_| "not 32 bytes")?;
-        // Decoding a point costs a field exponentiation (a tenth of verifying an envelope), and
-        // a store's envelopes share their signer: remember the last valid keys this thread
-        // decoded. A pure function's results, so nothing else changes.
-        let slot = usize::from(bytes[0]) % RECENT_KEYS;
-        let recent = RECENT.with(|recent| {
-            recent
-                .borrow()
-                .get(slot)
-                .copied()
-                .flatten()
-                .filter(|key| key.as_bytes() == bytes)
-        });
-        if let Some(key) = recent {
+        // Decoding a point costs a field exponentiation, and a store's envelopes (and the
+        // moderators its listings name) share their keys: look in the keys decoded before.
+        if let Some(key) = decoded_shard(bytes).get(bytes) {
             return Ok(key);
         }
+        // Decoded outside the lock: other threads go on meanwhile.
         let key = Self::decode(bytes)?;
-        RECENT.with(|recent| {
-            if let Some(entry) = recent.borrow_mut().get_mut(slot) {
-                *entry = Some(key);
-            }
-        });
+        decoded_shard(bytes).insert(*bytes, key);
         Ok(key)
     }
 
@@ -818,8 +861,8 @@ mod tests {
     }
 
     /// Keys remembered by `from_slice` are only ever handed back for their own bytes: keys that
-    /// share a slot (a first byte) come back as themselves, and a refused encoding stays refused
-    /// after a valid key of its slot was remembered.
+    /// share a shard of the cache (a first byte) come back as themselves, and a refused encoding
+    /// stays refused after a valid key of its shard was remembered.
     #[test]
     fn remembered_keys_are_only_returned_for_their_own_bytes() {
         let (mut same_slot, mut refused): (Vec<[u8; 32]>, Option<[u8; 32]>) = (Vec::new(), None);
@@ -844,6 +887,57 @@ mod tests {
             let _ = PublicKey::from_bytes(bytes).expect("valid key");
             assert!(PublicKey::from_bytes(&refused).is_err());
         }
+    }
+
+    /// A shard of the decoded-key cache holds at most two generations however many distinct keys
+    /// it is given, and a key looked up in the old generation moves to the young one, so a key
+    /// in use outlives the turnover that drops the keys nobody asked for again.
+    #[test]
+    fn the_decoded_key_cache_is_bounded_and_keeps_the_keys_in_use() {
+        let key = PublicKey::from_bytes(&[
+            0xd7, 0x5a, 0x98, 0x01, 0x82, 0xb1, 0x0a, 0xb7, 0xd5, 0x4b, 0xfe, 0xd3, 0xc9, 0x64,
+            0x07, 0x3a, 0x0e, 0xe1, 0x72, 0xf3, 0xda, 0xa6, 0x23, 0x25, 0xaf, 0x02, 0x1a, 0x68,
+            0xf7, 0x07, 0x51, 0x1a,
+        ])
+        .expect("RFC 8032's first test key");
+        // The shard files entries by their bytes; one real key as every value is enough here.
+        let bytes = |i: usize| sha256(&i.to_le_bytes());
+        let sizes = |cache: &DecodedKeys| {
+            (
+                cache
+                    .young
+                    .as_ref()
+                    .map_or(0, std::collections::HashMap::len),
+                cache.old.as_ref().map_or(0, std::collections::HashMap::len),
+            )
+        };
+        let mut cache = DecodedKeys::new();
+        assert!(cache.get(&bytes(0)).is_none());
+        for i in 0..DECODED_GENERATION {
+            cache.insert(bytes(i), key);
+        }
+        assert_eq!(sizes(&cache), (DECODED_GENERATION, 0));
+        // One more turns the young generation into the old one.
+        cache.insert(bytes(DECODED_GENERATION), key);
+        assert_eq!(sizes(&cache), (1, DECODED_GENERATION));
+        // A key found in the old generation moves to the young one.
+        assert!(cache.get(&bytes(0)).is_some());
+        assert_eq!(sizes(&cache), (2, DECODED_GENERATION - 1));
+        assert!(
+            cache
+                .young
+                .as_ref()
+                .is_some_and(|young| young.contains_key(&bytes(0)))
+        );
+        for i in DECODED_GENERATION + 1..4 * DECODED_GENERATION {
+            cache.insert(bytes(i), key);
+            let (young, old) = sizes(&cache);
+            assert!(young <= DECODED_GENERATION && old <= DECODED_GENERATION);
+        }
+        // Two turnovers later, the keys not asked for again are gone; the last ones are there.
+        assert!(cache.get(&bytes(0)).is_none());
+        assert!(cache.get(&bytes(1)).is_none());
+        assert!(cache.get(&bytes(4 * DECODED_GENERATION - 1)).is_some());
     }
 
     /// The direct test of canonical encodings agrees with re-encoding the decoded point, on every
