@@ -25,6 +25,10 @@ use souk_protocol::pb::ingest_service_client::IngestServiceClient;
 use souk_server::config::Config;
 use souk_server::service::SearchParams;
 
+/// The server binary's allocator (`src/main.rs`), so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     listings: usize,
     queries_per_client: usize,

@@ -39,6 +39,10 @@ use souk_server::api::listings::{SearchParams, parse_search, run_search};
 use souk_server::config::Config;
 use sqlx::Connection;
 
+/// The server binary's allocator (`src/main.rs`), so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     listings: usize,
     postgres: bool,

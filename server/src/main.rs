@@ -6,6 +6,12 @@ use souk_server::admin;
 use souk_server::config::{Cli, Command, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the C library's malloc: ingest and search allocate many small,
+/// short-lived objects on several threads at once, and glibc's malloc and free took about a
+/// tenth of the server's CPU during ingest (README, "Benchmarks").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
