@@ -784,13 +784,12 @@ impl Store {
                         placeholders(numbered, chunk.len(), 7, 1)
                     );
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                    for (_, (index, seq)) in chunk {
+                    for ((signer, slot), (index, seq)) in chunk {
                         let object = &objects[*index];
-                        let key = object.replace_key();
                         let version = object.version();
                         query = query
-                            .bind(key.signer.as_bytes().to_vec())
-                            .bind(slot_text(&key.slot))
+                            .bind(signer.clone())
+                            .bind(slot.clone())
                             .bind(object.envelope().kind() as i64)
                             .bind(object.id().as_bytes().to_vec())
                             .bind(*seq)
