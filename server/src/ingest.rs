@@ -556,13 +556,28 @@ struct Accepted {
 }
 
 /// The index changes for stored objects, in ingest order: a listing is put in with its seller's
-/// rating (looked up once per seller through `ratings`), a withdrawal takes its slot out, and a
-/// new seller rating refreshes every listing of that seller.
+/// rating (remembered in `ratings`; the sellers it does not hold yet are read first, in one
+/// query per 500), a withdrawal takes its slot out, and a new seller rating refreshes every
+/// listing of that seller.
 async fn index_changes(
     store: &Store,
     ratings: &mut HashMap<PublicKey, f64>,
     objects: Vec<Accepted>,
 ) -> Result<Vec<Change>, StoreError> {
+    // The ratings of the listings' sellers not remembered yet, read together.
+    let mut unknown: Vec<PublicKey> = objects
+        .iter()
+        .filter(|o| matches!(o.object, Object::Listing(_)) && !ratings.contains_key(&o.signer))
+        .map(|o| o.signer)
+        .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
+    if !unknown.is_empty() {
+        let overall = store
+            .overall_ratings(&unknown, pb::RatingRole::Seller)
+            .await?;
+        ratings.extend(unknown.into_iter().zip(overall));
+    }
     let mut changes = Vec::with_capacity(objects.len());
     let mut rated_sellers = Vec::new();
     for Accepted {

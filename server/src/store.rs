@@ -1461,6 +1461,42 @@ impl Store {
         })
     }
 
+    /// The average overall rating in `role` of each of `subjects`, in their order: the
+    /// `overall` of [`Store::rating_summary`] (0 for a subject nobody rated), in one query for
+    /// up to 500 subjects instead of one each.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn overall_ratings(
+        &self,
+        subjects: &[PublicKey],
+        role: pb::RatingRole,
+    ) -> Result<Vec<f64>, StoreError> {
+        let numbered = self.numbered_parameters();
+        let mut found: HashMap<Vec<u8>, f64> = HashMap::new();
+        with_pool!(self, pool => {
+            for chunk in subjects.chunks(500) {
+                let sql = format!(
+                    "SELECT subject, AVG(CAST(overall AS DOUBLE PRECISION)) AS overall FROM ratings \
+                     WHERE role = {} AND subject IN ({}) GROUP BY subject",
+                    placeholders(numbered, 1, 1, 1),
+                    placeholders(numbered, chunk.len(), 1, 2)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(role as i64);
+                for subject in chunk {
+                    query = query.bind(subject.as_bytes().to_vec());
+                }
+                for row in query.fetch_all(pool).await? {
+                    found.insert(row.try_get("subject")?, row.try_get("overall")?);
+                }
+            }
+        });
+        Ok(subjects
+            .iter()
+            .map(|s| found.get(s.as_bytes().as_slice()).copied().unwrap_or(0.0))
+            .collect())
+    }
+
     /// A person's current ratings (envelope bytes), newest first.
     ///
     /// # Errors
@@ -1546,6 +1582,7 @@ mod tests {
         BeginWrite as _, LISTINGS_OF, NEWEST_PROFILES, SqliteSync, SqliteTuning, Store,
         placeholders,
     };
+    use souk_protocol::{IdentityKey, pb};
     use sqlx::Row as _;
     use sqlx::sqlite::SqlitePool;
 
@@ -1646,6 +1683,62 @@ mod tests {
         }
     }
 
+    /// The ratings of many subjects read together are each one's `rating_summary` average, in
+    /// the order asked (a subject asked twice, twice), 0 for one nobody rated in that role;
+    /// ratings in the other role do not count.
+    #[tokio::test]
+    async fn overall_ratings_read_together_are_each_subjects_summary() {
+        use pb::RatingRole::{Moderator, Seller};
+        let (_dir, store, pool) = sqlite_store().await;
+        let key = |n: u8| IdentityKey::from_secret_bytes(&[n; 32]).public_key();
+        let (a, b, unrated) = (key(1), key(2), key(3));
+        let rows = [
+            (a, Seller, 5),
+            (a, Seller, 4),
+            (a, Seller, 4),
+            (b, Seller, 2),
+            (b, Moderator, 5),
+            (unrated, Moderator, 1),
+        ];
+        for (n, (subject, role, overall)) in (0u8..).zip(rows) {
+            sqlx::query(
+                "INSERT INTO ratings (id, subject, role, overall, quality, description, delivery, service, created_at) \
+                 VALUES (?, ?, ?, ?, 0, 0, 0, 0, 0)",
+            )
+            .bind(vec![n; 32])
+            .bind(subject.as_bytes().to_vec())
+            .bind(role as i64)
+            .bind(overall)
+            .execute(&pool)
+            .await
+            .expect("insert");
+        }
+        let asked = [b, unrated, a, b];
+        let together = store
+            .overall_ratings(&asked, Seller)
+            .await
+            .expect("ratings");
+        let mut one_by_one = Vec::new();
+        for subject in &asked {
+            one_by_one.push(
+                store
+                    .rating_summary(subject, Seller)
+                    .await
+                    .expect("summary")
+                    .overall,
+            );
+        }
+        assert_eq!(together, one_by_one);
+        assert_eq!(together, [2.0, 0.0, 13.0 / 3.0, 2.0]);
+        assert!(
+            store
+                .overall_ratings(&[], Seller)
+                .await
+                .expect("none")
+                .is_empty()
+        );
+    }
+
     /// On a SQLite file every write goes through one connection of its own, with the
     /// configured page cache, and it is the same connection from one batch to the next (so its
     /// cache stays warm); what it commits, the readers see.
@@ -1679,7 +1772,7 @@ mod tests {
             .await
             .expect("marker");
         let ctx = souk_protocol::ValidationContext::now();
-        let key = souk_protocol::IdentityKey::from_secret_bytes(&[9; 32]);
+        let key = IdentityKey::from_secret_bytes(&[9; 32]);
         for slug in ["lamp", "desk", "chair"] {
             let listing = souk_protocol::samples::listing(ctx.now - 10, slug, None);
             let object = key
@@ -1719,7 +1812,7 @@ mod tests {
             .await
             .expect("delete");
         let ctx = souk_protocol::ValidationContext::now();
-        let key = souk_protocol::IdentityKey::from_secret_bytes(&[9; 32]);
+        let key = IdentityKey::from_secret_bytes(&[9; 32]);
         let listing = souk_protocol::samples::listing(ctx.now - 10, "lamp", None);
         let object = key
             .seal(&souk_protocol::Object::Listing(listing), &ctx)
@@ -1767,7 +1860,7 @@ mod tests {
         let (_dir, store, _pool) = sqlite_store().await;
         let reader = store.envelope_reader().expect("a SQLite file has a reader");
         let ctx = souk_protocol::ValidationContext::now();
-        let key = souk_protocol::IdentityKey::from_secret_bytes(&[9; 32]);
+        let key = IdentityKey::from_secret_bytes(&[9; 32]);
         let seal = |slug: &str| {
             key.seal(
                 &souk_protocol::Object::Listing(souk_protocol::samples::listing(
