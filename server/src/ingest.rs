@@ -589,17 +589,8 @@ async fn index_changes(
     {
         match object {
             Object::Listing(listing) => {
-                let seller_rating = match ratings.get(&signer) {
-                    Some(rating) => *rating,
-                    None => {
-                        let rating = store
-                            .rating_summary(&signer, pb::RatingRole::Seller)
-                            .await?
-                            .overall;
-                        ratings.insert(signer, rating);
-                        rating
-                    }
-                };
+                // Every listing's seller is in `ratings`: remembered, or read above.
+                let seller_rating = ratings.get(&signer).copied().unwrap_or_default();
                 let doc = Box::new(ListingDoc {
                     id,
                     signer,

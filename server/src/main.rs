@@ -6,9 +6,9 @@ use souk_server::admin;
 use souk_server::config::{Cli, Command, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc instead of the C library's malloc: ingest and search allocate many small,
-/// short-lived objects on several threads at once, and glibc's malloc and free took about a
-/// tenth of the server's CPU during ingest (README, "Benchmarks").
+/// mimalloc instead of the C library's malloc: after a 1M ingest glibc kept the freed batches'
+/// memory in its arenas (1,428–1,449 MiB held against 858–959 with mimalloc), and 16 searching
+/// clients ran faster (README, "A shared key cache and mimalloc").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
