@@ -60,6 +60,11 @@ const SQLITE_MIGRATION_FILES: &[EmbeddedMigration] = &[
         "current profiles index",
         include_str!("../../migrations/sqlite/0005_current_profiles_index.sql"),
     ),
+    (
+        6,
+        "envelope ids",
+        include_str!("../../migrations/sqlite/0006_envelope_ids.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATION_FILES: &[EmbeddedMigration] = &[
@@ -87,6 +92,11 @@ const POSTGRES_MIGRATION_FILES: &[EmbeddedMigration] = &[
         5,
         "current profiles index",
         include_str!("../../migrations/postgres/0005_current_profiles_index.sql"),
+    ),
+    (
+        6,
+        "envelope ids",
+        include_str!("../../migrations/postgres/0006_envelope_ids.sql"),
     ),
 ];
 
@@ -175,8 +185,8 @@ pub struct SqliteTuning {
 
 impl SqliteTuning {
     /// The writing connection's page cache unless configured: 256 MiB. It fills only as far as
-    /// the writes need (at 1M listings, the two random-ordered indexes they insert into are
-    /// about 130 MB).
+    /// the writes need (at 1M listings, the random-ordered B-trees they insert into and look
+    /// up in, `current`'s key and the id tables, are about 130 MB).
     pub const DEFAULT_WRITER_CACHE_MIB: u32 = 256;
 
     /// The default tuning with this durability.
@@ -388,6 +398,75 @@ const NEWEST_PROFILES: &str = "SELECT e.bytes FROM current c JOIN envelopes e ON
      WHERE c.kind = 1 AND c.tombstone = 0 ORDER BY c.seq DESC LIMIT $1";
 const _: () = assert!(souk_protocol::Kind::Profile as i64 == 1);
 
+/// Envelopes between two merges of the recent ids into the large id table (migration 0006).
+///
+/// A stored envelope's id is kept in one of two tables keyed by id: `envelope_ids_recent`,
+/// which takes every new id, and `envelope_ids`, which holds the rest. The group whose
+/// sequence numbers reach a multiple of this moves the recent ids into the large table, in key
+/// order, in its own transaction: each page of the large table is then written once a merge
+/// instead of once a group. Larger intervals mean fewer merges but a larger recent table, whose
+/// pages every group dirties.
+pub const ID_MERGE_INTERVAL: i64 = 65_536;
+
+/// Whether the group that took sequence numbers `after + 1 ..= last` merges the recent ids:
+/// it reached a multiple of [`ID_MERGE_INTERVAL`].
+#[must_use]
+pub fn id_merge_due(after: i64, last: i64) -> bool {
+    last.div_euclid(ID_MERGE_INTERVAL) > after.div_euclid(ID_MERGE_INTERVAL)
+}
+
+/// The sequence number of the envelope whose id is `$1`, from whichever id table holds it
+/// (NULL if neither does). The large table is read first: most reads are of ids merged long ago,
+/// and `COALESCE` reads the recent table only when the first finds nothing.
+macro_rules! seq_of_id {
+    ($id:literal) => {
+        concat!(
+            "COALESCE((SELECT seq FROM envelope_ids WHERE id = ",
+            $id,
+            "), (SELECT seq FROM envelope_ids_recent WHERE id = ",
+            $id,
+            "))"
+        )
+    };
+}
+
+/// The envelope bytes of the id `$1`.
+const ENVELOPE_BY_ID: &str = concat!("SELECT bytes FROM envelopes WHERE seq = ", seq_of_id!("$1"));
+
+/// A person's current ratings, newest first. The id breaks ties, so pages of equal times
+/// neither repeat nor skip a rating.
+const RATINGS_OF: &str = concat!(
+    "SELECT e.bytes FROM ratings r JOIN envelopes e ON e.seq = ",
+    seq_of_id!("r.id"),
+    " WHERE r.subject = $1 ORDER BY r.created_at DESC, r.id LIMIT $2 OFFSET $3"
+);
+
+/// Moderator profiles speaking a language (`$1` or `$5`, LIKE patterns) charging at most `$2`
+/// basis points, cheapest first.
+const MODERATORS: &str = concat!(
+    "SELECT e.bytes FROM moderators m JOIN envelopes e ON e.seq = ",
+    seq_of_id!("m.id"),
+    " WHERE (m.languages LIKE $1 OR m.languages LIKE $5) AND m.fee_bp <= $2 \
+     ORDER BY m.fee_bp, m.fee_fixed, m.signer LIMIT $3 OFFSET $4"
+);
+
+/// The ids and bytes of the envelopes whose ids are the `n` parameters, bound twice (once for
+/// each id table).
+fn envelopes_by_ids(numbered: bool, n: usize) -> String {
+    format!(
+        "SELECT id, bytes FROM envelopes WHERE seq IN \
+         (SELECT seq FROM envelope_ids WHERE id IN ({}) \
+          UNION ALL SELECT seq FROM envelope_ids_recent WHERE id IN ({}))",
+        placeholders(numbered, n, 1, 1),
+        placeholders(numbered, n, 1, n + 1)
+    )
+}
+
+/// Moves the recent ids into the large table (in key order: the recent table is keyed by id).
+/// `{insert}` is `INSERT OR FAIL` on SQLite, as in [`Store::write_batch`]'s step 4.
+const MERGE_RECENT_IDS: &str =
+    "{insert} INTO envelope_ids (id, seq) SELECT id, seq FROM envelope_ids_recent ORDER BY id";
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -444,8 +523,9 @@ fn to_i64(value: u64) -> i64 {
 pub const SQLITE_MMAP_BYTES: u64 = 1 << 30;
 
 /// WAL pages (4 KiB each) after which a commit checkpoints the WAL into the database file
-/// (256 MiB). Each envelope inserts into the random-ordered `id` index: at 1M envelopes that
-/// index has 11,343 pages (46 MB) and a batch of 1,000 dirties nearly 1,000 of them, so a
+/// (256 MiB). Measured when each envelope inserted into the random-ordered `id` index (migration
+/// 0006 has since moved ids into tables of their own; `current`'s key is still random-ordered):
+/// at 1M envelopes that index had 11,343 pages (46 MB) and a batch of 1,000 dirtied nearly 1,000 of them, so a
 /// checkpoint every 64 MiB copied most dirtied pages once each; every 256 MiB a page is
 /// dirtied several times per copy (1M-envelope ingest from 8 clients: 14,897 → 16,773 and
 /// 16,614 envelopes/s). The price: up to 256 MiB of WAL on disk, and a longer pause for the
@@ -469,7 +549,7 @@ pub struct EnvelopeReader {
 }
 
 /// The statement [`EnvelopeReader::get_many`] prepares once per connection.
-const READ_ENVELOPE: &str = "SELECT bytes FROM envelopes WHERE id = ?1";
+const READ_ENVELOPE: &str = ENVELOPE_BY_ID;
 
 impl EnvelopeReader {
     fn connection(&self) -> Result<rusqlite::Connection, StoreError> {
@@ -602,7 +682,7 @@ impl Store {
             }
             // Every write goes through one connection that is never closed or recycled, so
             // its cache keeps the pages the last transactions touched. Each ingest group
-            // inserts into two random-ordered B-trees (the envelope ids, the current slots)
+            // inserts into random-ordered B-trees (the recent envelope ids, the current slots)
             // and so touches most of their leaf pages; through the readers' pool, each group
             // ran on whichever connection was idle, whose cache another connection's commit
             // had invalidated, and read every one of those pages back from the WAL.
@@ -662,15 +742,18 @@ impl Store {
         with_writer!(self, pool => {
             let mut tx = pool.begin_write().await?;
             // 1. Which ids are stored already?
+            //    (In either id table: migration 0006.)
             let mut known = std::collections::HashSet::new();
             for chunk in objects.chunks(500) {
-                let sql = format!("SELECT id FROM envelopes WHERE id IN ({})", placeholders(numbered, chunk.len(), 1, 1));
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for object in chunk {
-                    query = query.bind(object.id().as_bytes().to_vec());
-                }
-                for row in query.fetch_all(&mut *tx).await? {
-                    known.insert(id_of(&row.try_get::<Vec<u8>, _>("id")?)?);
+                for table in ["envelope_ids", "envelope_ids_recent"] {
+                    let sql = format!("SELECT id FROM {table} WHERE id IN ({})", placeholders(numbered, chunk.len(), 1, 1));
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for object in chunk {
+                        query = query.bind(object.id().as_bytes().to_vec());
+                    }
+                    for row in query.fetch_all(&mut *tx).await? {
+                        known.insert(id_of(&row.try_get::<Vec<u8>, _>("id")?)?);
+                    }
                 }
             }
             // 2. The current version of every slot the batch touches.
@@ -711,6 +794,7 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("m")?;
+            let seq_before = next_seq;
             let mut outcomes = Vec::with_capacity(objects.len());
             let mut accepted: Vec<(usize, i64)> = Vec::new();
             let mut winners: HashMap<(Vec<u8>, String), (usize, i64)> = HashMap::new();
@@ -764,6 +848,28 @@ impl Store {
                         .bind(object.envelope().bytes().to_vec());
                 }
                 query.execute(&mut *tx).await?;
+            }
+            //    Their ids go to the recent id table, in key order (fewer pages between
+            //    inserts); the group that reaches the merge mark moves them all into the large
+            //    one ([`ID_MERGE_INTERVAL`]).
+            let mut ids: Vec<([u8; 32], i64)> =
+                accepted.iter().map(|(index, seq)| (objects[*index].id().0, *seq)).collect();
+            ids.sort_unstable();
+            for chunk in ids.chunks(ROWS * 2) {
+                let sql = format!(
+                    "{insert} INTO envelope_ids_recent (id, seq) VALUES {}",
+                    placeholders(numbered, chunk.len(), 2, 1)
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (id, seq) in chunk {
+                    query = query.bind(id.to_vec()).bind(*seq);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            if id_merge_due(seq_before, next_seq) {
+                let merge = MERGE_RECENT_IDS.replace("{insert}", insert);
+                sqlx::query(sqlx::AssertSqlSafe(merge)).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM envelope_ids_recent").execute(&mut *tx).await?;
             }
             // 5. The new current version of each slot (one row per slot: the batch's winner).
             //    A slot new to the database is inserted (`OR FAIL` on SQLite, as in step 4: step
@@ -859,13 +965,35 @@ impl Store {
         })
     }
 
+    /// Moves the recent ids into the large id table now, whatever their number, and returns
+    /// how many moved. [`Store::write_batch`] does this by itself every [`ID_MERGE_INTERVAL`]
+    /// envelopes; reads by id give the same answers before and after.
+    ///
+    /// # Errors
+    /// [`StoreError`]; then nothing moved.
+    pub async fn merge_recent_ids(&self) -> Result<u64, StoreError> {
+        let insert = if self.numbered_parameters() {
+            "INSERT"
+        } else {
+            "INSERT OR FAIL"
+        };
+        let merge = MERGE_RECENT_IDS.replace("{insert}", insert);
+        with_writer!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let moved = sqlx::query(sqlx::AssertSqlSafe(merge)).execute(&mut *tx).await?.rows_affected();
+            sqlx::query("DELETE FROM envelope_ids_recent").execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(moved)
+        })
+    }
+
     /// The envelope bytes of one object, if stored.
     ///
     /// # Errors
     /// [`StoreError`].
     pub async fn get(&self, id: &ObjectId) -> Result<Option<Vec<u8>>, StoreError> {
         with_pool!(self, pool => {
-            let row = sqlx::query("SELECT bytes FROM envelopes WHERE id = $1")
+            let row = sqlx::query(ENVELOPE_BY_ID)
                 .bind(id.as_bytes().as_slice())
                 .fetch_optional(pool)
                 .await?;
@@ -909,13 +1037,10 @@ impl Store {
         if ids.is_empty() {
             return Ok(found);
         }
-        let sql = format!(
-            "SELECT id, bytes FROM envelopes WHERE id IN ({})",
-            placeholders(self.numbered_parameters(), ids.len(), 1, 1)
-        );
+        let sql = envelopes_by_ids(self.numbered_parameters(), ids.len());
         with_pool!(self, pool => {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in ids {
+            for id in ids.iter().chain(ids) {
                 query = query.bind(id.as_bytes().to_vec());
             }
             for row in query.fetch_all(pool).await? {
@@ -1508,10 +1633,8 @@ impl Store {
         offset: i64,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         with_pool!(self, pool => {
-            // The id breaks ties, so pages of equal times neither repeat nor skip a rating.
             let rows = sqlx::query(
-                "SELECT e.bytes FROM ratings r JOIN envelopes e ON e.id = r.id \
-                 WHERE r.subject = $1 ORDER BY r.created_at DESC, r.id LIMIT $2 OFFSET $3",
+                RATINGS_OF,
             )
             .bind(subject.as_bytes().as_slice())
             .bind(limit)
@@ -1548,9 +1671,7 @@ impl Store {
         let max_bp = i64::from(max_fee_bp.unwrap_or(u32::MAX));
         with_pool!(self, pool => {
             let rows = sqlx::query(
-                "SELECT e.bytes FROM moderators m JOIN envelopes e ON e.id = m.id \
-                 WHERE (m.languages LIKE $1 OR m.languages LIKE $5) AND m.fee_bp <= $2 \
-                 ORDER BY m.fee_bp, m.fee_fixed, m.signer LIMIT $3 OFFSET $4",
+                MODERATORS,
             )
             .bind(exact)
             .bind(max_bp)
@@ -1579,12 +1700,16 @@ pub fn decode_stored(bytes: &[u8]) -> Result<(RawEnvelope, Object), StoreError> 
 #[cfg(test)]
 mod tests {
     use super::{
-        BeginWrite as _, LISTINGS_OF, NEWEST_PROFILES, SqliteSync, SqliteTuning, Store,
-        placeholders,
+        BeginWrite as _, ENVELOPE_BY_ID, ID_MERGE_INTERVAL, LISTINGS_OF, MODERATORS,
+        NEWEST_PROFILES, RATINGS_OF, SQLITE_MIGRATION_FILES, SqliteSync, SqliteTuning, Store,
+        embedded_migrator, envelopes_by_ids, id_merge_due, placeholders,
     };
+    use souk_protocol::ObjectId;
     use souk_protocol::{IdentityKey, pb};
     use sqlx::Row as _;
+    use sqlx::sqlite::SqliteConnectOptions;
     use sqlx::sqlite::SqlitePool;
+    use std::str::FromStr as _;
 
     /// A SQLite store in a fresh temporary directory, and its pool.
     async fn sqlite_store() -> (tempfile::TempDir, Store, SqlitePool) {
@@ -1681,6 +1806,128 @@ mod tests {
                 "{sql}: {plan:?}"
             );
         }
+    }
+
+    /// Every read by id finds the envelope's row by its sequence number, after a search of each
+    /// id table's key: none walks a whole table (a scan of `envelopes` or of `envelope_ids`
+    /// would read every stored envelope or id per request).
+    #[tokio::test]
+    async fn reads_by_id_search_both_id_tables_and_the_envelope_by_its_sequence() {
+        let (_dir, _store, pool) = sqlite_store().await;
+        for sql in [
+            ENVELOPE_BY_ID.to_string(),
+            envelopes_by_ids(false, 3),
+            RATINGS_OF.to_string(),
+            MODERATORS.to_string(),
+        ] {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&pool)
+                .await
+                .expect("plan");
+            let plan: Vec<String> = rows
+                .iter()
+                .map(|row| row.try_get::<String, _>("detail").expect("detail"))
+                .collect();
+            for table in ["envelope_ids ", "envelope_ids_recent ", "e ", "envelopes "] {
+                assert!(
+                    !plan
+                        .iter()
+                        .any(|step| step.starts_with(&format!("SCAN {table}"))
+                            || step == &format!("SCAN {}", table.trim_end())),
+                    "{sql}: {plan:?}"
+                );
+            }
+            for table in ["envelope_ids", "envelope_ids_recent"] {
+                assert!(
+                    plan.iter().any(|step| step
+                        .starts_with(&format!("SEARCH {table} USING PRIMARY KEY (id=?)"))),
+                    "{sql}: {plan:?}"
+                );
+            }
+            assert!(
+                plan.iter().any(
+                    |step| step.starts_with("SEARCH e USING INTEGER PRIMARY KEY")
+                        || step.starts_with("SEARCH envelopes USING INTEGER PRIMARY KEY")
+                ),
+                "{sql}: {plan:?}"
+            );
+        }
+    }
+
+    /// A database written before migration 0006 keeps every envelope, and each is found by
+    /// its id afterwards: the migration copies `envelopes` and fills the large id table.
+    #[tokio::test]
+    async fn envelopes_stored_before_the_id_tables_are_found_by_id_after_them() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", dir.path().join("store.db").display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .expect("url")
+            .create_if_missing(true);
+        let old = SqlitePool::connect_with(options).await.expect("open");
+        embedded_migrator(&SQLITE_MIGRATION_FILES[..5])
+            .run(&old)
+            .await
+            .expect("migrations 1-5");
+        for n in 1..=3u8 {
+            sqlx::query(
+                "INSERT INTO envelopes (seq, id, kind, signer, slot, created_at, received_at, bytes) \
+                 VALUES (?, ?, 2, ?, ?, 0, 0, ?)",
+            )
+            .bind(i64::from(n))
+            .bind(vec![n; 32])
+            .bind(vec![9u8; 32])
+            .bind(format!("listing/{n}"))
+            .bind(vec![n; 100])
+            .execute(&old)
+            .await
+            .expect("insert");
+        }
+        old.close().await;
+        let store = Store::connect(&url, SqliteTuning::with_sync(SqliteSync::Normal))
+            .await
+            .expect("migrate");
+        assert_eq!(
+            store.applied_migrations().await.expect("applied"),
+            [1, 2, 3, 4, 5, 6]
+        );
+        for n in 1..=3u8 {
+            assert_eq!(
+                store.get(&ObjectId([n; 32])).await.expect("get"),
+                Some(vec![n; 100])
+            );
+        }
+        assert_eq!(store.get(&ObjectId([4; 32])).await.expect("get"), None);
+        assert_eq!(store.max_seq().await.expect("max"), 3);
+        assert_eq!(
+            store.merge_recent_ids().await.expect("merge"),
+            0,
+            "all in the large table"
+        );
+    }
+
+    /// The group that reaches a multiple of the interval merges, and only that group: one at
+    /// most per interval however the groups fall.
+    #[test]
+    fn ids_merge_when_a_group_reaches_a_multiple_of_the_interval() {
+        let m = ID_MERGE_INTERVAL;
+        assert!(!id_merge_due(0, 0), "an empty store");
+        assert!(!id_merge_due(0, m - 1));
+        assert!(id_merge_due(0, m), "the group ending on the mark");
+        assert!(id_merge_due(m - 1, m));
+        assert!(id_merge_due(m - 10, m + 10), "the group across the mark");
+        assert!(!id_merge_due(m, m + 10), "the group after the mark");
+        assert!(!id_merge_due(m, m), "a group that stored nothing");
+        assert!(
+            id_merge_due(m + 1, 3 * m),
+            "once for a group across several marks"
+        );
+        let merges = (0..10 * m).step_by(997).zip((997..).step_by(997));
+        assert_eq!(
+            merges
+                .filter(|&(after, last)| id_merge_due(after, last.min(10 * m)))
+                .count(),
+            10
+        );
     }
 
     /// The ratings of many subjects read together are each one's `rating_summary` average, in

@@ -51,6 +51,68 @@ both!(
 );
 
 both!(
+    envelopes_are_found_by_id_before_and_after_their_ids_are_merged,
+    |s: TestServer| async move {
+        // A new envelope's id goes to a small table of recent ids; every `ID_MERGE_INTERVAL`
+        // envelopes (or when `merge_recent_ids` is called) the recent ids move into the large
+        // table. Every read by id looks in both: duplicates, a listing by id, search hits,
+        // ratings and moderators.
+        let shop = seller(21);
+        let old = listing(&shop, "old-lamp", "Old brass lamp", 60);
+        let old_rating = seller_rating(&shop, &seller(23), 1, 5, 50);
+        let judge = profile(&seller(22), |p| p.store_name = "Merged judge".into());
+        for object in [&old, &old_rating, &judge] {
+            assert_eq!(s.publish(object).await.0, StatusCode::CREATED);
+        }
+        assert_eq!(s.state.store.merge_recent_ids().await.expect("merge"), 3);
+        let new = listing(&shop, "new-lamp", "New brass lamp", 30);
+        let new_rating = seller_rating(&shop, &seller(24), 2, 3, 20);
+        for object in [&new, &new_rating] {
+            assert_eq!(s.publish(object).await.0, StatusCode::CREATED);
+        }
+        for (round, moves) in [("three merged, two recent", 2), ("all merged", 0)] {
+            for object in [&old, &old_rating, &judge, &new, &new_rating] {
+                let (status, body) = s.publish(object).await;
+                assert_eq!(status, StatusCode::OK, "{round}: {body}");
+                assert_eq!(body["results"][0]["status"], "duplicate", "{round}");
+            }
+            for lamp in [&old, &new] {
+                let (status, body) = s.get(&format!("/api/v1/listings/{}", lamp.id())).await;
+                assert_eq!(status, StatusCode::OK, "{round}: {body}");
+                assert_eq!(body["envelope"], b64(lamp.envelope().bytes()), "{round}");
+            }
+            let hits = s.search("q=brass&sort=newest").await;
+            let envelopes: Vec<&str> = hits["hits"]
+                .as_array()
+                .expect("hits")
+                .iter()
+                .filter_map(|hit| hit["envelope"].as_str())
+                .collect();
+            let expected = [b64(new.envelope().bytes()), b64(old.envelope().bytes())];
+            assert_eq!(envelopes, expected, "{round}");
+            let ratings = s.ratings(&shop.public_key()).await;
+            assert_eq!(ratings["seller"]["count"], 2, "{round}");
+            assert_eq!(
+                ratings["ratings"].as_array().map(Vec::len),
+                Some(2),
+                "{round}"
+            );
+            let (_, moderators) = s.get("/api/v1/moderators").await;
+            assert_eq!(
+                moderators["moderators"][0]["name"], "Merged judge",
+                "{round}"
+            );
+            assert_eq!(
+                s.state.store.merge_recent_ids().await.expect("merge"),
+                moves,
+                "{round}"
+            );
+        }
+        assert_eq!(s.state.store.counts().await.expect("counts").envelopes, 5);
+    }
+);
+
+both!(
     protobuf_bodies_are_accepted_single_and_batched,
     |s: TestServer| async move {
         let key = seller(2);
