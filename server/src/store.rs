@@ -403,9 +403,9 @@ const _: () = assert!(souk_protocol::Kind::Profile as i64 == 1);
 /// A stored envelope's id is kept in one of two tables keyed by id: `envelope_ids_recent`,
 /// which takes every new id, and `envelope_ids`, which holds the rest. The group whose
 /// sequence numbers reach a multiple of this moves the recent ids into the large table, in key
-/// order, in its own transaction: each page of the large table is then written once a merge
-/// instead of once a group. Larger intervals mean fewer merges but a larger recent table, whose
-/// pages every group dirties.
+/// order, in that group's transaction: each page of the large table is then written once a
+/// merge instead of once a group. Larger intervals mean fewer merges but a larger recent
+/// table, whose pages every group dirties (README, Benchmarks: 16,384 and 262,144 measured).
 pub const ID_MERGE_INTERVAL: i64 = 65_536;
 
 /// Whether the group that took sequence numbers `after + 1 ..= last` merges the recent ids:
@@ -523,13 +523,13 @@ fn to_i64(value: u64) -> i64 {
 pub const SQLITE_MMAP_BYTES: u64 = 1 << 30;
 
 /// WAL pages (4 KiB each) after which a commit checkpoints the WAL into the database file
-/// (256 MiB). Measured when each envelope inserted into the random-ordered `id` index (migration
-/// 0006 has since moved ids into tables of their own; `current`'s key is still random-ordered):
-/// at 1M envelopes that index had 11,343 pages (46 MB) and a batch of 1,000 dirtied nearly 1,000 of them, so a
-/// checkpoint every 64 MiB copied most dirtied pages once each; every 256 MiB a page is
-/// dirtied several times per copy (1M-envelope ingest from 8 clients: 14,897 → 16,773 and
-/// 16,614 envelopes/s). The price: up to 256 MiB of WAL on disk, and a longer pause for the
-/// commit that checkpoints.
+/// (256 MiB). Measured when each envelope inserted into the random-ordered `id` index
+/// (migration 0006 has since moved ids into tables of their own; `current`'s key is still
+/// random-ordered): at 1M envelopes that index had 11,343 pages (46 MB) and a batch of 1,000
+/// dirtied nearly 1,000 of them, so a checkpoint every 64 MiB copied most dirtied pages once
+/// each; every 256 MiB a page is dirtied several times per copy (1M-envelope ingest from 8
+/// clients: 14,897 → 16,773 and 16,614 envelopes/s). The price: up to 256 MiB of WAL on disk,
+/// and a longer pause for the commit that checkpoints.
 pub const SQLITE_WAL_CHECKPOINT_PAGES: u32 = 65_536;
 
 /// Reads stored envelopes by id without the async pool, for the search threads (SQLite only).

@@ -178,13 +178,13 @@ async fn migrate_check_and_repair(database: Option<&str>) {
         "migrate created the schema"
     );
     assert!(
-        out.contains("schema version 5") && out.contains("(applied)"),
+        out.contains("schema version 6") && out.contains("(applied)"),
         "{out}"
     );
     // Again: nothing left to do, and it says so the same way.
     let out = ok(&run(dir.path(), database, &["migrate"]));
     assert!(
-        out.contains("schema version 5 (5 migrations applied)") && !out.contains("(pending)"),
+        out.contains("schema version 6 (6 migrations applied)") && !out.contains("(pending)"),
         "{out}"
     );
     demo(dir.path(), database, 150);
@@ -273,7 +273,7 @@ async fn backup_while_serving_then_restore_and_its_refusals() {
         None,
         &["backup", backup.to_str().expect("utf-8")],
     ));
-    assert!(out.contains("110 envelopes, schema version 5"), "{out}");
+    assert!(out.contains("110 envelopes, schema version 6"), "{out}");
     refused(
         &run(
             dir.path(),
