@@ -462,10 +462,23 @@ fn envelopes_by_ids(numbered: bool, n: usize) -> String {
     )
 }
 
-/// Moves the recent ids into the large table (in key order: the recent table is keyed by id).
-/// `{insert}` is `INSERT OR FAIL` on SQLite, as in [`Store::write_batch`]'s step 4.
-const MERGE_RECENT_IDS: &str =
-    "{insert} INTO envelope_ids (id, seq) SELECT id, seq FROM envelope_ids_recent ORDER BY id";
+/// The two statements that move the recent ids into the large table, in one transaction:
+/// copy them in key order (the recent table is keyed by id), then empty the recent table. On
+/// SQLite the copy is `INSERT OR FAIL`, as in [`Store::write_batch`]'s step 4.
+fn merge_recent_ids_sql(numbered: bool) -> [&'static str; 2] {
+    const CLEAR: &str = "DELETE FROM envelope_ids_recent";
+    if numbered {
+        [
+            "INSERT INTO envelope_ids (id, seq) SELECT id, seq FROM envelope_ids_recent ORDER BY id",
+            CLEAR,
+        ]
+    } else {
+        [
+            "INSERT OR FAIL INTO envelope_ids (id, seq) SELECT id, seq FROM envelope_ids_recent ORDER BY id",
+            CLEAR,
+        ]
+    }
+}
 
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
@@ -548,9 +561,6 @@ pub struct EnvelopeReader {
     idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
 }
 
-/// The statement [`EnvelopeReader::get_many`] prepares once per connection.
-const READ_ENVELOPE: &str = ENVELOPE_BY_ID;
-
 impl EnvelopeReader {
     fn connection(&self) -> Result<rusqlite::Connection, StoreError> {
         if let Some(connection) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
@@ -575,7 +585,7 @@ impl EnvelopeReader {
     ) -> rusqlite::Result<()> {
         connection.execute_batch("BEGIN")?;
         let outcome = (|| {
-            let mut statement = connection.prepare_cached(READ_ENVELOPE)?;
+            let mut statement = connection.prepare_cached(ENVELOPE_BY_ID)?;
             for id in ids {
                 let mut rows = statement.query([id.as_bytes().as_slice()])?;
                 if let Some(row) = rows.next()? {
@@ -867,9 +877,9 @@ impl Store {
                 query.execute(&mut *tx).await?;
             }
             if id_merge_due(seq_before, next_seq) {
-                let merge = MERGE_RECENT_IDS.replace("{insert}", insert);
-                sqlx::query(sqlx::AssertSqlSafe(merge)).execute(&mut *tx).await?;
-                sqlx::query("DELETE FROM envelope_ids_recent").execute(&mut *tx).await?;
+                for statement in merge_recent_ids_sql(numbered) {
+                    sqlx::query(statement).execute(&mut *tx).await?;
+                }
             }
             // 5. The new current version of each slot (one row per slot: the batch's winner).
             //    A slot new to the database is inserted (`OR FAIL` on SQLite, as in step 4: step
@@ -972,16 +982,11 @@ impl Store {
     /// # Errors
     /// [`StoreError`]; then nothing moved.
     pub async fn merge_recent_ids(&self) -> Result<u64, StoreError> {
-        let insert = if self.numbered_parameters() {
-            "INSERT"
-        } else {
-            "INSERT OR FAIL"
-        };
-        let merge = MERGE_RECENT_IDS.replace("{insert}", insert);
+        let [copy, clear] = merge_recent_ids_sql(self.numbered_parameters());
         with_writer!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let moved = sqlx::query(sqlx::AssertSqlSafe(merge)).execute(&mut *tx).await?.rows_affected();
-            sqlx::query("DELETE FROM envelope_ids_recent").execute(&mut *tx).await?;
+            let moved = sqlx::query(copy).execute(&mut *tx).await?.rows_affected();
+            sqlx::query(clear).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(moved)
         })
@@ -1777,6 +1782,17 @@ mod tests {
         }
     }
 
+    /// The steps of SQLite's plan for `sql` (`EXPLAIN QUERY PLAN`), one line each.
+    async fn query_plan(pool: &SqlitePool, sql: &str) -> Vec<String> {
+        sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+            .fetch_all(pool)
+            .await
+            .expect("plan")
+            .iter()
+            .map(|row| row.try_get::<String, _>("detail").expect("detail"))
+            .collect()
+    }
+
     /// The reads that must not scan the whole `current` table are planned through an index:
     /// a seller's listings through the primary key, the newest profiles through the partial
     /// index on profiles (migration 0005). With that index dropped, or with the kind bound as a
@@ -1788,14 +1804,7 @@ mod tests {
             (LISTINGS_OF, "sqlite_autoindex_current_1"),
             (NEWEST_PROFILES, "current_profiles"),
         ] {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .fetch_all(&pool)
-                .await
-                .expect("plan");
-            let plan: Vec<String> = rows
-                .iter()
-                .map(|row| row.try_get::<String, _>("detail").expect("detail"))
-                .collect();
+            let plan = query_plan(&pool, sql).await;
             // The step that reads `current` (alias `c`) walks the expected index; a bare
             // `SCAN c`, or a walk of another index such as `current_seq`, fails.
             let step = plan
@@ -1820,14 +1829,7 @@ mod tests {
             RATINGS_OF.to_string(),
             MODERATORS.to_string(),
         ] {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .fetch_all(&pool)
-                .await
-                .expect("plan");
-            let plan: Vec<String> = rows
-                .iter()
-                .map(|row| row.try_get::<String, _>("detail").expect("detail"))
-                .collect();
+            let plan = query_plan(&pool, &sql).await;
             for table in ["envelope_ids ", "envelope_ids_recent ", "e ", "envelopes "] {
                 assert!(
                     !plan
