@@ -34,7 +34,7 @@ pub use pool::SearchPool;
 use text::TextClause;
 
 /// Version of the schema below; an index built with another version is rebuilt.
-const SCHEMA_VERSION: &str = "5";
+const SCHEMA_VERSION: &str = "6";
 const TEXT_ANALYZER: &str = "souk_text";
 const PREFIX_ANALYZER: &str = "souk_prefix";
 
@@ -128,6 +128,82 @@ fn be_words<const N: usize>(bytes: &[u8]) -> [u64; N] {
 /// Names of the four fast fields holding an object id, eight bytes each (big-endian).
 const ID_FIELDS: [&str; 4] = ["id0", "id1", "id2", "id3"];
 
+/// Bytes of a seller's key that its `signer` term holds: the first eight.
+///
+/// The whole key (32 random bytes) as the term put about as many nearly random 32-byte terms
+/// into each new segment's dictionary as the segment has sellers, and building those
+/// dictionaries (finite-state transducers, whose cost grows with the bytes no two terms share)
+/// was the largest single cost of the index stage's commits. Eight bytes are as selective for
+/// any honest set of sellers; the other 24 are kept in three fast columns
+/// ([`SIGNER_REST_FIELDS`]), and [`SellerDocs`] checks them, so a seller whose key begins
+/// with the same eight bytes (chosen or by chance) is never taken for another.
+const SIGNER_TERM_LEN: usize = 8;
+
+/// Names of the three fast fields holding bytes 8 to 32 of a seller's key (big-endian words).
+const SIGNER_REST_FIELDS: [&str; 3] = ["signer1", "signer2", "signer3"];
+
+/// The `signer` term of a seller (see [`SIGNER_TERM_LEN`]).
+fn signer_term(field: Field, signer: &[u8; 32]) -> Term {
+    Term::from_field_bytes(field, &signer[..SIGNER_TERM_LEN])
+}
+
+/// The rest of a seller's key as the [`SIGNER_REST_FIELDS`] column values.
+fn signer_rest(signer: &[u8; 32]) -> [u64; 3] {
+    be_words(&signer[SIGNER_TERM_LEN..])
+}
+
+/// One segment's way to a seller's documents: the postings of the seller's short term, less
+/// the documents whose key differs in the bytes the term leaves out.
+struct SellerDocs {
+    field: Field,
+    postings: Arc<tantivy::InvertedIndexReader>,
+    rest: [Arc<dyn tantivy::columnar::ColumnValues<u64>>; 3],
+}
+
+impl SellerDocs {
+    /// Opens the `signer` postings and columns of `segment`.
+    fn open(segment: &tantivy::SegmentReader, field: Field) -> tantivy::Result<Self> {
+        let column = |name: &str| -> tantivy::Result<_> {
+            Ok(segment.fast_fields().u64(name)?.first_or_default_col(0))
+        };
+        Ok(Self {
+            field,
+            postings: segment.inverted_index(field)?,
+            rest: [
+                column(SIGNER_REST_FIELDS[0])?,
+                column(SIGNER_REST_FIELDS[1])?,
+                column(SIGNER_REST_FIELDS[2])?,
+            ],
+        })
+    }
+
+    /// Calls `each` with every document of `signer` in the segment (deleted ones included),
+    /// in ascending order.
+    fn each(&self, signer: &[u8; 32], mut each: impl FnMut(tantivy::DocId)) -> tantivy::Result<()> {
+        use tantivy::DocSet as _;
+        let Some(mut postings) = self
+            .postings
+            .read_postings(&signer_term(self.field, signer), IndexRecordOption::Basic)?
+        else {
+            return Ok(());
+        };
+        let rest = signer_rest(signer);
+        let mut doc = postings.doc();
+        while doc != tantivy::TERMINATED {
+            if self
+                .rest
+                .iter()
+                .zip(rest)
+                .all(|(column, word)| column.get_val(doc) == word)
+            {
+                each(doc);
+            }
+            doc = postings.advance();
+        }
+        Ok(())
+    }
+}
+
 /// The object-id columns of one segment: ids of hits are read from them, not from a document
 /// store.
 struct IdColumns([Arc<dyn tantivy::columnar::ColumnValues<u64>>; 4]);
@@ -159,7 +235,10 @@ struct Fields {
     id: [Field; 4],
     /// The slot's key (see [`slot_key`]), in two columns: what a replacement deletes by.
     slot: [Field; 2],
+    /// The first [`SIGNER_TERM_LEN`] bytes of the seller's key, indexed.
     signer: Field,
+    /// The rest of the seller's key, in three fast columns ([`SIGNER_REST_FIELDS`]).
+    signer_rest: [Field; 3],
     title: Field,
     description: Field,
     tags: Field,
@@ -198,7 +277,9 @@ fn schema() -> (Schema, Fields) {
         // Fast columns only: a term per listing in the dictionary cost every commit and merge
         // (see `slots.rs`).
         slot: slots::SLOT_FIELDS.map(|name| b.add_u64_field(name, FAST)),
+        // A short term and columns for the rest of the key: see `SIGNER_TERM_LEN`.
         signer: b.add_bytes_field("signer", INDEXED),
+        signer_rest: SIGNER_REST_FIELDS.map(|name| b.add_u64_field(name, FAST)),
         title: b.add_text_field("title", text(TEXT_ANALYZER, freqs)),
         description: b.add_text_field("description", text(TEXT_ANALYZER, freqs)),
         tags: b.add_text_field("tags", text(TEXT_ANALYZER, freqs)),
@@ -831,7 +912,10 @@ impl SearchIndex {
         for (field, word) in f.slot.iter().zip(slot) {
             d.add_u64(*field, word);
         }
-        d.add_bytes(f.signer, doc.signer.as_bytes());
+        d.add_bytes(f.signer, &doc.signer.as_bytes()[..SIGNER_TERM_LEN]);
+        for (field, word) in f.signer_rest.iter().zip(signer_rest(doc.signer.as_bytes())) {
+            d.add_u64(*field, word);
+        }
         d.add_text(f.title, &l.title);
         d.add_text(f.description, &l.description);
         d.add_text(f.prefix, &l.title);
@@ -1355,6 +1439,96 @@ mod tests {
             };
             assert_eq!(ids(&of_seller), expected, "seller {seed}");
         }
+    }
+
+    /// Two sellers whose keys begin with the same [`SIGNER_TERM_LEN`] bytes, and so share
+    /// their `signer` term: the first is `seller(1)`, the second differs from it in one later
+    /// byte (the first such change that is still a valid key).
+    fn sellers_sharing_a_term() -> (PublicKey, PublicKey) {
+        let first = seller(1);
+        let second = (1..=u8::MAX)
+            .find_map(|flip| {
+                let mut bytes = *first.as_bytes();
+                bytes[20] ^= flip;
+                PublicKey::from_bytes(&bytes).ok()
+            })
+            .expect("about half of all changes give a valid key");
+        assert_eq!(
+            first.as_bytes()[..SIGNER_TERM_LEN],
+            second.as_bytes()[..SIGNER_TERM_LEN]
+        );
+        assert_ne!(first, second);
+        (first, second)
+    }
+
+    /// The index keeps only the first bytes of a seller's key as its term; a seller whose key
+    /// shares them (found by chance, or made so on purpose) is still another seller: the
+    /// seller filter, with the bitmaps and with tantivy alone, never returns the other's
+    /// listings, and replacing or withdrawing a listing never takes out the other's listing of
+    /// the same slug.
+    #[test]
+    fn sellers_whose_keys_share_the_indexed_bytes_stay_apart() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (index, _) = SearchIndex::open(dir.path(), 15_000_000).expect("open");
+        index.set_result_cache_entries(0);
+        let (alice, mallory) = sellers_sharing_a_term();
+        let put = |id: u8, signer: PublicKey, slug: &str| {
+            Change::Upsert(Box::new(ListingDoc {
+                id: ObjectId([id; 32]),
+                signer,
+                listing: listing(slug, "home", "EUR", false),
+                seller_rating: 0.0,
+            }))
+        };
+        let everything = SearchQuery {
+            limit: 10,
+            now: 2_000,
+            ..SearchQuery::default()
+        };
+        let of = |signer: PublicKey| SearchQuery {
+            seller: Some(signer),
+            ..everything.clone()
+        };
+        let check = |expected: [&[u8]; 3]| {
+            let searcher = index.reader.searcher();
+            for (query, want) in [&everything, &of(alice), &of(mallory)]
+                .into_iter()
+                .zip(expected)
+            {
+                assert_eq!(hit_ids(&index, query), want, "{:?}", query.seller);
+                let reference = index.compute_reference(&searcher, query).expect("tantivy");
+                let mut reference: Vec<u8> = reference.ids.iter().map(|id| id.0[0]).collect();
+                reference.sort_unstable();
+                assert_eq!(reference, want, "tantivy alone, {:?}", query.seller);
+            }
+        };
+        index
+            .apply(
+                &[
+                    put(1, alice, "kettle"),
+                    put(2, mallory, "kettle"),
+                    put(3, mallory, "mug"),
+                ],
+                1,
+            )
+            .expect("apply");
+        check([&[1, 2, 3], &[1], &[2, 3]]);
+        // In a later commit (another segment): Mallory replaces her kettle, Alice's stays.
+        index.apply(&[put(4, mallory, "kettle")], 2).expect("apply");
+        check([&[1, 3, 4], &[1], &[3, 4]]);
+        // Alice withdraws hers: Mallory's kettle stays.
+        index
+            .apply(&[Change::remove(&alice, "kettle")], 3)
+            .expect("apply");
+        check([&[3, 4], &[], &[3, 4]]);
+        // And the other way round.
+        index
+            .apply(
+                &[put(5, alice, "kettle"), Change::remove(&mallory, "kettle")],
+                4,
+            )
+            .expect("apply");
+        check([&[3, 5], &[5], &[3]]);
     }
 
     /// A commit of many changes leaves the index exactly as applying them one by one would:

@@ -36,7 +36,7 @@ use tantivy::query::{EnableScoring, Explanation, Query, Scorer, Weight};
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{DocId, DocSet, Score, SeekDangerResult, SegmentReader, TERMINATED, Term};
 
-use super::{FACET_FIELDS, SearchError, SearchQuery, Sort};
+use super::{FACET_FIELDS, SearchError, SearchQuery, SellerDocs, Sort};
 
 /// A set of documents of one segment, one bit per document id.
 #[derive(Clone, PartialEq, Eq)]
@@ -701,8 +701,10 @@ impl SegmentView {
             m.and(&ships);
         }
         if let Some(seller) = &q.seller {
-            let term = Term::from_field_bytes(signer_field, seller.as_bytes());
-            m.and(&postings(segment, &term, self.max_doc)?);
+            let mut docs = Bits::empty(self.max_doc);
+            SellerDocs::open(segment, signer_field)?
+                .each(seller.as_bytes(), |doc| docs.insert(doc))?;
+            m.and(&docs);
         }
         Ok(m)
     }

@@ -15,7 +15,7 @@ use tantivy::{Order, Term};
 
 use super::{
     Counts, FACET_FIELDS, SearchError, SearchIndex, SearchQuery, SearchResult, Sort,
-    fold_categories, query_words,
+    fold_categories, query_words, signer_rest, signer_term,
 };
 
 impl SearchIndex {
@@ -74,13 +74,24 @@ impl SearchIndex {
             ));
         }
         if let Some(seller) = &q.seller {
+            // The short term, and each column of the key's other bytes equal to the seller's.
             must.push((
                 Occur::Must,
                 Box::new(TermQuery::new(
-                    Term::from_field_bytes(f.signer, seller.as_bytes()),
+                    signer_term(f.signer, seller.as_bytes()),
                     IndexRecordOption::Basic,
                 )),
             ));
+            for (field, word) in f.signer_rest.iter().zip(signer_rest(seller.as_bytes())) {
+                let word = Term::from_field_u64(*field, word);
+                must.push((
+                    Occur::Must,
+                    Box::new(RangeQuery::new(
+                        Bound::Included(word.clone()),
+                        Bound::Included(word),
+                    )),
+                ));
+            }
         }
         if let Some(min) = q.min_rating {
             must.push((

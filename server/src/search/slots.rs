@@ -10,9 +10,9 @@
 //!
 //! Instead a slot's key is kept only in two fast columns (`slot0`, `slot1`: the key's two
 //! halves, bit-packed, no dictionary), and a commit's deletions are one [`SlotsQuery`]: per
-//! segment it walks the postings of each seller whose slots it deletes (the `signer` term,
-//! which the seller filter needs anyway) and picks the documents whose key is one of that
-//! seller's. The cost of a deletion is thus the seller's documents in the index, once per
+//! segment it walks the documents of each seller whose slots it deletes (the postings of the
+//! `signer` term, which the seller filter needs anyway: see `SellerDocs`) and picks the
+//! documents whose key is one of that seller's. The cost of a deletion is thus the seller's documents in the index, once per
 //! commit however many of their slots it deletes; a back-fill of first versions deletes
 //! nothing.
 //!
@@ -26,10 +26,10 @@ use std::sync::Arc;
 use tantivy::query::{
     BitSetDocSet, ConstScorer, EnableScoring, Explanation, Query, Scorer, Weight,
 };
-use tantivy::schema::{Field, IndexRecordOption};
-use tantivy::{DocId, DocSet, Score, SegmentReader, TERMINATED, Term};
+use tantivy::schema::Field;
+use tantivy::{DocId, Score, SegmentReader};
 
-use super::{Change, ListingDoc, SLOT_KEY_LEN};
+use super::{Change, ListingDoc, SLOT_KEY_LEN, SellerDocs};
 
 /// Names of the two fast fields holding a slot's key, eight bytes each (big-endian).
 pub(super) const SLOT_FIELDS: [&str; 2] = ["slot0", "slot1"];
@@ -120,20 +120,14 @@ impl SlotsQuery {
             Ok(reader.fast_fields().u64(name)?.first_or_default_col(0))
         };
         let (high, low) = (column(SLOT_FIELDS[0])?, column(SLOT_FIELDS[1])?);
-        let index = reader.inverted_index(self.signer)?;
+        let sellers = SellerDocs::open(reader, self.signer)?;
         let mut docs = Vec::new();
         for (signer, keys) in self.slots.iter() {
-            let term = Term::from_field_bytes(self.signer, signer);
-            let Some(mut postings) = index.read_postings(&term, IndexRecordOption::Basic)? else {
-                continue;
-            };
-            let mut doc = postings.doc();
-            while doc != TERMINATED {
+            sellers.each(signer, |doc| {
                 if keys.contains(&[high.get_val(doc), low.get_val(doc)]) {
                     docs.push(doc);
                 }
-                doc = postings.advance();
-            }
+            })?;
         }
         docs.sort_unstable();
         docs.dedup();
