@@ -169,6 +169,14 @@ pub enum Store {
         /// at a time anyway); its page cache stays warm from one transaction to the next. An
         /// in-memory database has no second pool: this is `readers` again.
         writer: SqlitePool,
+        /// Connections for reads that pass through much of the store in pages (an index
+        /// rebuild, a peer's back-fill, the sync set's load; see `with_scan!`): at most two, closed
+        /// when idle, and without the memory map the readers use. A mapped page a scan has
+        /// read stays in the process's resident set until its connection closes, and each
+        /// connection maps the file for itself: after the search index of a 1M-listing store
+        /// was rebuilt through the readers, their mappings held 1.3 GiB. An in-memory database
+        /// has no second pool: this is `readers` again.
+        scans: SqlitePool,
     },
     /// PostgreSQL.
     Postgres(PgPool),
@@ -205,6 +213,17 @@ macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
             Store::Sqlite { readers: $pool, .. } => $body,
+            Store::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Like `with_pool!`, for a page of a read that passes through much of the store: on SQLite
+/// the scanning connections, which read without a memory map (see [`Store::Sqlite`]).
+macro_rules! with_scan {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            Store::Sqlite { scans: $pool, .. } => $body,
             Store::Postgres($pool) => $body,
         }
     };
@@ -688,7 +707,11 @@ impl Store {
             if sqlite_file(&readers).is_none() {
                 // In memory: a second pool could open a second database.
                 let writer = readers.clone();
-                return Ok(Self::Sqlite { readers, writer });
+                return Ok(Self::Sqlite {
+                    scans: readers.clone(),
+                    readers,
+                    writer,
+                });
             }
             // Every write goes through one connection that is never closed or recycled, so
             // its cache keeps the pages the last transactions touched. Each ingest group
@@ -701,12 +724,22 @@ impl Store {
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options.pragma(
+                .connect_with(options.clone().pragma(
                     "cache_size",
                     (-i64::from(sqlite.writer_cache_mib) * 1024).to_string(),
                 ))
                 .await?;
-            Ok(Self::Sqlite { readers, writer })
+            // Opened when a scan first needs one, closed a minute after its last.
+            let scans = SqlitePoolOptions::new()
+                .max_connections(2)
+                .min_connections(0)
+                .idle_timeout(Duration::from_secs(60))
+                .connect_lazy_with(options.pragma("mmap_size", "0"));
+            Ok(Self::Sqlite {
+                readers,
+                writer,
+                scans,
+            })
         }
     }
 
@@ -726,8 +759,9 @@ impl Store {
 
     /// Closes the pools (waits for connections to finish).
     pub async fn close(&self) {
-        if let Self::Sqlite { writer, .. } = self {
+        if let Self::Sqlite { writer, scans, .. } = self {
             writer.close().await;
+            scans.close().await;
         }
         with_pool!(self, pool => pool.close().await);
     }
@@ -1110,7 +1144,7 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        with_pool!(self, pool => {
+        with_scan!(self, pool => {
             let rows = sqlx::query(
                 "SELECT c.seq, e.bytes FROM current c JOIN envelopes e ON e.seq = c.seq \
                  WHERE c.kind = $1 AND c.tombstone = 0 AND c.seq > $2 ORDER BY c.seq LIMIT $3",
@@ -1136,7 +1170,7 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        with_pool!(self, pool => {
+        with_scan!(self, pool => {
             let rows = sqlx::query(
                 "SELECT c.seq, e.bytes FROM current c JOIN envelopes e ON e.seq = c.seq \
                  WHERE c.seq > $1 ORDER BY c.seq LIMIT $2",
@@ -1157,7 +1191,7 @@ impl Store {
     /// # Errors
     /// [`StoreError`].
     pub async fn current_ids(&self) -> Result<Vec<(u64, ObjectId)>, StoreError> {
-        with_pool!(self, pool => {
+        with_scan!(self, pool => {
             let rows = sqlx::query("SELECT created_at, id FROM current")
                 .fetch_all(pool)
                 .await?;
@@ -1219,7 +1253,7 @@ impl Store {
     /// # Errors
     /// [`StoreError`].
     pub async fn current_listing_ids(&self) -> Result<Vec<ObjectId>, StoreError> {
-        with_pool!(self, pool => {
+        with_scan!(self, pool => {
             let rows = sqlx::query("SELECT id FROM current WHERE kind = $1 AND tombstone = 0")
                 .bind(souk_protocol::Kind::Listing as i64)
                 .fetch_all(pool)
@@ -2000,7 +2034,10 @@ mod tests {
             writer_cache_mib: 64,
         };
         let store = Store::connect(&url, tuning).await.expect("open");
-        let Store::Sqlite { readers, writer } = &store else {
+        let Store::Sqlite {
+            readers, writer, ..
+        } = &store
+        else {
             panic!("a SQLite store");
         };
         assert_eq!(writer.options().get_max_connections(), 1);
@@ -2045,6 +2082,78 @@ mod tests {
             .await
             .expect("still the connection that made the marker");
         assert_eq!(store.max_seq().await.expect("seq"), 3);
+    }
+
+    /// On a SQLite file the reads that page through much of the store (an index rebuild, a
+    /// peer's back-fill, the sync set) run on connections without a memory map, so the pages
+    /// they pass through are not left mapped into the server; the readers keep theirs. Those
+    /// scans see what was committed, as the readers do.
+    #[tokio::test]
+    async fn scans_of_a_sqlite_file_read_without_a_memory_map_and_see_every_commit() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", dir.path().join("store.db").display());
+        let store = Store::connect(&url, SqliteTuning::with_sync(SqliteSync::Normal))
+            .await
+            .expect("open");
+        let Store::Sqlite { readers, scans, .. } = &store else {
+            panic!("a SQLite store");
+        };
+        let mmap_size = |pool: &SqlitePool| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("PRAGMA mmap_size")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("mmap_size")
+            }
+        };
+        assert_eq!(mmap_size(scans).await, 0, "scans map nothing");
+        assert_eq!(
+            mmap_size(readers).await,
+            i64::try_from(super::SQLITE_MMAP_BYTES).expect("fits"),
+            "the readers map the file"
+        );
+        assert!(scans.options().get_max_connections() <= 2);
+        let ctx = souk_protocol::ValidationContext::now();
+        let key = IdentityKey::from_secret_bytes(&[9; 32]);
+        let objects: Vec<_> = ["lamp", "desk", "chair"]
+            .into_iter()
+            .map(|slug| {
+                let listing = souk_protocol::samples::listing(ctx.now - 10, slug, None);
+                key.seal(&souk_protocol::Object::Listing(listing), &ctx)
+                    .expect("valid listing")
+            })
+            .collect();
+        for object in &objects {
+            store
+                .write_batch(std::slice::from_ref(object))
+                .await
+                .expect("write");
+            let ids = store.current_listing_ids().await.expect("scan");
+            assert!(ids.contains(&object.id()), "the scan sees the commit");
+        }
+        let page = store.current_listings_page(0, 10).await.expect("page");
+        assert_eq!(
+            page.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(store.current_page(1, 10).await.expect("page").len(), 2);
+        assert_eq!(store.current_ids().await.expect("ids").len(), 3);
+        // Each of those scans went through the scanning connections: they still work once
+        // the readers are closed, and a read through the readers then fails.
+        readers.close().await;
+        assert!(store.max_seq().await.is_err(), "the readers are closed");
+        assert_eq!(
+            store
+                .current_listings_page(0, 10)
+                .await
+                .expect("page")
+                .len(),
+            3
+        );
+        assert_eq!(store.current_page(0, 10).await.expect("page").len(), 3);
+        assert_eq!(store.current_ids().await.expect("ids").len(), 3);
+        assert_eq!(store.current_listing_ids().await.expect("ids").len(), 3);
     }
 
     /// While another connection holds SQLite's write lock, a batch waits for it and is then
