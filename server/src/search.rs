@@ -152,6 +152,15 @@ fn signer_rest(signer: &[u8; 32]) -> [u64; 3] {
     be_words(&signer[SIGNER_TERM_LEN..])
 }
 
+/// A segment's fast column `name` of u64 values (ids, slot keys, the rest of a seller's key:
+/// one value per document).
+fn u64_column(
+    segment: &tantivy::SegmentReader,
+    name: &str,
+) -> tantivy::Result<Arc<dyn tantivy::columnar::ColumnValues<u64>>> {
+    Ok(segment.fast_fields().u64(name)?.first_or_default_col(0))
+}
+
 /// One segment's way to a seller's documents: the postings of the seller's short term, less
 /// the documents whose key differs in the bytes the term leaves out.
 struct SellerDocs {
@@ -163,16 +172,13 @@ struct SellerDocs {
 impl SellerDocs {
     /// Opens the `signer` postings and columns of `segment`.
     fn open(segment: &tantivy::SegmentReader, field: Field) -> tantivy::Result<Self> {
-        let column = |name: &str| -> tantivy::Result<_> {
-            Ok(segment.fast_fields().u64(name)?.first_or_default_col(0))
-        };
         Ok(Self {
             field,
             postings: segment.inverted_index(field)?,
             rest: [
-                column(SIGNER_REST_FIELDS[0])?,
-                column(SIGNER_REST_FIELDS[1])?,
-                column(SIGNER_REST_FIELDS[2])?,
+                u64_column(segment, SIGNER_REST_FIELDS[0])?,
+                u64_column(segment, SIGNER_REST_FIELDS[1])?,
+                u64_column(segment, SIGNER_REST_FIELDS[2])?,
             ],
         })
     }
@@ -210,14 +216,11 @@ struct IdColumns([Arc<dyn tantivy::columnar::ColumnValues<u64>>; 4]);
 
 impl IdColumns {
     fn open(segment: &tantivy::SegmentReader) -> Result<Self, SearchError> {
-        let column = |name: &str| -> Result<_, SearchError> {
-            Ok(segment.fast_fields().u64(name)?.first_or_default_col(0))
-        };
         Ok(Self([
-            column(ID_FIELDS[0])?,
-            column(ID_FIELDS[1])?,
-            column(ID_FIELDS[2])?,
-            column(ID_FIELDS[3])?,
+            u64_column(segment, ID_FIELDS[0])?,
+            u64_column(segment, ID_FIELDS[1])?,
+            u64_column(segment, ID_FIELDS[2])?,
+            u64_column(segment, ID_FIELDS[3])?,
         ]))
     }
 

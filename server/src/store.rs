@@ -170,9 +170,9 @@ pub enum Store {
         /// in-memory database has no second pool: this is `readers` again.
         writer: SqlitePool,
         /// Connections for reads that pass through much of the store in pages (an index
-        /// rebuild, a peer's back-fill, the sync set's load; see `with_scan!`): at most two, closed
-        /// when idle, and without the memory map the readers use. A mapped page a scan has
-        /// read stays in the process's resident set until its connection closes, and each
+        /// rebuild, a peer's back-fill, the sync set's load; see `with_scan!`): at most two,
+        /// closed when idle, and without the memory map the readers use. A mapped page a scan
+        /// has read stays in the process's resident set until its connection closes, and each
         /// connection maps the file for itself: after the search index of a 1M-listing store
         /// was rebuilt through the readers, their mappings held 1.3 GiB. An in-memory database
         /// has no second pool: this is `readers` again.
@@ -2022,6 +2022,14 @@ mod tests {
         );
     }
 
+    /// The value of the SQLite setting `name` on a connection of `pool`.
+    async fn pragma(pool: &SqlitePool, name: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
+            .fetch_one(pool)
+            .await
+            .expect(name)
+    }
+
     /// On a SQLite file every write goes through one connection of its own, with the
     /// configured page cache, and it is the same connection from one batch to the next (so its
     /// cache stays warm); what it commits, the readers see.
@@ -2041,17 +2049,16 @@ mod tests {
             panic!("a SQLite store");
         };
         assert_eq!(writer.options().get_max_connections(), 1);
-        let cache_size = |pool: &SqlitePool| {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>("PRAGMA cache_size")
-                    .fetch_one(&pool)
-                    .await
-                    .expect("cache_size")
-            }
-        };
-        assert_eq!(cache_size(writer).await, -64 * 1024, "64 MiB, in KiB");
-        assert_eq!(cache_size(readers).await, -2000, "SQLite's default");
+        assert_eq!(
+            pragma(writer, "cache_size").await,
+            -64 * 1024,
+            "64 MiB, in KiB"
+        );
+        assert_eq!(
+            pragma(readers, "cache_size").await,
+            -2000,
+            "SQLite's default"
+        );
         // A temporary table lives as long as its connection.
         sqlx::query("CREATE TEMP TABLE marker (x INTEGER)")
             .execute(writer)
@@ -2098,18 +2105,9 @@ mod tests {
         let Store::Sqlite { readers, scans, .. } = &store else {
             panic!("a SQLite store");
         };
-        let mmap_size = |pool: &SqlitePool| {
-            let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>("PRAGMA mmap_size")
-                    .fetch_one(&pool)
-                    .await
-                    .expect("mmap_size")
-            }
-        };
-        assert_eq!(mmap_size(scans).await, 0, "scans map nothing");
+        assert_eq!(pragma(scans, "mmap_size").await, 0, "scans map nothing");
         assert_eq!(
-            mmap_size(readers).await,
+            pragma(readers, "mmap_size").await,
             i64::try_from(super::SQLITE_MMAP_BYTES).expect("fits"),
             "the readers map the file"
         );

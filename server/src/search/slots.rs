@@ -12,9 +12,9 @@
 //! halves, bit-packed, no dictionary), and a commit's deletions are one [`SlotsQuery`]: per
 //! segment it walks the documents of each seller whose slots it deletes (the postings of the
 //! `signer` term, which the seller filter needs anyway: see `SellerDocs`) and picks the
-//! documents whose key is one of that seller's. The cost of a deletion is thus the seller's documents in the index, once per
-//! commit however many of their slots it deletes; a back-fill of first versions deletes
-//! nothing.
+//! documents whose key is one of that seller's. The cost of a deletion is thus the seller's
+//! documents in the index, once per commit however many of their slots it deletes; a
+//! back-fill of first versions deletes nothing.
 //!
 //! Deleting by query keeps tantivy's ordering rule (a deletion affects only documents added
 //! before it), so [`plan`] turns a commit's ordered changes into deletions first and then the
@@ -29,7 +29,7 @@ use tantivy::query::{
 use tantivy::schema::Field;
 use tantivy::{DocId, Score, SegmentReader};
 
-use super::{Change, ListingDoc, SLOT_KEY_LEN, SellerDocs};
+use super::{Change, ListingDoc, SLOT_KEY_LEN, SellerDocs, u64_column};
 
 /// Names of the two fast fields holding a slot's key, eight bytes each (big-endian).
 pub(super) const SLOT_FIELDS: [&str; 2] = ["slot0", "slot1"];
@@ -116,10 +116,10 @@ impl SlotsQuery {
 
     /// The matching documents of one segment (deleted ones included), ascending.
     fn docs(&self, reader: &SegmentReader) -> tantivy::Result<Vec<DocId>> {
-        let column = |name: &str| -> tantivy::Result<_> {
-            Ok(reader.fast_fields().u64(name)?.first_or_default_col(0))
-        };
-        let (high, low) = (column(SLOT_FIELDS[0])?, column(SLOT_FIELDS[1])?);
+        let (high, low) = (
+            u64_column(reader, SLOT_FIELDS[0])?,
+            u64_column(reader, SLOT_FIELDS[1])?,
+        );
         let sellers = SellerDocs::open(reader, self.signer)?;
         let mut docs = Vec::new();
         for (signer, keys) in self.slots.iter() {
